@@ -1,0 +1,47 @@
+# wydot_lab: every target bootstraps .venv itself, so `make test` / `make pipeline`
+# are the whole set-up on a fresh machine with Python 3.11 and pip.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PARAMS ?= params/default.yaml
+# Keep Jupyter/matplotlib/numba state inside the project, never in $HOME.
+export IPYTHONDIR       := $(CURDIR)/.cache/ipython
+export JUPYTER_DATA_DIR := $(CURDIR)/.cache/jupyter
+export MPLCONFIGDIR     := $(CURDIR)/.cache/matplotlib
+export NUMBA_CACHE_DIR  := $(CURDIR)/.cache/numba
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: help install test pipeline bench lab synth-data clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project with its test extras
+
+test: $(STAMP) ## install everything and run the whole test suite (incl. notebooks via nbval)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env notebooks
+
+pipeline: $(STAMP) ## run the stage notebooks with papermill on $(PARAMS) into outputs/<run-id>/
+	$(VENV)/bin/wydot-lab pipeline $(PARAMS)
+
+bench: $(STAMP) ## print speed figures beside their peers
+	@for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+lab: $(STAMP) ## open JupyterLab on the notebooks
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 notebooks
+
+synth-data: $(STAMP) ## regenerate the committed synthetic corpus in test_data/
+	rm -rf test_data/synthetic_wydot
+	$(VENV)/bin/wydot-lab synth --out test_data/synthetic_wydot --start 2021-04-01 --days 3 --vehicles 100 --rate 0.1 --seed 7 --records-per-hour 100
+
+clean: ## remove caches and outputs (keeps .venv)
+	rm -rf outputs data/cache .cache .pytest_cache

@@ -1,0 +1,165 @@
+"""`wydot-lab` command line: progress on stderr, one JSON summary as the last stdout line.
+
+Each subcommand is a small `_cmd_<name>(args) -> dict` that calls into the package;
+`main` turns known failures into a one-line reason and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+class CliError(Exception):
+    """A failure the user can fix; printed as one line, no traceback."""
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- subcommands
+
+
+def _cmd_synth(args: argparse.Namespace) -> dict:
+    from wydot_lab import synth
+
+    summary = synth.write_corpus(
+        args.out,
+        start=args.start,
+        days=args.days,
+        vehicles=args.vehicles,
+        rate_hz=args.rate,
+        seed=args.seed,
+        progress=_log,
+    )
+    return summary
+
+
+def _cmd_validate(args: argparse.Namespace) -> dict:
+    from wydot_lab import ingest
+
+    result = ingest.ingest_paths(args.paths, progress=_log)
+    out = result.counts()
+    out["rules"] = result.rule_counts
+    out["non_bsm_types"] = result.non_bsm_types()
+    if args.quarantine:
+        result.write_quarantine(args.quarantine)
+    return out
+
+
+def _cmd_ingest(args: argparse.Namespace) -> dict:
+    from wydot_lab import fetch
+
+    return fetch.run_ingest_cli(args, progress=_log)
+
+
+def _cmd_cache(args: argparse.Namespace) -> dict:
+    from wydot_lab import fetch
+
+    return fetch.run_cache_cli(args, progress=_log)
+
+
+def _cmd_experiment(args: argparse.Namespace) -> dict:
+    from wydot_lab import config, experiment
+
+    params = config.load(args.params)
+    return experiment.run_cli(params, args.out, progress=_log)
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> dict:
+    from wydot_lab import pipeline
+
+    return pipeline.run(args.params, out=args.out, progress=_log)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wydot-lab", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write a synthetic I-80 BSM corpus in the bucket layout")
+    s.add_argument("--out", required=True)
+    s.add_argument("--start", required=True, help="YYYY-MM-DD (UTC)")
+    s.add_argument("--days", type=int, default=1)
+    s.add_argument("--vehicles", type=int, default=100)
+    s.add_argument("--rate", type=float, default=1.0, help="messages per second per vehicle")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_synth)
+
+    v = sub.add_parser("validate", help="parse and validate files or folders")
+    v.add_argument("paths", nargs="+")
+    v.add_argument("--quarantine", help="write quarantined records to this Parquet file")
+    v.set_defaults(func=_cmd_validate)
+
+    i = sub.add_parser("ingest", help="fetch a date range into the Parquet cache")
+    i.add_argument("source", help="folder or s3://bucket[/prefix]")
+    i.add_argument("--start", required=True)
+    i.add_argument("--end", required=True)
+    i.add_argument("--cache", required=True)
+    i.add_argument("--pilot", default="wydot")
+    i.add_argument("--type", dest="message_type", default="BSM")
+    i.add_argument("--profile")
+    i.add_argument("--anonymous", action="store_true")
+    i.add_argument("--requester-pays", action="store_true")
+    i.add_argument("--endpoint-url")
+    i.add_argument("--region", default="us-east-1")
+    i.add_argument("--allow-partial", action="store_true")
+    i.add_argument("--ttl-days", type=float)
+    i.add_argument("--dry-run", action="store_true")
+    i.add_argument("--price-per-gb", type=float, default=0.09, help="egress USD/GB for --dry-run")
+    i.set_defaults(func=_cmd_ingest)
+
+    c = sub.add_parser("cache", help="list, verify or clear cached partitions")
+    c.add_argument("action", choices=["ls", "verify", "clear"])
+    c.add_argument("--cache", required=True)
+    c.add_argument("--start")
+    c.add_argument("--end")
+    c.set_defaults(func=_cmd_cache)
+
+    e = sub.add_parser("experiment", help="run the attack x detector matrix from a params file")
+    e.add_argument("params")
+    e.add_argument("--out", required=True)
+    e.set_defaults(func=_cmd_experiment)
+
+    pl = sub.add_parser("pipeline", help="run the stage notebooks with papermill")
+    pl.add_argument("params", nargs="?", default="params/default.yaml")
+    pl.add_argument("--out")
+    pl.set_defaults(func=_cmd_pipeline)
+    return p
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [CliError, FileNotFoundError, ValueError, PermissionError]
+    try:
+        from wydot_lab.source import SourceError
+
+        errs.append(SourceError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        summary = args.func(args)
+    except KeyboardInterrupt:
+        _log("wydot-lab: interrupted")
+        return 130
+    except _known_errors() as err:
+        reason = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+        _log(f"wydot-lab {args.command}: error: {reason}")
+        return 2
+    summary = dict(summary)
+    summary.setdefault("seconds", round(time.perf_counter() - t0, 3))
+    print(json.dumps(summary, default=str), flush=True)
+    return int(summary.pop("_exit", 0)) if "_exit" in summary else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

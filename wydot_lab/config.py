@@ -1,0 +1,189 @@
+"""One typed params object per run, validated on load (unknown keys are errors).
+
+Credentials are never params: a run names an AWS *profile*, never keys.
+Relative paths resolve from the project root, so notebooks, CLI and tests agree
+whatever the working directory.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+def project_root() -> Path:
+    """The checkout holding `params/` and `test_data/` (falls back to the working directory)."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").exists() and (here / "params").is_dir():
+        return here
+    return Path.cwd()
+
+
+def resolve_path(p: str | Path | None) -> str | None:
+    """Project-root-relative for local paths; URLs (s3://, memory://, ...) pass through."""
+    if p is None:
+        return None
+    s = str(p)
+    if "://" in s or Path(s).is_absolute():
+        return s
+    return str(project_root() / s)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceParams(_Strict):
+    url: str = "test_data/synthetic_wydot"  # folder or s3://bucket[/prefix]
+    pilot: str = "wydot"
+    message_type: str = "BSM"
+    region: str = "us-east-1"
+    profile: str | None = None  # an AWS profile *name*; keys never appear here
+    anonymous: bool = False
+    requester_pays: bool = False
+    endpoint_url: str | None = None
+    allow_partial: bool = False
+    egress_usd_per_gb: float = Field(0.09, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _nonempty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class DateParams(_Strict):
+    start: dt.date = dt.date(2021, 4, 1)
+    end: dt.date = dt.date(2021, 4, 3)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "DateParams":
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+class CacheParams(_Strict):
+    root: str = "data/cache"  # local path or any fsspec URL
+    ttl_days: float | None = None  # None: never expires
+
+
+class DaskParams(_Strict):
+    scheduler: str = "threads"  # threads | processes | synchronous | local-cluster | tcp://host:8786
+    npartitions: int | None = None
+
+
+class SynthParams(_Strict):
+    start: dt.date = dt.date(2021, 4, 1)
+    days: int = Field(3, ge=1)
+    vehicles: int = Field(100, ge=1)
+    rate_hz: float = Field(0.1, gt=0)
+    seed: int = 7
+
+
+class FeatureParams(_Strict):
+    window: int = Field(5, ge=2)  # rolling window, messages
+
+
+class AttackSpec(BaseModel):
+    """One attack of the matrix: `name` from the registry plus that attack's own parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    @model_validator(mode="after")
+    def _known(self) -> "AttackSpec":
+        from wydot_lab import attacks  # the registry validates each attack's own parameters
+
+        attacks.check_spec(self.model_dump())
+        return self
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if k != "name"}
+
+
+class AttackParams(_Strict):
+    attacker_share: float = Field(0.3, gt=0, lt=1)
+    extra_shares: list[float] = [0.05]  # also evaluated (realistic share)
+    seed: int = 42
+    kinds: list[AttackSpec] = []
+
+
+class ModelParams(_Strict):
+    detectors: list[str] = ["rules", "random_forest", "hist_gradient_boosting", "position_only"]
+    split: Literal["vehicle", "vehicle_day"] = "vehicle"
+    test_share: float = Field(0.3, gt=0, lt=1)
+    seed: int = 42
+    n_estimators: int = Field(200, ge=1)
+
+
+class MapParams(_Strict):
+    width: int = Field(900, ge=64)
+    height: int = Field(500, ge=64)
+    tiles: bool = False  # background tiles need the network; off by default
+
+
+class OutputParams(_Strict):
+    dir: str = "outputs"
+
+
+class Params(_Strict):
+    source: SourceParams = SourceParams()
+    dates: DateParams = DateParams()
+    cache: CacheParams = CacheParams()
+    dask: DaskParams = DaskParams()
+    synth: SynthParams = SynthParams()
+    features: FeatureParams = FeatureParams()
+    attacks: AttackParams = AttackParams()
+    model: ModelParams = ModelParams()
+    maps: MapParams = MapParams()
+    outputs: OutputParams = OutputParams()
+
+
+class ParamsError(ValueError):
+    """A params file is wrong; the message is one line naming the bad key."""
+
+
+def _one_line(err: ValidationError, origin: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc}: {msg}")
+    return f"{origin}: " + "; ".join(parts)
+
+
+def from_dict(data: dict[str, Any], origin: str = "params") -> Params:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{origin}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise ParamsError(_one_line(err, origin)) from None
+
+
+def load(path: str | Path) -> Params:
+    """Read and validate a params YAML (relative paths: cwd first, then the project root)."""
+    p = Path(path)
+    if not p.exists() and not p.is_absolute():
+        p = project_root() / p
+    if not p.exists():
+        raise ParamsError(f"{path}: no such params file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{p}: not valid YAML ({err.__class__.__name__})") from None
+    return from_dict(data, origin=str(p))
+
+
+def to_dict(params: Params) -> dict[str, Any]:
+    return params.model_dump(mode="json")

@@ -1,0 +1,64 @@
+"""The bucket key layout `{source}/{type}/YYYY/MM/DD/HH/<object>`, shared by synth, source and cache."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+DEFAULT_BUCKET = "usdot-its-cvpilot-publicdata"
+DEFAULT_PILOT = "wydot"
+DEFAULT_TYPE = "BSM"
+DEFAULT_REGION = "us-east-1"
+
+_HOUR_RE = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/(\d{2})(?:/|$)")
+
+
+def hour_prefix(pilot: str, message_type: str, hour: dt.datetime) -> str:
+    """Key prefix of one UTC hour folder, e.g. `wydot/BSM/2021/04/01/07`."""
+    return f"{pilot}/{message_type}/{hour:%Y/%m/%d/%H}"
+
+
+def floor_hour(t: dt.datetime) -> dt.datetime:
+    t = to_utc(t)
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+def to_utc(t: dt.datetime | dt.date | str) -> dt.datetime:
+    if isinstance(t, str):
+        t = dt.datetime.fromisoformat(t)
+    if not isinstance(t, dt.datetime):
+        t = dt.datetime(t.year, t.month, t.day)
+    if t.tzinfo is None:
+        return t.replace(tzinfo=dt.timezone.utc)
+    return t.astimezone(dt.timezone.utc)
+
+
+def date_range_bounds(start: dt.date | str, end: dt.date | str) -> tuple[dt.datetime, dt.datetime]:
+    """[start 00:00, end+1 00:00) in UTC for an inclusive date range."""
+    s = to_utc(start if isinstance(start, (str, dt.datetime)) else dt.datetime(start.year, start.month, start.day))
+    e = to_utc(end if isinstance(end, (str, dt.datetime)) else dt.datetime(end.year, end.month, end.day))
+    s = s.replace(hour=0, minute=0, second=0, microsecond=0)
+    e = e.replace(hour=0, minute=0, second=0, microsecond=0) + dt.timedelta(days=1)
+    if e <= s:
+        raise ValueError(f"end date {end} is before start date {start}")
+    return s, e
+
+
+def hours_between(t0: dt.datetime, t1: dt.datetime, pad: int = 0) -> list[dt.datetime]:
+    """Hour starts covering [t0, t1), widened by `pad` hours on each side
+    (records can sit one hour folder away from their timestamp)."""
+    h = floor_hour(t0) - dt.timedelta(hours=pad)
+    stop = to_utc(t1) + dt.timedelta(hours=pad)
+    out = []
+    while h < stop:
+        out.append(h)
+        h += dt.timedelta(hours=1)
+    return out
+
+
+def hour_of_key(key: str) -> dt.datetime | None:
+    """UTC hour a key's folder names, or None if it is not in the layout."""
+    m = _HOUR_RE.search(key)
+    if not m:
+        return None
+    y, mo, d, h = (int(g) for g in m.groups())
+    return dt.datetime(y, mo, d, h, tzinfo=dt.timezone.utc)
