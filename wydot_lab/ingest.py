@@ -1,0 +1,451 @@
+"""Bytes of ODE output (NDJSON, pretty single objects, .gz) -> canonical table + quarantine.
+
+Counts always add up: records (lines read) = valid + quarantined + non_bsm + blank.
+Nothing is dropped: a line that fails anywhere lands in quarantine with its text
+and every reason, and non-BSM records (TIM, ...) are kept aside by type.
+"""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from wydot_lab import parse, validate
+from wydot_lab.schema import BSM_SCHEMA, CRUMB, NON_BSM_SCHEMA, QUARANTINE_SCHEMA, SUPPORTED_SCHEMA_VERSIONS
+
+GZIP_MAGIC = b"\x1f\x8b"
+BOM = b"\xef\xbb\xbf"
+NOTE_SUFFIXES = {".md", ".rst"}  # provenance notes beside data (SOURCES.md) are not records
+
+
+class IngestError(ValueError):
+    """A whole file cannot be ingested (the message names it)."""
+
+
+class SchemaVersionError(IngestError):
+    """A record declares an ODE schemaVersion this toolkit does not know."""
+
+
+@dataclasses.dataclass
+class IngestResult:
+    valid: pa.Table
+    quarantine: pa.Table
+    non_bsm: pa.Table
+    blank: int = 0
+    records: int = 0
+    files: int = 0
+    rule_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    file_issues: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def counts(self) -> dict:
+        out = {
+            "records": self.records,
+            "valid": self.valid.num_rows,
+            "quarantined": self.quarantine.num_rows,
+            "non_bsm": self.non_bsm.num_rows,
+            "blank": self.blank,
+            "files": self.files,
+        }
+        assert out["records"] == out["valid"] + out["quarantined"] + out["non_bsm"] + out["blank"], out
+        return out
+
+    def non_bsm_types(self) -> dict[str, int]:
+        return dict(Counter(self.non_bsm.column("record_type").to_pylist()))
+
+    def quarantine_reasons(self) -> dict[str, int]:
+        """Records per reason (a record with two reasons counts under both)."""
+        flat = pc.list_flatten(self.quarantine.column("reasons")).to_pylist()
+        return dict(Counter(r.split(" at ")[0] for r in flat))
+
+    def write_quarantine(self, path: str | Path) -> None:
+        pq.write_table(self.quarantine, str(path))
+
+    @staticmethod
+    def concat(results: Iterable["IngestResult"]) -> "IngestResult":
+        results = list(results)
+        if not results:
+            return empty_result()
+        rules: Counter = Counter()
+        for r in results:
+            rules.update(r.rule_counts)
+        return IngestResult(
+            valid=pa.concat_tables([r.valid for r in results]),
+            quarantine=pa.concat_tables([r.quarantine for r in results]),
+            non_bsm=pa.concat_tables([r.non_bsm for r in results]),
+            blank=sum(r.blank for r in results),
+            records=sum(r.records for r in results),
+            files=sum(r.files for r in results),
+            rule_counts=dict(rules),
+            file_issues=[i for r in results for i in r.file_issues],
+        )
+
+
+def empty_result() -> IngestResult:
+    return IngestResult(BSM_SCHEMA.empty_table(), QUARANTINE_SCHEMA.empty_table(), NON_BSM_SCHEMA.empty_table())
+
+
+# ---------------------------------------------------------------- bytes -> lines
+
+
+def _gunzip(data: bytes) -> tuple[bytes, str | None]:
+    """Decompress every gzip member; on corruption keep what decoded and say so."""
+    out = []
+    while data:
+        d = zlib.decompressobj(wbits=31)
+        try:
+            out.append(d.decompress(data))
+            out.append(d.flush())
+        except zlib.error as err:
+            return b"".join(out), f"corrupt_gzip ({err})"
+        if not d.eof:
+            return b"".join(out), "corrupt_gzip (truncated stream)"
+        data = d.unused_data
+        if data and not data.startswith(GZIP_MAGIC):
+            return b"".join(out), "corrupt_gzip (trailing garbage)"
+    return b"".join(out), None
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """NDJSON lines with BOM and CR removed (CRLF files, no trailing newline: all fine)."""
+    if data.startswith(BOM):
+        data = data[len(BOM):]
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+
+
+def _text(line: bytes) -> str:
+    return line.decode("utf-8", errors="backslashreplace")
+
+
+# ---------------------------------------------------------------- flatten
+
+_NUM_COLS = [f.name for f in BSM_SCHEMA if f.name not in ("partII_pathHistory_crumbData",)]
+
+
+def _row(rec: parse.Record):
+    md = rec.metadata or _EMPTY_MD
+    cd = rec.payload.data.coreData
+    sid = md.serialId
+    rmd = md.receivedMessageDetails
+    loc = rmd.locationData if rmd is not None and rmd.locationData is not None else _EMPTY_LOC
+    pos, acc, accu, br, size = cd.position, cd.accelSet, cd.accuracy, cd.brakes, cd.size
+    wb = br.wheelBrakes
+    return (
+        md.recordGeneratedAt or md.generatedAt,
+        md.odeReceivedAt or md.receivedAt,
+        md.recordType, md.schemaVersion, md.bsmSource, md.sanitized, md.logFileName,
+        md.securityResultCode, md.recordGeneratedBy, md.validSignature, md.payloadType,
+        sid.streamId, sid.bundleSize, sid.bundleId, sid.recordId, sid.serialNumber,
+        loc.latitude, loc.longitude, loc.elevation, loc.speed, loc.heading,
+        rmd.rxSource if rmd is not None else None,
+        cd.msgCnt, cd.id, cd.secMark, pos.latitude, pos.longitude, pos.elevation, cd.speed, cd.heading,
+        acc.accelLong, acc.accelLat, acc.accelVert, acc.accelYaw,
+        accu.semiMajor, accu.semiMinor, accu.orientation, cd.transmission,
+        wb.leftFront, wb.rightFront, wb.leftRear, wb.rightRear, wb.unavailable,
+        br.traction, br.abs, br.scs, br.brakeBoost, br.auxBrakes, size.width, size.length,
+    )
+
+
+_EMPTY_MD = parse.Metadata()
+_EMPTY_LOC = parse.LocationData()
+_ROW_COLS = [
+    "_generatedAt", "_receivedAt",
+    "metadata_recordType", "metadata_schemaVersion", "metadata_bsmSource", "metadata_sanitized",
+    "metadata_logFileName", "metadata_securityResultCode", "metadata_recordGeneratedBy",
+    "metadata_validSignature", "metadata_payloadType",
+    "metadata_serialId_streamId", "metadata_serialId_bundleSize", "metadata_serialId_bundleId",
+    "metadata_serialId_recordId", "metadata_serialId_serialNumber",
+    "metadata_rmd_latitude", "metadata_rmd_longitude", "metadata_rmd_elevation", "metadata_rmd_speed",
+    "metadata_rmd_heading", "metadata_rmd_rxSource",
+    "coreData_msgCnt", "coreData_id", "coreData_secMark", "coreData_position_lat", "coreData_position_long",
+    "coreData_elevation", "coreData_speed", "coreData_heading",
+    "coreData_accelset_accelLong", "coreData_accelset_accelLat", "coreData_accelset_accelVert",
+    "coreData_accelset_accelYaw", "coreData_accuracy_semiMajor", "coreData_accuracy_semiMinor",
+    "coreData_accuracy_orientation", "coreData_transmission",
+    "coreData_brakes_wheelBrakes_leftFront", "coreData_brakes_wheelBrakes_rightFront",
+    "coreData_brakes_wheelBrakes_leftRear", "coreData_brakes_wheelBrakes_rightRear",
+    "coreData_brakes_wheelBrakes_unavailable", "coreData_brakes_traction", "coreData_brakes_abs",
+    "coreData_brakes_scs", "coreData_brakes_brakeBoost", "coreData_brakes_auxBrakes",
+    "coreData_size_width", "coreData_size_length",
+]
+_RMD_COLS = {"metadata_rmd_latitude", "metadata_rmd_longitude", "metadata_rmd_elevation",
+             "metadata_rmd_speed", "metadata_rmd_heading"}
+# ODE sentinels that must never reach analysis as numbers
+SENTINELS = {
+    "coreData_secMark": (65535,),
+    "coreData_accelset_accelLong": (2001,),
+    "coreData_accelset_accelLat": (2001,),
+    "coreData_accelset_accelVert": (-127,),
+    "coreData_heading": (360.0,),
+    "coreData_speed": (163.82,),
+    "coreData_elevation": (-409.6,),
+}
+
+
+def _part2(elements: list[parse.PartIIElement] | None):
+    """(crumbs or None, radiusOfCurve, confidence, other elements as JSON text or None)."""
+    if not elements:
+        return None, None, None, None
+    crumbs = roc = conf = None
+    other = []
+    for el in elements:
+        if el.id in parse.VSE_IDS:
+            vse = parse.vse_decoder.decode(el.value)
+            if vse.pathHistory is not None and vse.pathHistory.crumbData is not None:
+                crumbs = vse.pathHistory.crumbData
+            if vse.pathPrediction is not None:
+                roc, conf = vse.pathPrediction.radiusOfCurve, vse.pathPrediction.confidence
+        else:
+            other.append(b'{"id":' + msgspec.json.encode(el.id) + b',"value":' + bytes(el.value) + b"}")
+    return crumbs, roc, conf, (b"[" + b",".join(other) + b"]").decode() if other else None
+
+
+def _crumb_array(crumb_lists: list) -> pa.Array:
+    offsets = np.zeros(len(crumb_lists) + 1, dtype=np.int32)
+    flat: list[parse.Crumb] = []
+    valid = np.ones(len(crumb_lists), dtype=bool)
+    for i, cl in enumerate(crumb_lists):
+        if cl is None:
+            valid[i] = False
+        else:
+            flat.extend(cl)
+        offsets[i + 1] = len(flat)
+    fields = [
+        pa.array([getattr(c, name) for c in flat], type=pa.float64())
+        for name in ("latOffset", "lonOffset", "elevationOffset", "timeOffset")
+    ]
+    values = pa.StructArray.from_arrays(fields, fields=list(CRUMB))
+    return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~valid))
+
+
+def _parse_times(raw: list) -> pa.Array:
+    s = pd.Series(raw, dtype="object").str.replace("[UTC]", "", regex=False)
+    t = pd.to_datetime(s, utc=True, format="ISO8601", errors="coerce")
+    return pa.array(t.astype("datetime64[ms, UTC]"), type=pa.timestamp("ms", tz="UTC"))
+
+
+def _to_float(values: list) -> pa.Array:
+    """Receiver-side strings ("0", "unavailable") -> float or null."""
+    return pa.array(pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce"), type=pa.float64())
+
+
+def flatten(recs: list[parse.Record], source_object: str, lines: list[int]) -> tuple[pa.Table, np.ndarray]:
+    """Decoded BSM records -> canonical table (+ mask of rows whose generatedAt text was present)."""
+    n = len(recs)
+    if n == 0:
+        return BSM_SCHEMA.empty_table(), np.zeros(0, bool)
+    cols = list(zip(*[_row(r) for r in recs]))
+    data: dict[str, pa.Array] = {}
+    for name, values in zip(_ROW_COLS, cols):
+        if name.startswith("_"):
+            continue
+        typ = BSM_SCHEMA.field(name).type
+        if name in _RMD_COLS:
+            data[name] = _to_float(list(values))
+        else:
+            data[name] = _safe_array(values, typ, name)
+    data["metadata_generatedAt"] = _parse_times(list(cols[0]))
+    data["metadata_receivedAt"] = _parse_times(list(cols[1]))
+    raw_present = np.array([v is not None for v in cols[0]], dtype=bool)
+    for name, sentinels in SENTINELS.items():
+        arr = data[name]
+        for s in sentinels:
+            arr = pc.if_else(pc.equal(arr, pa.scalar(s, arr.type)), pa.scalar(None, arr.type), arr)
+        data[name] = arr
+    parts = [_part2(r.payload.data.partII) for r in recs]
+    p_crumbs, p_roc, p_conf, p_other = zip(*parts)
+    data["partII_pathHistory_crumbData"] = _crumb_array(list(p_crumbs))
+    data["partII_pathPrediction_radiusOfCurve"] = pa.array(p_roc, type=pa.float64())
+    data["partII_pathPrediction_confidence"] = pa.array(p_conf, type=pa.float64())
+    data["partII_other"] = pa.array(p_other, type=pa.string())
+    data["source_object"] = pa.array([source_object] * n, type=pa.string())
+    data["source_line"] = pa.array(lines, type=pa.int64())
+    table = pa.Table.from_arrays([data[f.name] for f in BSM_SCHEMA], schema=BSM_SCHEMA)
+    return table, raw_present
+
+
+def _safe_array(values, typ: pa.DataType, name: str) -> pa.Array:
+    """Integers beyond the column type (e.g. msgCnt 99999) become out-of-range floats, not crashes."""
+    try:
+        return pa.array(values, type=typ)
+    except (pa.ArrowInvalid, OverflowError):
+        lim = np.iinfo(typ.to_pandas_dtype())
+        clipped = [None if v is None else int(min(max(v, lim.min), lim.max)) for v in values]
+        return pa.array(clipped, type=typ)
+
+
+# ---------------------------------------------------------------- main entry
+
+
+def ingest_bytes(data: bytes, source_object: str, unknown_version: str = "raise") -> IngestResult:
+    """Parse, flatten and validate one object's bytes.
+
+    unknown_version: "raise" (SchemaVersionError naming file and line) or "quarantine".
+    """
+    issues: list[tuple[str, str]] = []
+    gz_issue = None
+    if data.startswith(GZIP_MAGIC):
+        data, gz_issue = _gunzip(data)
+    lines = split_lines(data)
+    tail_line = None
+    if gz_issue:
+        issues.append((source_object, gz_issue))
+        if lines and not data.endswith(b"\n"):
+            tail_line = lines.pop()  # the incomplete last line of a broken stream
+    if not lines and tail_line is None:
+        issues.append((source_object, "empty_file"))
+
+    recs: list[parse.Record] = []
+    rec_lines: list[int] = []
+    rec_text: list[bytes] = []
+    q_rows: list[tuple[int, bytes, list[str]]] = []
+    nb_rows: list[tuple[int, str, bytes]] = []
+    blank = 0
+    decode = parse.record_decoder.decode
+
+    whole = _whole_file_records(data, lines)
+    numbered = whole if whole is not None else list(enumerate(lines, start=1))
+    for lineno, line in numbered:
+        if not line.strip():
+            blank += 1
+            continue
+        try:
+            rec = decode(line)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as err:
+            reason, kind = parse.classify_failure(line, err)
+            if kind is not None:
+                nb_rows.append((lineno, kind, line))
+            else:
+                q_rows.append((lineno, line, [reason]))
+            continue
+        kind = parse.record_kind(rec)
+        if kind is not None:
+            nb_rows.append((lineno, kind, line))
+            continue
+        md = rec.metadata
+        version = md.schemaVersion if md is not None else None
+        if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
+            if unknown_version == "raise":
+                raise SchemaVersionError(
+                    f"{source_object}:{lineno}: unknown ODE schemaVersion {version} "
+                    f"(supported: {min(SUPPORTED_SCHEMA_VERSIONS)}..{max(SUPPORTED_SCHEMA_VERSIONS)})"
+                )
+            q_rows.append((lineno, line, [f"unknown_schema_version {version}"]))
+            continue
+        if rec.payload is None or rec.payload.data is None or rec.payload.data.coreData is None:
+            q_rows.append((lineno, line, ["missing_coreData"]))
+            continue
+        try:
+            _part2(rec.payload.data.partII)
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            q_rows.append((lineno, line, [parse.classify_failure(line, err)[0].replace("wrong_type", "wrong_type partII")]))
+            continue
+        recs.append(rec)
+        rec_lines.append(lineno)
+        rec_text.append(line)
+    if tail_line is not None:
+        q_rows.append((len(lines) + 1, tail_line, [gz_issue.split(" ")[0]]))
+
+    table, raw_present = flatten(recs, source_object, rec_lines)
+    errors, warnings = validate.check(table, raw_present, np.ones(table.num_rows, bool))
+    bad, reasons = validate.reasons_per_row(errors)
+    rule_counts = {k: int(v.sum()) for k, v in {**errors, **warnings}.items()}
+    for _, _, rs in q_rows:
+        for r in rs:
+            key = r.split(" ")[0]
+            rule_counts[key] = rule_counts.get(key, 0) + 1
+    bad_idx = np.flatnonzero(bad)
+    for i, rs in zip(bad_idx, reasons):
+        q_rows.append((rec_lines[i], rec_text[i], rs))
+    valid = table.filter(pa.array(~bad)) if bad.any() else table
+    q_rows.sort(key=lambda r: r[0])
+    quarantine = pa.table(
+        {
+            "source_object": pa.array([source_object] * len(q_rows), pa.string()),
+            "source_line": pa.array([r[0] for r in q_rows], pa.int64()),
+            "line": pa.array([_text(r[1]) for r in q_rows], pa.string()),
+            "reasons": pa.array([r[2] for r in q_rows], pa.list_(pa.string())),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+    non_bsm = pa.table(
+        {
+            "source_object": pa.array([source_object] * len(nb_rows), pa.string()),
+            "source_line": pa.array([r[0] for r in nb_rows], pa.int64()),
+            "record_type": pa.array([r[1] for r in nb_rows], pa.string()),
+            "line": pa.array([_text(r[2]) for r in nb_rows], pa.string()),
+        },
+        schema=NON_BSM_SCHEMA,
+    )
+    records = len(numbered) + (1 if tail_line is not None else 0)
+    return IngestResult(valid, quarantine, non_bsm, blank, records, 1, rule_counts, issues)
+
+
+def _whole_file_records(data: bytes, lines: list[bytes]):
+    """Pre-2018 objects hold one pretty-printed JSON message (or an array): numbered records, else None."""
+    nonblank = [ln for ln in lines if ln.strip()]
+    if len(nonblank) < 2:
+        return None
+    try:
+        parse.any_decoder.decode(nonblank[0])
+        return None  # first line stands alone: NDJSON
+    except (msgspec.DecodeError, RecursionError):
+        pass
+    body = data[len(BOM):] if data.startswith(BOM) else data
+    try:
+        obj = parse.any_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    items = obj if isinstance(obj, list) else [obj]
+    return [(i, msgspec.json.encode(o)) for i, o in enumerate(items, start=1)]
+
+
+def iter_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named, plus every file under folders named (sorted, hidden files skipped)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                              and f.suffix.lower() not in NOTE_SUFFIXES))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return out
+
+
+def ingest_file(path: str | Path, unknown_version: str = "raise") -> IngestResult:
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        from wydot_lab import dtg_csv
+
+        return dtg_csv.ingest_csv(path)
+    return ingest_bytes(path.read_bytes(), str(path), unknown_version=unknown_version)
+
+
+def ingest_paths(
+    paths: Iterable[str | Path],
+    progress: Callable[[str], None] | None = None,
+    unknown_version: str = "raise",
+) -> IngestResult:
+    files = iter_files([paths] if isinstance(paths, (str, Path)) else paths)
+    results = []
+    for k, f in enumerate(files, start=1):
+        r = ingest_file(f, unknown_version=unknown_version)
+        results.append(r)
+        if progress:
+            c = r.counts()
+            progress(f"[{k}/{len(files)}] {f}: {c['valid']} valid, {c['quarantined']} quarantined, "
+                     f"{c['non_bsm']} non-BSM, {c['blank']} blank")
+    return IngestResult.concat(results)

@@ -1,0 +1,91 @@
+"""Named, vectorized validation rules over canonical columns (DOMAIN.md section 2).
+
+A record failing any *error* rule goes to quarantine with every rule it failed;
+*warning* rules (outside Wyoming) are counted but keep the record valid, since
+real test-drive data from Colorado is genuine.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# (column, low, high) inclusive; nulls pass (they are "unavailable", not wrong)
+RANGES: dict[str, tuple[str, float, float]] = {
+    "msgCnt_range": ("coreData_msgCnt", 0, 127),
+    "secMark_range": ("coreData_secMark", 0, 60999),
+    "lat_range": ("coreData_position_lat", -90.0, 90.0),
+    "long_range": ("coreData_position_long", -180.0, 180.0),
+    "elevation_range": ("coreData_elevation", -409.5, 6143.9),
+    "speed_range": ("coreData_speed", 0.0, 163.8),
+    "heading_range": ("coreData_heading", 0.0, 359.9875),
+    "accelLong_range": ("coreData_accelset_accelLong", -20.0, 20.0),
+    "accelLat_range": ("coreData_accelset_accelLat", -20.0, 20.0),
+    "accelYaw_range": ("coreData_accelset_accelYaw", -327.67, 327.67),
+    "semiMajor_range": ("coreData_accuracy_semiMajor", 0.0, 12.75),
+    "semiMinor_range": ("coreData_accuracy_semiMinor", 0.0, 12.75),
+    "orientation_range": ("coreData_accuracy_orientation", 0.0, 360.0),
+    "width_range": ("coreData_size_width", 0, 1023),
+    "length_range": ("coreData_size_length", 0, 4095),
+}
+
+# Wyoming's bounding box; I-80 runs through its south (a warning only)
+WYOMING = {"lat": (40.99, 45.01), "long": (-111.06, -104.05)}
+
+ERROR_RULES = (
+    "missing_coreData",
+    "missing_id",
+    "id_format",
+    "missing_position",
+    "missing_generatedAt",
+    "bad_timestamp",
+    *RANGES,
+)
+WARNING_RULES = ("outside_wyoming",)
+
+
+def _np(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(arr.to_numpy(zero_copy_only=False))
+
+
+def _true(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Arrow boolean with nulls -> numpy bool, null counting as False."""
+    return _np(pc.fill_null(mask, False)).astype(bool)
+
+
+def check(table: pa.Table, generated_raw_present: np.ndarray, has_core: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Evaluate every rule; returns (error masks, warning masks), True = rule failed."""
+    n = table.num_rows
+    errors: dict[str, np.ndarray] = {}
+    errors["missing_coreData"] = ~has_core
+    cid = table.column("coreData_id")
+    errors["missing_id"] = has_core & _true(pc.is_null(cid))
+    errors["id_format"] = _true(pc.invert(pc.match_substring_regex(cid, r"^[0-9A-Fa-f]{8}$")))
+    lat, lon = table.column("coreData_position_lat"), table.column("coreData_position_long")
+    errors["missing_position"] = has_core & _true(pc.or_(pc.is_null(lat), pc.is_null(lon)))
+    gen_null = _true(pc.is_null(table.column("metadata_generatedAt")))
+    errors["missing_generatedAt"] = ~generated_raw_present
+    errors["bad_timestamp"] = generated_raw_present & gen_null
+    for rule, (col, lo, hi) in RANGES.items():
+        c = table.column(col)
+        errors[rule] = _true(pc.or_(pc.less(c, lo), pc.greater(c, hi)))
+    warnings = {
+        "outside_wyoming": _true(
+            pc.or_(
+                pc.or_(pc.less(lat, WYOMING["lat"][0]), pc.greater(lat, WYOMING["lat"][1])),
+                pc.or_(pc.less(lon, WYOMING["long"][0]), pc.greater(lon, WYOMING["long"][1])),
+            )
+        )
+    }
+    for m in (*errors.values(), *warnings.values()):
+        assert m.shape == (n,)
+    return errors, warnings
+
+
+def reasons_per_row(errors: dict[str, np.ndarray]) -> tuple[np.ndarray, list[list[str]]]:
+    """(bad mask, list of failed rule names for each bad row, in row order)."""
+    names = list(errors)
+    stacked = np.column_stack([errors[k] for k in names]) if names else np.zeros((0, 0), bool)
+    bad = stacked.any(axis=1) if names else np.zeros(0, bool)
+    reasons = [[names[j] for j in np.flatnonzero(row)] for row in stacked[bad]]
+    return bad, reasons
