@@ -4,6 +4,7 @@ Why msgspec and not pyarrow's JSON reader: the typed decoder was ~2x faster per
 core on these records, and pyarrow 26's reader can kill the process on hostile
 null-heavy input (apache/arrow#47409, #51305). A msgspec decode of one line can
 only raise, so every line is isolated: it parses, or it gets a named reason.
+Structs are gc=False (no cycles), which keeps the GC out of big batches.
 Every field is optional and nested structs default to empty, so attribute chains
 never fail on `{}` or missing objects (v1/v3 `size: {}`, `accuracy: {}`).
 """
@@ -15,7 +16,7 @@ from msgspec import Raw, Struct, field
 # ---------------------------------------------------------------- record model
 
 
-class LocationData(Struct, omit_defaults=True):
+class LocationData(Struct, omit_defaults=True, gc=False):
     latitude: str | float | None = None  # receiver position, strings in ODE ("0", "unavailable")
     longitude: str | float | None = None
     elevation: str | float | None = None
@@ -23,12 +24,12 @@ class LocationData(Struct, omit_defaults=True):
     heading: str | float | None = None
 
 
-class ReceivedMessageDetails(Struct):
+class ReceivedMessageDetails(Struct, gc=False):
     locationData: LocationData | None = None
     rxSource: str | None = None
 
 
-class SerialId(Struct):
+class SerialId(Struct, gc=False):
     streamId: str | None = None
     bundleSize: int | None = None
     bundleId: int | None = None
@@ -36,7 +37,7 @@ class SerialId(Struct):
     serialNumber: int | None = None
 
 
-class Metadata(Struct):
+class Metadata(Struct, gc=False):
     schemaVersion: int | None = None
     recordGeneratedAt: str | None = None  # v3+
     odeReceivedAt: str | None = None  # v3+
@@ -54,26 +55,26 @@ class Metadata(Struct):
     receivedMessageDetails: ReceivedMessageDetails | None = None
 
 
-class Position(Struct):
+class Position(Struct, gc=False):
     latitude: float | None = None
     longitude: float | None = None
     elevation: float | None = None
 
 
-class AccelSet(Struct):
+class AccelSet(Struct, gc=False):
     accelLong: float | None = None
     accelLat: float | None = None
     accelVert: float | None = None
     accelYaw: float | None = None
 
 
-class Accuracy(Struct):
+class Accuracy(Struct, gc=False):
     semiMajor: float | None = None
     semiMinor: float | None = None
     orientation: float | None = None
 
 
-class WheelBrakes(Struct):
+class WheelBrakes(Struct, gc=False):
     leftFront: bool | None = None
     rightFront: bool | None = None
     leftRear: bool | None = None
@@ -81,7 +82,7 @@ class WheelBrakes(Struct):
     unavailable: bool | None = None
 
 
-class Brakes(Struct):
+class Brakes(Struct, gc=False):
     wheelBrakes: WheelBrakes = field(default_factory=WheelBrakes)
     traction: str | None = None
     abs: str | None = None
@@ -90,12 +91,12 @@ class Brakes(Struct):
     auxBrakes: str | None = None
 
 
-class Size(Struct):
+class Size(Struct, gc=False):
     width: int | None = None
     length: int | None = None
 
 
-class CoreData(Struct):
+class CoreData(Struct, gc=False):
     msgCnt: int | None = None
     id: str | None = None
     secMark: int | None = None
@@ -109,43 +110,70 @@ class CoreData(Struct):
     size: Size = field(default_factory=Size)
 
 
-class PartIIElement(Struct):
-    id: str | None = None
-    value: Raw = Raw(b"null")
-
-
-class Data(Struct):
-    coreData: CoreData | None = None
-    partII: list[PartIIElement] | None = None
-
-
-class Payload(Struct):
-    dataType: str | None = None
-    data: Data | None = None
-
-
-class Record(Struct):
-    metadata: Metadata | None = None
-    payload: Payload | None = None
-
-
-class Crumb(Struct):
+class Crumb(Struct, gc=False):
     latOffset: float | None = None
     lonOffset: float | None = None
     elevationOffset: float | None = None
     timeOffset: float | None = None
 
 
-class PathHistory(Struct):
+class PathHistory(Struct, gc=False):
     crumbData: list[Crumb] | None = None
 
 
-class PathPrediction(Struct):
+class PathPrediction(Struct, gc=False):
     radiusOfCurve: float | None = None
     confidence: float | None = None
 
 
-class VehicleSafetyExtensions(Struct):
+_ABSENT = Raw(b"")  # msgspec.Raw cannot sit in a union; empty means "key not present"
+
+
+class PartIIValue(Struct, gc=False, omit_defaults=True):
+    """Union of the J2735 partII extensions: VehicleSafetyExtensions is typed (that is what
+    analysis uses); the members of the Special/Supplemental extensions are kept verbatim
+    as raw JSON, so one decode covers the whole record and nothing is dropped."""
+
+    pathHistory: PathHistory | None = None
+    pathPrediction: PathPrediction | None = None
+    events: Raw = _ABSENT
+    lights: Raw = _ABSENT
+    vehicleAlerts: Raw = _ABSENT
+    description: Raw = _ABSENT
+    trailers: Raw = _ABSENT
+    classification: Raw = _ABSENT
+    classDetails: Raw = _ABSENT
+    vehicleData: Raw = _ABSENT
+    weatherReport: Raw = _ABSENT
+    weatherProbe: Raw = _ABSENT
+    obstacle: Raw = _ABSENT
+    status: Raw = _ABSENT
+    speedProfile: Raw = _ABSENT
+    theRTCM: Raw = _ABSENT
+    regional: Raw = _ABSENT
+
+
+class PartIIElement(Struct, gc=False):
+    id: str | None = None
+    value: PartIIValue = field(default_factory=PartIIValue)
+
+
+class Data(Struct, gc=False):
+    coreData: CoreData | None = None
+    partII: list[PartIIElement] | None = None
+
+
+class Payload(Struct, gc=False):
+    dataType: str | None = None
+    data: Data | None = None
+
+
+class Record(Struct, gc=False):
+    metadata: Metadata | None = None
+    payload: Payload | None = None
+
+
+class VehicleSafetyExtensions(Struct, gc=False):
     pathHistory: PathHistory | None = None
     pathPrediction: PathPrediction | None = None
 
@@ -153,7 +181,6 @@ class VehicleSafetyExtensions(Struct):
 VSE_IDS = frozenset({"VehicleSafetyExtensions", "VEHICLESAFETYEXT"})
 
 record_decoder = msgspec.json.Decoder(Record)
-vse_decoder = msgspec.json.Decoder(VehicleSafetyExtensions)
 any_decoder = msgspec.json.Decoder()
 
 BSM_DATATYPE_SUFFIX = "J2735Bsm"
