@@ -71,7 +71,10 @@ def _cmd_experiment(args: argparse.Namespace) -> dict:
 def _cmd_pipeline(args: argparse.Namespace) -> dict:
     from wydot_lab import pipeline
 
-    return pipeline.run(args.params, out=args.out, progress=_log)
+    try:
+        return pipeline.run(args.params, out=args.out, progress=_log)
+    except pipeline.PipelineError as err:  # one line naming the executed notebook with the error
+        raise CliError(str(err)) from None
 
 
 # ---------------------------------------------------------------- parser

@@ -1,0 +1,180 @@
+"""`make pipeline`: run the stage notebooks in order with papermill into `outputs/<run-id>/`.
+
+Why notebooks and not functions: the executed notebooks *are* the report (tables, maps,
+metrics next to the code that made them). Stages chain through files only: each gets the
+params file, its own output folder and the paths of the files earlier stages wrote, as
+papermill parameters, so any stage can be re-run alone and no kernel state leaks between them.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from wydot_lab import config
+
+KERNEL = "python3"
+VERSIONED = ("wydot_lab", "numpy", "pandas", "pyarrow", "dask", "distributed", "msgspec", "scikit-learn",
+             "scipy", "datashader", "hvplot", "holoviews", "ipywidgets", "papermill", "nbclient",
+             "ipykernel", "matplotlib", "pydantic", "s3fs", "fsspec")
+
+
+class PipelineError(RuntimeError):
+    """A stage failed; the one-line message names the executed notebook that shows the error."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One notebook: `inputs` maps a parameter name to (earlier stage, file name in its folder)."""
+
+    name: str
+    inputs: dict[str, tuple[str, str]] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("01_explore", outputs=("records.parquet", "summary.json", "trajectories.png")),
+    Stage("02_validate", inputs={"records_path": ("01_explore", "records.parquet")},
+          outputs=("validation.json", "quarantine_reasons.png")),
+    Stage("03_featurize", inputs={"records_path": ("01_explore", "records.parquet")},
+          outputs=("features.parquet", "feature_distributions.png")),
+    Stage("04_attack_sim", inputs={"records_path": ("01_explore", "records.parquet")},
+          outputs=("attacked.parquet", "attack_map.png")),
+    Stage("05_train", inputs={"attacked_path": ("04_attack_sim", "attacked.parquet")},
+          outputs=("metrics.json", "model.joblib", "confusion_matrix.png", "pr_curves.png",
+                   "feature_importance.png")),
+)
+
+
+def notebooks_dir() -> Path:
+    return config.project_root() / "notebooks"
+
+
+def params_hash(params: config.Params) -> str:
+    """Short content hash of the validated params (key order and formatting do not matter)."""
+    blob = json.dumps(config.to_dict(params), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def run_dir_for(params: config.Params, out: str | Path | None, now: dt.datetime | None = None) -> Path:
+    """`out` if given, else `<outputs.dir>/<UTC timestamp>-<params hash>` (never reused)."""
+    if out is not None:
+        return Path(config.resolve_path(str(out)))
+    now = now or dt.datetime.now(dt.timezone.utc)
+    base = Path(config.resolve_path(params.outputs.dir)) / f"{now:%Y%m%dT%H%M%SZ}-{params_hash(params)}"
+    candidate, k = base, 1
+    while candidate.exists():
+        k += 1
+        candidate = base.with_name(f"{base.name}-{k}")
+    return candidate
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def artefacts(run_dir: Path) -> list[dict]:
+    """Every file of the run (path relative to the run folder, bytes, sha256)."""
+    rows = []
+    for p in sorted(run_dir.rglob("*")):
+        if p.is_file() and p.name != "run_summary.json":
+            rows.append({"path": p.relative_to(run_dir).as_posix(), "bytes": p.stat().st_size,
+                         "sha256": hashlib.sha256(p.read_bytes()).hexdigest()})
+    return rows
+
+
+def stage_parameters(stage: Stage, run_dir: Path, params_path: Path) -> dict[str, str]:
+    """The papermill parameters of one stage: params file, own output folder, input files."""
+    values = {"params_path": str(params_path), "out_dir": str(run_dir / stage.name)}
+    for name, (producer, filename) in stage.inputs.items():
+        values[name] = str(run_dir / producer / filename)
+    return values
+
+
+def _first_line(text: object) -> str:
+    s = str(text).strip()
+    return s.splitlines()[0] if s else ""
+
+
+def run(params_path: str | Path, out: str | Path | None = None,
+        progress: Callable[[str], None] = print, *, stages: tuple[Stage, ...] = STAGES,
+        notebooks: str | Path | None = None, timeout: float | None = None) -> dict:
+    """Validate the params, run every stage notebook, write `run_summary.json`; return the summary.
+
+    A failing stage stops the run; the raised `PipelineError` names its executed notebook.
+    """
+    import papermill as pm
+
+    params = config.load(params_path)  # a bad params file fails here, before any stage runs
+    params_file = Path(params_path)
+    if not params_file.exists():
+        params_file = config.project_root() / params_file
+    params_file = params_file.resolve()
+    nb_dir = Path(notebooks) if notebooks else notebooks_dir()
+    run_dir = run_dir_for(params, out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"run_id": run_dir.name, "run_dir": str(run_dir), "params_path": str(params_file),
+                     "params_sha256_8": params_hash(params), "params": config.to_dict(params),
+                     "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                     "versions": versions(), "stages": [], "status": "running"}
+    progress(f"pipeline: {len(stages)} stages -> {run_dir}")
+    t_run = time.perf_counter()
+    try:
+        for i, stage in enumerate(stages, 1):
+            _run_stage(pm, stage, i, len(stages), nb_dir, run_dir, params_file, summary, progress, timeout)
+        summary["status"] = "ok"
+    finally:
+        summary["seconds"] = round(time.perf_counter() - t_run, 3)
+        summary["artefacts"] = artefacts(run_dir)
+        if summary["status"] == "running":
+            summary["status"] = "failed"
+        (run_dir / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    progress(f"pipeline: done in {summary['seconds']:.1f}s; summary {run_dir / 'run_summary.json'}")
+    return {"run_dir": str(run_dir), "status": summary["status"], "seconds": summary["seconds"],
+            "stages": {s["name"]: s["seconds"] for s in summary["stages"]},
+            "artefacts": len(summary["artefacts"])}
+
+
+def _run_stage(pm, stage: Stage, i: int, n: int, nb_dir: Path, run_dir: Path, params_file: Path,
+               summary: dict, progress: Callable[[str], None], timeout: float | None) -> None:
+    src = nb_dir / f"{stage.name}.ipynb"
+    executed = run_dir / f"{stage.name}.ipynb"
+    values = stage_parameters(stage, run_dir, params_file)
+    (run_dir / stage.name).mkdir(parents=True, exist_ok=True)
+    progress(f"[{i}/{n}] {stage.name}: running")
+    record = {"name": stage.name, "notebook": executed.name, "parameters": values, "status": "running"}
+    summary["stages"].append(record)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(src), str(executed), parameters=values, kernel_name=KERNEL,
+                            cwd=str(run_dir / stage.name), progress_bar=False, log_output=False,
+                            execution_timeout=timeout)
+    except pm.PapermillExecutionError as err:
+        record.update(status="failed", seconds=round(time.perf_counter() - t0, 3),
+                      error=f"{err.ename}: {_first_line(err.evalue)}")
+        progress(f"[{i}/{n}] {stage.name}: FAILED ({record['error']})")
+        raise PipelineError(f"stage {stage.name} failed ({record['error']}); see {executed}") from None
+    except Exception as err:  # kernel died, missing notebook, timeout ...
+        record.update(status="failed", seconds=round(time.perf_counter() - t0, 3),
+                      error=f"{type(err).__name__}: {_first_line(err)}")
+        progress(f"[{i}/{n}] {stage.name}: FAILED ({record['error']})")
+        raise PipelineError(f"stage {stage.name} failed ({record['error']}); see {executed}") from None
+    missing = [f for f in stage.outputs if not (run_dir / stage.name / f).exists()]
+    record["seconds"] = round(time.perf_counter() - t0, 3)
+    if missing:
+        record.update(status="failed", error=f"did not write {', '.join(missing)}")
+        raise PipelineError(f"stage {stage.name} did not write {', '.join(missing)}; see {executed}")
+    record["status"] = "ok"
+    progress(f"[{i}/{n}] {stage.name}: ok in {record['seconds']:.1f}s")
