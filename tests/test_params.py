@@ -1,0 +1,90 @@
+"""Params files: every shipped YAML loads; mistakes are one-line errors naming the key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wydot_lab import config
+from wydot_lab.config import ParamsError
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((ROOT / "params").glob("*.yaml"))
+
+
+def test_the_three_documented_files_exist():
+    names = {p.name for p in SHIPPED}
+    assert {"default.yaml", "tiny.yaml", "wydot-s3.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_params_load(path):
+    p = config.load(path)
+    assert p.dates.start <= p.dates.end
+    assert 0 < p.attacks.attacker_share < 1
+
+
+def test_default_is_the_offline_synthetic_corpus():
+    p = config.load(ROOT / "params" / "default.yaml")
+    corpus = Path(config.resolve_path(p.source.url))
+    assert "://" not in p.source.url and corpus.is_dir()
+    days = {d.name for d in corpus.glob("*/*/*/*/*")}  # wydot/BSM/YYYY/MM/DD
+    assert f"{p.dates.start:%d}" in days and f"{p.dates.end:%d}" in days
+
+
+def test_tiny_is_smaller_than_default():
+    d = config.load(ROOT / "params" / "default.yaml")
+    t = config.load(ROOT / "params" / "tiny.yaml")
+    assert (t.dates.end - t.dates.start) < (d.dates.end - d.dates.start)
+    assert t.model.n_estimators < d.model.n_estimators
+    assert t.source.url == d.source.url
+
+
+def test_s3_params_name_a_profile_never_keys():
+    p = config.load(ROOT / "params" / "wydot-s3.yaml")
+    assert p.source.url.startswith("s3://usdot-its-cvpilot-publicdata")
+    assert p.source.profile and not p.source.anonymous
+    text = (ROOT / "params" / "wydot-s3.yaml").read_text().lower()
+    for secret in ("aws_access_key_id", "aws_secret_access_key", "session_token", "akia"):
+        assert secret not in text
+    # the real bucket's cache never mixes with the synthetic one (both are pilot `wydot`)
+    assert p.cache.root != config.load(ROOT / "params" / "default.yaml").cache.root
+
+
+def _write(tmp_path, data) -> Path:
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def _tiny() -> dict:
+    return yaml.safe_load((ROOT / "params" / "tiny.yaml").read_text())
+
+
+@pytest.mark.parametrize("mutate, names", [
+    (lambda d: d["model"].update(n_estimatorz=5), "model.n_estimatorz: unknown key"),
+    (lambda d: d.update(colour="red"), "colour: unknown key"),
+    (lambda d: d["model"].update(n_estimators="many"), "model.n_estimators"),
+    (lambda d: d["dates"].update(start="April 1st"), "dates.start"),
+    (lambda d: d["maps"].update(tiles="sometimes"), "maps.tiles"),
+    (lambda d: d["attacks"].update(attacker_share=1.5), "attacks.attacker_share"),
+    (lambda d: d["source"].update(aws_secret_access_key="x"), "source.aws_secret_access_key: unknown key"),
+])
+def test_wrong_key_or_type_is_a_one_line_error_naming_it(tmp_path, mutate, names):
+    data = _tiny()
+    mutate(data)
+    path = _write(tmp_path, data)
+    with pytest.raises(ParamsError) as exc:
+        config.load(path)
+    msg = str(exc.value)
+    assert "\n" not in msg and names in msg and str(path) in msg
+
+
+def test_reversed_dates_and_missing_file(tmp_path):
+    data = _tiny()
+    data["dates"] = {"start": "2021-04-03", "end": "2021-04-01"}
+    with pytest.raises(ParamsError, match="before start"):
+        config.load(_write(tmp_path, data))
+    with pytest.raises(ParamsError, match="no such params file"):
+        config.load(tmp_path / "nope.yaml")
