@@ -159,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"wydot-lab {args.command}: error: {reason}")
         return 2
     summary = dict(summary)
+    exit_code = int(summary.pop("_exit", 0))  # a command that ran but must signal failure (e.g. partial data)
     summary.setdefault("seconds", round(time.perf_counter() - t0, 3))
     print(json.dumps(summary, default=str), flush=True)
-    return int(summary.pop("_exit", 0)) if "_exit" in summary else 0
+    return exit_code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,284 @@
+"""Ingest of real WYDOT records and of hostile input: everything loads or lands in quarantine with a reason."""
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from conftest import REAL_DIR
+
+from wydot_lab import dtg_csv, ingest
+from wydot_lab.schema import BSM_SCHEMA
+
+V6 = REAL_DIR / "01_sandbox_sample_bsm_schemaVersion6.ndjson"
+V5 = REAL_DIR / "01_sandbox_sample_bsm_schemaVersion5.ndjson"
+
+
+@pytest.fixture(scope="module")
+def real():
+    return ingest.ingest_paths([REAL_DIR])
+
+
+def _v6_record() -> dict:
+    return json.loads(V6.read_text())
+
+
+def _line(rec: dict) -> bytes:
+    return json.dumps(rec).encode()
+
+
+def _adds_up(r: ingest.IngestResult) -> dict:
+    c = r.counts()
+    assert c["records"] == c["valid"] + c["quarantined"] + c["non_bsm"] + c["blank"]
+    return c
+
+
+def test_all_fifty_real_records_load_valid(real):
+    c = _adds_up(real)
+    assert c["valid"] == 50 and c["quarantined"] == 0 and c["files"] == 12
+    assert real.valid.schema.equals(BSM_SCHEMA)
+    versions = set(real.valid.column("metadata_schemaVersion").to_pylist())
+    assert versions == {1, 3, 5, 6}
+
+
+@pytest.mark.parametrize(
+    "id_,lat,lon,speed,heading,elev,generated,version",
+    [
+        ("16C50000", 41.2969523, -105.5918290, 20.54, 283.75, 2195.5, "2017-08-15T23:46:00.645Z", 1),
+        ("5B820000", 41.0997729, -105.1547481, 27.98, 258.6, 2222.0, "2017-12-05T16:33:58Z", 3),
+        ("CB950124", 41.2827318, -105.5912184, 7.52, 82.4375, 2179.1, "2018-05-06T20:26:28.690Z", 6),
+        ("31323038", 41.6068716, -109.231463, 11.42, 63.525, 1905.8, "2019-02-06T16:38:56.479Z", 6),
+    ],
+)
+def test_spot_check_exact_values(real, id_, lat, lon, speed, heading, elev, generated, version):
+    df = real.valid.to_pandas()
+    row = df[(df.coreData_id == id_) & (df.metadata_schemaVersion == version)].iloc[0]
+    assert (row.coreData_position_lat, row.coreData_position_long) == (lat, lon)
+    assert (row.coreData_speed, row.coreData_heading, row.coreData_elevation) == (speed, heading, elev)
+    assert row.metadata_generatedAt == pd.Timestamp(generated)
+
+
+def test_v5_v6_pair_flattens_identically_apart_from_version():
+    a = ingest.ingest_paths([V5]).valid.to_pylist()[0]
+    b = ingest.ingest_paths([V6]).valid.to_pylist()[0]
+    assert (a.pop("metadata_schemaVersion"), b.pop("metadata_schemaVersion")) == (5, 6)
+    a.pop("source_object"), b.pop("source_object")
+    assert a == b
+
+
+def test_path_history_and_other_partII_kept(real):
+    df = real.valid.to_pandas()
+    row = df[(df.coreData_id == "CB950124") & (df.metadata_schemaVersion == 6)].iloc[0]
+    crumbs = row.partII_pathHistory_crumbData
+    assert len(crumbs) == 6 and crumbs[1]["latOffset"] == 0.0000692 and crumbs[5]["timeOffset"] == 14.2
+    assert row.partII_pathPrediction_radiusOfCurve == 97.5
+    other = json.loads(row.partII_other)
+    assert other[0]["id"] == "SupplementalVehicleExtensions" and other[0]["value"]["vehicleData"] == {"height": 1.5}
+
+
+def test_sentinels_become_nulls():
+    rec = _v6_record()
+    cd = rec["payload"]["data"]["coreData"]
+    cd["accelSet"] = {"accelLong": 2001, "accelLat": 2001, "accelVert": -127, "accelYaw": 0}
+    cd["secMark"] = 65535
+    cd["speed"] = None
+    cd["heading"] = None
+    cd["position"]["elevation"] = None
+    rec["metadata"]["receivedMessageDetails"]["locationData"]["speed"] = "unavailable"
+    row = ingest.ingest_bytes(_line(rec), "s").valid.to_pylist()[0]
+    for col in ("coreData_accelset_accelLong", "coreData_accelset_accelLat", "coreData_accelset_accelVert",
+                "coreData_secMark", "coreData_speed", "coreData_heading", "coreData_elevation", "metadata_rmd_speed"):
+        assert row[col] is None, col
+    assert row["coreData_accelset_accelYaw"] == 0.0
+
+
+def test_text_variants_crlf_bom_blank_no_trailing_newline_python_separators():
+    rec = _v6_record()
+    compact = json.dumps(rec, separators=(",", ":")).encode()
+    pythonic = json.dumps(rec).encode()  # ", " and ": " separators
+    data = b"\xef\xbb\xbf" + compact + b"\r\n\r\n" + pythonic + b"\r\n\n" + compact.replace(b"7.52", b"7.5200")
+    r = ingest.ingest_bytes(data, "variants")
+    c = _adds_up(r)
+    assert (c["valid"], c["blank"], c["quarantined"]) == (3, 2, 0)
+    assert r.valid.column("source_line").to_pylist() == [1, 3, 5]
+    assert set(r.valid.column("coreData_speed").to_pylist()) == {7.52}
+
+
+def test_pretty_single_object_file_pre_2018():
+    pretty = json.dumps(_v6_record(), indent=2).encode()
+    r = ingest.ingest_bytes(pretty, "wydot-filtered-bsm-1502840971677.json")
+    c = _adds_up(r)
+    assert c["valid"] == 1 and c["records"] == 1
+
+
+def test_gzip_and_multimember_gzip():
+    line = V6.read_bytes()
+    data = gzip.compress(line * 3) + gzip.compress(line * 2)
+    c = _adds_up(ingest.ingest_bytes(data, "x.gz"))
+    assert c["valid"] == 5
+
+
+def test_corrupt_gzip_keeps_the_good_part_and_quarantines_the_tail():
+    data = gzip.compress(V6.read_bytes() * 200)
+    broken = data[: len(data) // 2]
+    r = ingest.ingest_bytes(broken, "broken.gz")
+    c = _adds_up(r)
+    assert c["valid"] >= 1 and c["quarantined"] == 1
+    assert r.quarantine.column("reasons").to_pylist()[0] == ["corrupt_gzip"]
+    assert any("corrupt_gzip" in why for _, why in r.file_issues)
+
+
+@pytest.mark.parametrize(
+    "mutate,reason",
+    [
+        (lambda s: s[: len(s) // 2], "not_json"),  # truncated line
+        (lambda s: b"hello, world", "not_json"),
+        (lambda s: b"[1, 2, 3]", "not_object"),
+        (lambda s: b"null", "not_object"),
+        (lambda s: s.replace(b'"speed":7.52', b'"speed":"7.52"'), "wrong_type"),  # numbers as strings
+        (lambda s: s.replace(b'"coreData":', b'"coreDataX":'), "missing_coreData"),
+        (lambda s: s.replace(b'"latitude":41.2827318', b'"latitude":141.2827318'), "lat_range"),
+        (lambda s: s.replace(b'"speed":7.52', b'"speed":900.0'), "speed_range"),
+        (lambda s: s.replace(b'"msgCnt":127', b'"msgCnt":99999'), "msgCnt_range"),
+        (lambda s: s.replace(b'"id":"CB950124"', b'"id":"XYZ"'), "id_format"),
+        (lambda s: s.replace(b'"recordGeneratedAt":"2018-05-06T20:26:28.690Z"', b'"recordGeneratedAt":"yesterday"'),
+         "bad_timestamp"),
+        (lambda s: s.replace(b'"recordGeneratedAt":"2018-05-06T20:26:28.690Z",', b""), "missing_generatedAt"),
+    ],
+)
+def test_bad_input_is_quarantined_with_its_reason(mutate, reason):
+    good = V6.read_bytes().strip()
+    bad = mutate(good)
+    r = ingest.ingest_bytes(good + b"\n" + bad + b"\n" + good + b"\n", "bad.ndjson")
+    c = _adds_up(r)
+    assert (c["valid"], c["quarantined"]) == (2, 1)
+    q = r.quarantine.to_pylist()[0]
+    assert q["source_line"] == 2 and q["line"].encode() == bad
+    assert any(x.startswith(reason) for x in q["reasons"]), q["reasons"]
+
+
+def test_every_failed_rule_is_listed():
+    bad = V6.read_bytes().replace(b'"speed":7.52', b'"speed":900.0').replace(b'"id":"CB950124"', b'"id":"XYZ"')
+    q = ingest.ingest_bytes(bad, "x").quarantine.to_pylist()[0]
+    assert set(q["reasons"]) == {"speed_range", "id_format"}
+
+
+def test_unknown_schema_version_is_a_clear_error_or_quarantined():
+    bad = V6.read_bytes().replace(b'"schemaVersion":6', b'"schemaVersion":9')
+    with pytest.raises(ingest.SchemaVersionError, match=r"v9\.ndjson:1: unknown ODE schemaVersion 9"):
+        ingest.ingest_bytes(bad, "v9.ndjson")
+    r = ingest.ingest_bytes(bad, "v9.ndjson", unknown_version="quarantine")
+    assert r.quarantine.column("reasons").to_pylist() == [["unknown_schema_version 9"]]
+
+
+def test_tim_records_are_counted_aside_by_type():
+    tim = {"metadata": {"recordType": "dnMsg", "payloadType": "us.dot.its.jpo.ode.model.OdeTimPayload",
+                        "schemaVersion": 6},
+           "payload": {"dataType": "us.dot.its.jpo.ode.plugin.j2735.J2735TravelerInformation",
+                       "data": {"MessageFrame": {"value": {"TravelerInformation": {"msgCnt": 1}}}}}}
+    weird_tim = dict(tim, payload={"dataType": "TravelerInformation", "data": {"coreData": "not an object"}})
+    data = V6.read_bytes() + _line(tim) + b"\n" + _line(weird_tim) + b"\n"
+    r = ingest.ingest_bytes(data, "mixed")
+    c = _adds_up(r)
+    assert (c["valid"], c["non_bsm"], c["quarantined"]) == (1, 2, 0)
+    assert r.non_bsm_types() == {"J2735TravelerInformation": 1, "TravelerInformation": 1}
+
+
+def test_empty_file_is_reported_not_crashed(tmp_path):
+    (tmp_path / "empty").write_bytes(b"")
+    r = ingest.ingest_paths([tmp_path])
+    assert _adds_up(r)["records"] == 0 and r.file_issues == [(str(tmp_path / "empty"), "empty_file")]
+
+
+def test_ten_megabyte_single_line_and_deep_nesting_do_not_crash():
+    huge = b'{"metadata": {"logFileName": "' + b"x" * 10_000_000 + b'"}}'
+    deep = b"[" * 100_000 + b"]" * 100_000
+    nulls = b"null\n" * 1000
+    r = ingest.ingest_bytes(huge + b"\n" + deep + b"\n" + nulls + V6.read_bytes(), "hostile")
+    c = _adds_up(r)
+    assert c["valid"] == 1 and c["quarantined"] == 1002
+    assert r.quarantine.column("reasons").to_pylist()[0] == ["missing_coreData"]
+
+
+def test_nulls_only_file_in_a_subprocess_exits_cleanly(tmp_path):
+    """The pyarrow reader dies on this (apache/arrow#51305); ours must not even in a fresh process."""
+    f = tmp_path / "nulls"
+    f.write_bytes(b"null\n" * 50_000)
+    code = f"from wydot_lab import ingest; r = ingest.ingest_paths([{str(f)!r}]); print(r.counts()['quarantined'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "50000"
+
+
+@pytest.mark.parametrize("lower_case", [False, True])
+def test_data_transportation_gov_csv_exports(real, tmp_path, lower_case):
+    path = tmp_path / "export.csv"
+    dtg_csv.to_download_csv(real.valid, path, lower_case=lower_case)
+    r = ingest.ingest_paths([path])
+    c = _adds_up(r)
+    assert c["valid"] == 50
+    a, b = r.valid.to_pandas(), real.valid.to_pandas()
+    for col in ("coreData_id", "coreData_position_lat", "coreData_position_long", "coreData_speed",
+                "coreData_heading", "coreData_secMark", "metadata_schemaVersion"):
+        assert a[col].equals(b[col]), col
+    expected = b.metadata_generatedAt if lower_case else b.metadata_generatedAt.dt.floor("s")
+    assert (a.metadata_generatedAt == expected).all()
+
+
+def test_csv_download_time_format_and_wkt_position(tmp_path):
+    path = tmp_path / "dl.csv"
+    path.write_text(
+        "metadata_generatedAt,coreData_id,coreData_position,coreData_speed,coreData_msgCnt\n"
+        "12/05/2018 02:04:58 PM,31325442,POINT (-104.66 41.155),22.74,5\n"
+        "12/05/2018 02:04:59 PM,31325442,POINT (-104.66 41.155),fast,6\n"
+    )
+    r = ingest.ingest_paths([path])
+    c = _adds_up(r)
+    assert (c["valid"], c["quarantined"]) == (1, 1)
+    row = r.valid.to_pylist()[0]
+    assert row["metadata_generatedAt"] == pd.Timestamp("2018-12-05T14:04:58Z")
+    assert (row["coreData_position_lat"], row["coreData_position_long"]) == (41.155, -104.66)
+    assert r.quarantine.column("reasons").to_pylist() == [["wrong_type at coreData_speed"]]
+
+
+def test_quarantine_roundtrips_to_parquet(tmp_path):
+    r = ingest.ingest_bytes(b"oops\n" + V6.read_bytes(), "q")
+    r.write_quarantine(tmp_path / "q.parquet")
+    back = pa.parquet.read_table(tmp_path / "q.parquet")
+    assert back.column("line").to_pylist() == ["oops"]
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        ingest.ingest_paths([tmp_path / "nope"])
+
+
+def test_cli_validate_prints_summary_last(tmp_path):
+    bad = tmp_path / "bad.ndjson"
+    bad.write_bytes(V6.read_bytes() + b"not json\n\n")
+    out = subprocess.run([sys.executable, "-m", "wydot_lab.cli", "validate", str(REAL_DIR), str(bad)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["records"] == summary["valid"] + summary["quarantined"] + summary["non_bsm"] + summary["blank"]
+    assert (summary["valid"], summary["quarantined"], summary["blank"], summary["files"]) == (51, 1, 1, 13)
+    assert summary["rules"]["not_json"] == 1 and summary["rules"]["outside_wyoming"] >= 18
+    assert "bad.ndjson" in out.stderr
+
+
+def test_cli_error_is_one_line_and_nonzero(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "wydot_lab.cli", "validate", str(tmp_path / "missing")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert out.stderr.strip().count("\n") == 0 and "no such file or folder" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_every_row_keeps_provenance(real):
+    t = real.valid
+    assert t.column("source_line").null_count == 0
+    assert all(Path(p).parent == REAL_DIR for p in set(t.column("source_object").to_pylist()))
