@@ -111,3 +111,24 @@ def test_picker_shows_map_figure(tmp_path):
 def test_picker_without_dates_explains():
     with pytest.raises(ValueError, match="no dates available"):
         widgets.DateRangePicker([], lambda s, e: {})
+
+
+def _frame():
+    import pandas as pd
+
+    t = pd.to_datetime(["2021-04-01T00:10Z", "2021-04-01T00:20Z", "2021-04-01T02:05Z", "2021-04-02T00:00Z"])
+    return pd.DataFrame({"coreData_id": ["a", "a", "b", "c"], "metadata_generatedAt": t,
+                         "metadata_schemaVersion": pd.array([6, 6, 3, 6], dtype="int8"),
+                         "metadata_recordType": ["bsmTx", "bsmTx", "rxMsg", "bsmTx"]})
+
+
+def test_summarize_counts_pandas_and_dask_alike():
+    import dask.dataframe as dd
+
+    s = widgets.summarize(_frame())
+    assert s["records"] == 4 and s["vehicles"] == 3 and s["hours"] == 3
+    assert s["schema_versions"] == {3: 1, 6: 3} and s["record_types"] == {"bsmTx": 3, "rxMsg": 1}
+    assert s["first"].startswith("2021-04-01 00:10") and s["last"].startswith("2021-04-02 00:00")
+    assert widgets.summarize(dd.from_pandas(_frame(), npartitions=2)) == s
+    flat = widgets.flat_counts(s)
+    assert flat["schemaVersion 6"] == 3 and flat["recordType rxMsg"] == 1

@@ -169,9 +169,22 @@ def shade(agg, cmap=None, color_key: dict[str, str] | None = None, spread: int =
         img = tf.shade(agg, color_key=color_key, how="eq_hist", min_alpha=120)
     else:
         img = tf.shade(agg, cmap=cmap or TRAJECTORY_CMAP, how="eq_hist", min_alpha=90)
-    if spread:
-        img = tf.spread(img, px=spread)
-    return rgba(img)
+    return _spread(rgba(img), spread)
+
+
+def _spread(img: np.ndarray, px: int) -> np.ndarray:
+    """Grow drawn pixels by `px` into empty neighbours (numpy; `tf.spread` costs seconds of JIT)."""
+    out = img.copy()
+    h, w = img.shape[:2]
+    for dy in range(-px, px + 1):
+        for dx in range(-px, px + 1):
+            if dx == 0 and dy == 0:
+                continue
+            src = img[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+            dst = out[max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
+            take = (dst[..., 3] == 0) & (src[..., 3] > 0)
+            dst[take] = src[take]
+    return out
 
 
 def rgba(img) -> np.ndarray:
@@ -336,6 +349,7 @@ def interactive(df: Any, *, category: str | None = None, colors: dict[str, str] 
     """hvplot `rasterize=True` points (re-aggregated on zoom in a live kernel); tiles off by default."""
     import hvplot.pandas  # noqa: F401  (registers .hvplot)
 
+    df = df[["x", "y"] + ([category] if category else [])]  # nested columns upset holoviews
     if hasattr(df, "map_partitions"):
         import hvplot.dask  # noqa: F401
     opts: dict[str, Any] = dict(x="x", y="y", width=width, height=height, title=title,

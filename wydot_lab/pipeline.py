@@ -39,8 +39,12 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("01_explore", outputs=("records.parquet", "summary.json", "trajectories.png")),
-    Stage("02_validate", inputs={"records_path": ("01_explore", "records.parquet")},
+    Stage("01_explore", outputs=("records.parquet", "quarantine.parquet", "non_bsm.parquet", "hours.parquet",
+                                 "summary.json", "trajectories.png")),
+    Stage("02_validate", inputs={"records_path": ("01_explore", "records.parquet"),
+                                 "quarantine_path": ("01_explore", "quarantine.parquet"),
+                                 "non_bsm_path": ("01_explore", "non_bsm.parquet"),
+                                 "hours_path": ("01_explore", "hours.parquet")},
           outputs=("validation.json", "quarantine_reasons.png")),
     Stage("03_featurize", inputs={"records_path": ("01_explore", "records.parquet")},
           outputs=("features.parquet", "feature_distributions.png")),
@@ -178,3 +182,38 @@ def _run_stage(pm, stage: Stage, i: int, n: int, nb_dir: Path, run_dir: Path, pa
         raise PipelineError(f"stage {stage.name} did not write {', '.join(missing)}; see {executed}")
     record["status"] = "ok"
     progress(f"[{i}/{n}] {stage.name}: ok in {record['seconds']:.1f}s")
+
+
+def stage(name: str, stages: tuple[Stage, ...] = STAGES) -> Stage:
+    for s in stages:
+        if s.name == name:
+            return s
+    raise KeyError(f"no stage {name!r}; stages: {', '.join(s.name for s in stages)}")
+
+
+def require(stage_name: str, params_path: str | Path, progress: Callable[[str], None] = print,
+            **inputs: str) -> dict[str, str]:
+    """Resolved input paths of a stage; a missing input is made by running its producer notebook.
+
+    So a notebook opened alone in JupyterLab still runs (Run All): its inputs default to the
+    producer's lab output folder, and the producer runs there once, with the same params file.
+    """
+    import papermill as pm
+
+    me = stage(stage_name)
+    out = {}
+    for name, path in inputs.items():
+        resolved = Path(config.resolve_path(path))
+        if not resolved.exists() and name in me.inputs:
+            producer = stage(me.inputs[name][0])
+            prod_out = resolved.parent
+            values = {"params_path": str(params_path), "out_dir": str(prod_out)}
+            values.update(require(producer.name, params_path, progress,
+                                  **{k: str(prod_out.parent / p / f) for k, (p, f) in producer.inputs.items()}))
+            progress(f"{name}: {resolved} missing; running {producer.name} into {prod_out}")
+            prod_out.mkdir(parents=True, exist_ok=True)
+            pm.execute_notebook(str(notebooks_dir() / f"{producer.name}.ipynb"),
+                                str(prod_out.parent / f"{producer.name}.ipynb"), parameters=values,
+                                kernel_name=KERNEL, cwd=str(prod_out), progress_bar=False)
+        out[name] = str(resolved)
+    return out

@@ -59,6 +59,57 @@ def available_dates(params: Any) -> list[dt.date]:
                           params.source.message_type)
 
 
+# ------------------------------------------------------------------ what a range holds
+
+
+def summarize(df: Any) -> dict:
+    """Records, vehicles, hours, time span, schema versions and record types of a frame.
+
+    pandas or dask (one `dask.compute` pass); the counts the picker and 01_explore show.
+    """
+    t = df["metadata_generatedAt"]
+    lazy = {"records": df["coreData_id"].size, "vehicles": df["coreData_id"].nunique(),
+            "hours": t.dt.floor("h").nunique(), "first": t.min(), "last": t.max(),
+            "versions": df["metadata_schemaVersion"].value_counts(),
+            "types": df["metadata_recordType"].value_counts()}
+    if hasattr(df, "map_partitions"):
+        import dask
+
+        lazy = dict(zip(lazy, dask.compute(*lazy.values())))
+    out = {k: int(lazy[k]) for k in ("records", "vehicles", "hours")}
+    for k in ("first", "last"):
+        v = lazy[k]
+        out[k] = None if v is None or v != v else str(v)
+    out["schema_versions"] = {int(k): int(v) for k, v in sorted(lazy["versions"].items())}
+    out["record_types"] = {str(k): int(v) for k, v in sorted(lazy["types"].items())}
+    return out
+
+
+def flat_counts(summary: dict) -> dict:
+    """One-level view of `summarize` for a small table (versions as `v6: n` rows)."""
+    out = {k: summary[k] for k in ("records", "vehicles", "hours", "first", "last")}
+    out.update({f"schemaVersion {k}": v for k, v in summary["schema_versions"].items()})
+    out.update({f"recordType {k}": v for k, v in summary["record_types"].items()})
+    return out
+
+
+def range_reload(params: Any, width: int | None = None, progress: Any = False) -> Reload:
+    """The explore notebook's reload: fetch/load the new range, count it, map it."""
+    from wydot_lab import config, fetch, maps
+
+    def reload(start: dt.date, end: dt.date) -> dict:
+        p = params.model_copy(update={"dates": config.DateParams(start=start, end=end)})
+        ddf = fetch.load_range(p, progress=progress)
+        summary = summarize(ddf)
+        fig = None
+        if summary["records"]:
+            fig = maps.trajectory_map(maps.project(ddf), width=width or params.maps.width,
+                                      title=f"Trajectories {start} .. {end}")
+        return {"counts": flat_counts(summary), "summary": summary, "figure": fig}
+
+    return reload
+
+
 # ------------------------------------------------------------------ the widget
 
 
