@@ -1,0 +1,574 @@
+"""Parquet cache of ingested hours: `source=<pilot>/type=<T>/date=YYYY-MM-DD/hour=HH/`.
+
+Each partition folder holds `valid.parquet`, `quarantine.parquet`, `non_bsm.parquet`
+and `manifest.json` (source objects with ETag and size, counts, SHA-256 and size
+of every file, created time, code and schema version). A partition is visible
+only through its manifest, which is written last, inside a temporary folder that
+is renamed into place under a per-partition file lock: a killed writer leaves a
+hidden `.tmp-*` folder, never a half partition.
+
+Integrity: loading reads each file's bytes once, checks size and SHA-256 against
+the manifest and parses Parquet from the same buffer, so verification costs one
+hash pass (about 1 GB/s), not a second read. A mismatch raises `CorruptPartition`
+(the partition is never returned) and marks the partition corrupt so the next
+fetch refetches it. `verify()` does the same check for `wydot-lab cache verify`.
+
+The root is a local path or any fsspec URL. Renames are atomic on local disks;
+on object stores the manifest-last rule keeps readers safe. Locks are `filelock`
+files under the root for local roots and under the temp dir for remote roots
+(then they serialise writers on one machine only).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import filelock
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wydot_lab import layout
+from wydot_lab.schema import BSM_SCHEMA, NON_BSM_SCHEMA, QUARANTINE_SCHEMA, SCHEMA_VERSION
+
+MANIFEST = "manifest.json"
+CORRUPT_MARK = "manifest.corrupt.json"
+FILES = {"valid": ("valid.parquet", BSM_SCHEMA), "quarantine": ("quarantine.parquet", QUARANTINE_SCHEMA),
+         "non_bsm": ("non_bsm.parquet", NON_BSM_SCHEMA)}
+COUNT_KEYS = ("records", "valid", "quarantined", "non_bsm", "blank")
+
+# statuses of a partition as seen by `Cache.status`
+FRESH, ABSENT, EXPIRED, STALE, CORRUPT, MISSING, INCOMPLETE = (
+    "fresh", "absent", "expired", "stale", "corrupt", "missing", "incomplete")
+
+
+class CorruptPartition(RuntimeError):
+    """A cached file does not match its manifest; it is never returned."""
+
+
+class CacheWarning(UserWarning):
+    """Hours of a requested range that the cache cannot serve completely."""
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wydot_lab")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Partition:
+    """One cached hour: where it lives and what its manifest says (None if absent)."""
+
+    hour: dt.datetime
+    path: str
+    manifest: dict | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.hour:%Y-%m-%dT%H}"
+
+    def counts(self) -> dict:
+        m = self.manifest or {}
+        return {k: int(m.get("counts", {}).get(k, 0)) for k in COUNT_KEYS}
+
+
+class Cache:
+    """A cache root (local path or fsspec URL) for one pilot and message type."""
+
+    def __init__(self, root: str, pilot: str = layout.DEFAULT_PILOT, message_type: str = layout.DEFAULT_TYPE,
+                 storage_options: dict | None = None, lock_timeout_s: float = 3600.0):
+        self.root_url = root
+        self.fs, path = fsspec.core.url_to_fs(root, **(storage_options or {}))
+        self.root = path.rstrip("/")
+        self.pilot = pilot
+        self.message_type = message_type
+        self.storage_options = storage_options or {}
+        self.lock_timeout_s = lock_timeout_s
+        self.local = "file" in _protocols(self.fs)
+        self.code_version = code_version()
+
+    # ------------------------------------------------------------ paths
+
+    def date_path(self, day: dt.date) -> str:
+        return f"{self.root}/source={self.pilot}/type={self.message_type}/date={day:%Y-%m-%d}"
+
+    def partition_path(self, hour: dt.datetime) -> str:
+        return f"{self.date_path(hour.date())}/hour={hour:%H}"
+
+    def _lock_path(self, hour: dt.datetime) -> str:
+        name = f"{self.pilot}-{self.message_type}-{hour:%Y-%m-%dT%H}.lock"
+        if self.local:
+            d = f"{self.root}/.locks"
+        else:
+            d = os.path.join(tempfile.gettempdir(), "wydot-lab-locks",
+                             hashlib.sha256(self.root_url.encode()).hexdigest()[:16])
+        os.makedirs(d, exist_ok=True)
+        return os.path.join(d, name)
+
+    def lock(self, hour: dt.datetime, timeout: float | None = None) -> filelock.BaseFileLock:
+        """The per-partition lock (OS-level: a killed holder releases it)."""
+        return filelock.FileLock(self._lock_path(hour), timeout=self.lock_timeout_s if timeout is None else timeout)
+
+    # ------------------------------------------------------------ manifests
+
+    def partition(self, hour: dt.datetime) -> Partition:
+        path = self.partition_path(hour)
+        try:
+            with self.fs.open(f"{path}/{MANIFEST}", "rb") as f:
+                manifest = json.loads(f.read())
+        except FileNotFoundError:
+            manifest = None
+            if self.fs.exists(f"{path}/{CORRUPT_MARK}"):
+                manifest = {"status": CORRUPT, "problem": "marked corrupt"}
+        except (ValueError, OSError):
+            manifest = {"status": CORRUPT, "problem": "unreadable manifest"}
+        return Partition(hour, path, manifest)
+
+    def partitions(self, start: dt.datetime | None = None, end: dt.datetime | None = None) -> list[Partition]:
+        """Partitions with a manifest in [start, end) (all if no bounds), by listing date folders."""
+        base = f"{self.root}/source={self.pilot}/type={self.message_type}"
+        try:
+            dates = sorted(p.rsplit("date=", 1)[1] for p in self.fs.ls(base, detail=False) if "/date=" in p
+                           and not p.rsplit("/", 1)[-1].startswith("."))
+        except FileNotFoundError:
+            return []
+        out = []
+        for d in dates:
+            day = dt.date.fromisoformat(d)
+            if start is not None and day < start.date():
+                continue
+            if end is not None and dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc) >= end:
+                continue
+            for p in sorted(self.fs.ls(self.date_path(day), detail=False)):
+                leaf = p.rstrip("/").rsplit("/", 1)[-1]
+                if not leaf.startswith("hour="):
+                    continue
+                hour = dt.datetime(day.year, day.month, day.day, int(leaf[5:]), tzinfo=dt.timezone.utc)
+                if (start is None or hour >= start) and (end is None or hour < end):
+                    out.append(self.partition(hour))
+        return out
+
+    def status(self, part: Partition, ttl_days: float | None = None, source_objects: list[dict] | None = None,
+               now: dt.datetime | None = None, deep: bool = False) -> tuple[str, str]:
+        """(status, reason) of a partition: fresh, or why it must be (re)fetched.
+
+        source_objects: the current listing of the folders the partition was built
+        from (its hour +-1); any added, removed or changed object (ETag) makes it stale.
+        deep: also check SHA-256 of every file (else sizes only).
+        """
+        m = part.manifest
+        if m is None:
+            return ABSENT, "not cached"
+        if m.get("status") == CORRUPT:
+            return CORRUPT, m.get("problem", "corrupt")
+        if m.get("schema_version") != SCHEMA_VERSION:
+            return STALE, f"schema version {m.get('schema_version')} != {SCHEMA_VERSION}"
+        if ttl_days is not None:
+            age = ((now or _utc_now()) - dt.datetime.fromisoformat(m["created"])).total_seconds()
+            if age > ttl_days * 86400:
+                return EXPIRED, f"older than {ttl_days} days"
+        if m.get("status") == MISSING:
+            return MISSING, m.get("error", "source hour failed")
+        if source_objects is not None and _object_set(source_objects) != _object_set(m.get("source_objects", [])):
+            return STALE, "source objects changed (ETag/size/added/removed)"
+        problem = self._check_files(part, deep)
+        if problem:
+            return CORRUPT, problem
+        if m.get("status") == INCOMPLETE:
+            return INCOMPLETE, "built while source folders were missing: " + ", ".join(m.get("missing_sources", []))
+        return FRESH, "cached"
+
+    def _check_files(self, part: Partition, deep: bool) -> str | None:
+        for name, meta in part.manifest.get("files", {}).items():
+            path = f"{part.path}/{name}"
+            try:
+                if deep:
+                    data = self.fs.cat_file(path)
+                    size = len(data)
+                else:
+                    size = self.fs.size(path)
+            except FileNotFoundError:
+                return f"{name} is missing"
+            if size != meta["size"]:
+                return f"{name} has {size} bytes, manifest says {meta['size']}"
+            if deep and _sha256(data) != meta["sha256"]:
+                return f"{name} SHA-256 mismatch"
+        return None
+
+    def mark_corrupt(self, part: Partition, problem: str) -> None:
+        """Hide a corrupt partition (manifest renamed) so the next fetch refetches it."""
+        try:
+            with self.lock(part.hour, timeout=5):
+                data = dict(part.manifest or {}, status=CORRUPT, problem=problem)
+                self.fs.pipe_file(f"{part.path}/{CORRUPT_MARK}", json.dumps(data).encode())
+                self.fs.rm_file(f"{part.path}/{MANIFEST}")
+        except (filelock.Timeout, FileNotFoundError, OSError):
+            pass  # someone is rewriting it right now: nothing to hide
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, hour: dt.datetime, valid: pa.Table, quarantine: pa.Table, non_bsm: pa.Table, blank: int,
+              source_objects: Iterable[dict], extra: dict | None = None, status: str = "complete",
+              locked: bool = False) -> dict:
+        """Write one partition atomically (caller may already hold its lock: `locked=True`)."""
+        if not locked:
+            with self.lock(hour):
+                return self.write(hour, valid, quarantine, non_bsm, blank, source_objects, extra, status, True)
+        final = self.partition_path(hour)
+        parent = final.rsplit("/", 1)[0]
+        self._sweep(hour)
+        tmp = f"{parent}/.tmp-hour={hour:%H}-{uuid.uuid4().hex[:12]}"
+        self.fs.makedirs(tmp, exist_ok=True)
+        files = {}
+        if status != MISSING:
+            tables = {"valid": valid, "quarantine": quarantine, "non_bsm": non_bsm}
+            for key, (name, schema) in FILES.items():
+                data = _parquet_bytes(tables[key], schema)
+                self.fs.pipe_file(f"{tmp}/{name}", data)
+                files[name] = {"sha256": _sha256(data), "size": len(data), "rows": tables[key].num_rows}
+        counts = {"valid": valid.num_rows if valid is not None else 0,
+                  "quarantined": quarantine.num_rows if quarantine is not None else 0,
+                  "non_bsm": non_bsm.num_rows if non_bsm is not None else 0, "blank": int(blank)}
+        counts["records"] = counts["valid"] + counts["quarantined"] + counts["non_bsm"] + counts["blank"]
+        manifest = {
+            "partition": final[len(self.root) + 1:],
+            "source": self.pilot,
+            "type": self.message_type,
+            "hour": f"{hour:%Y-%m-%dT%H:00:00Z}",
+            "status": status,
+            "counts": counts,
+            "files": files,
+            "source_objects": sorted((dict(o) for o in source_objects), key=lambda o: o["key"]),
+            "created": _utc_now().isoformat(),
+            "code_version": self.code_version,
+            "schema_version": SCHEMA_VERSION,
+            **(extra or {}),
+        }
+        self.fs.pipe_file(f"{tmp}/{MANIFEST}", json.dumps(manifest, indent=1, sort_keys=True).encode())
+        self._swap(tmp, final)
+        return manifest
+
+    def _swap(self, tmp: str, final: str) -> None:
+        """Move the finished temp folder into place; the old copy (if any) leaves first."""
+        old = None
+        if self.fs.exists(final):
+            old = final.rsplit("/", 1)[0] + f"/.old-{final.rsplit('/', 1)[1]}-{uuid.uuid4().hex[:12]}"
+            self._rename(final, old)
+        self._rename(tmp, final)
+        if old:
+            self.fs.rm(old, recursive=True)
+
+    def _rename(self, src: str, dst: str) -> None:
+        if self.local:
+            os.rename(src, dst)  # atomic on one filesystem
+        else:
+            self.fs.mv(src, dst, recursive=True)
+
+    def _sweep(self, hour: dt.datetime) -> int:
+        """Remove leftovers of killed writers of this hour (safe: we hold its lock)."""
+        parent = self.date_path(hour.date())
+        n = 0
+        try:
+            entries = self.fs.ls(parent, detail=False)
+        except FileNotFoundError:
+            return 0
+        for p in entries:
+            leaf = p.rstrip("/").rsplit("/", 1)[-1]
+            if leaf.startswith((f".tmp-hour={hour:%H}-", f".old-hour={hour:%H}-")):
+                self.fs.rm(p, recursive=True)
+                n += 1
+        return n
+
+    # ------------------------------------------------------------ reading
+
+    def read_files(self, part: Partition, kind: str = "valid", verify: bool = True) -> pa.Table:
+        """One partition's table of `kind`, checked against the manifest (never returns corrupt data)."""
+        name, schema = FILES[kind]
+        meta = (part.manifest or {}).get("files", {}).get(name)
+        if meta is None:
+            return schema.empty_table()
+        data = self.fs.cat_file(f"{part.path}/{name}")
+        problem = None
+        if len(data) != meta["size"]:
+            problem = f"{name} has {len(data)} bytes, manifest says {meta['size']}"
+        elif verify and _sha256(data) != meta["sha256"]:
+            problem = f"{name} SHA-256 mismatch"
+        if problem is None:
+            try:
+                table = pq.read_table(pa.BufferReader(data))
+            except (pa.ArrowException, OSError) as err:
+                problem = f"{name} unreadable ({err})"
+        if problem:
+            self.mark_corrupt(part, problem)
+            raise CorruptPartition(
+                f"cache partition {part.path} is corrupt ({problem}); it was hidden: run `wydot-lab ingest` "
+                "for this range to refetch it")
+        if table.schema != schema:
+            table = table.cast(schema) if table.schema.names == schema.names else _conform(table, schema)
+        return table
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    from wydot_lab.schema import conform
+
+    return conform(table, schema)
+
+
+def _protocols(fs) -> set:
+    p = fs.protocol
+    return set(p) if isinstance(p, (tuple, list)) else {p}
+
+
+def _object_set(objs: Iterable[dict]) -> set:
+    return {(o["key"], o["etag"], int(o["size"])) for o in objs}
+
+
+def _parquet_bytes(table: pa.Table, schema: pa.Schema) -> bytes:
+    """Deterministic Parquet bytes (same table -> same bytes, hence the same SHA-256)."""
+    if table is None:
+        table = schema.empty_table()
+    if table.schema != schema:
+        table = _conform(table, schema)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", write_statistics=True, row_group_size=1 << 20,
+                   store_schema=True)
+    return sink.getvalue()
+
+
+# ---------------------------------------------------------------- range helpers
+
+
+def hour_range(start, end) -> tuple[dt.datetime, dt.datetime]:
+    """[t0, t1) hours: dates (or YYYY-MM-DD strings) are an inclusive day range, datetimes are bounds."""
+    if isinstance(start, dt.datetime) or isinstance(end, dt.datetime) or (
+            isinstance(start, str) and "T" in start) or (isinstance(end, str) and "T" in end):
+        t0 = layout.floor_hour(layout.to_utc(start))
+        t1 = layout.to_utc(end)
+        if t1 > layout.floor_hour(t1):
+            t1 = layout.floor_hour(t1) + dt.timedelta(hours=1)
+        if t1 <= t0:
+            raise ValueError(f"end {end} is not after start {start}")
+        return t0, t1
+    s = dt.date.fromisoformat(start) if isinstance(start, str) else start
+    e = dt.date.fromisoformat(end) if isinstance(end, str) else end
+    return layout.date_range_bounds(s, e)
+
+
+def _hour_label(h: dt.datetime) -> str:
+    return f"{h:%Y-%m-%dT%H}"
+
+
+# ---------------------------------------------------------------- load
+
+
+def _pandas_meta() -> pd.DataFrame:
+    return _to_pandas(BSM_SCHEMA.empty_table())
+
+
+def _types_mapper(t: pa.DataType):
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return pd.StringDtype("pyarrow")
+    if pa.types.is_list(t) or pa.types.is_struct(t):
+        return pd.ArrowDtype(t)
+    return None
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Strings as string[pyarrow], nested crumbs as ArrowDtype (no Python objects), numbers as numpy."""
+    return table.to_pandas(types_mapper=_types_mapper, split_blocks=True, self_destruct=True)
+
+
+def _read_group(group: tuple, root: str, pilot: str, message_type: str, storage_options: dict,
+                verify: bool, columns: list | None) -> pd.DataFrame:
+    """Dask task: read, verify and concatenate the valid files of some hours."""
+    cache = Cache(root, pilot, message_type, storage_options)
+    parts = [Partition(h, p, m) for h, p, m in group]
+    with ThreadPoolExecutor(max_workers=min(8, len(parts) or 1)) as ex:
+        tables = list(ex.map(lambda p: cache.read_files(p, "valid", verify), parts))
+    table = pa.concat_tables(tables) if tables else BSM_SCHEMA.empty_table()
+    if columns is not None:
+        table = table.select(columns)
+    return _to_pandas(table)
+
+
+def _groups(parts: list[Partition], rows_per_partition: int) -> list[tuple]:
+    """Consecutive hours packed into dask partitions of about `rows_per_partition` rows."""
+    groups, cur, rows = [], [], 0
+    for p in parts:
+        n = p.counts()["valid"]
+        if cur and rows + n > rows_per_partition:
+            groups.append(tuple(cur))
+            cur, rows = [], 0
+        cur.append((p.hour, p.path, p.manifest))
+        rows += n
+    if cur:
+        groups.append(tuple(cur))
+    return groups
+
+
+def available(cache: Cache, t0: dt.datetime, t1: dt.datetime, ttl_days: float | None = None,
+              now: dt.datetime | None = None) -> tuple[list[Partition], dict[str, str]]:
+    """Servable partitions of [t0, t1) and {hour: why not} for the others (size check only)."""
+    found = {p.hour: p for p in cache.partitions(t0, t1)}
+    ok, problems = [], {}
+    for h in layout.hours_between(t0, t1):
+        p = found.get(h)
+        if p is None:
+            problems[_hour_label(h)] = ABSENT
+            continue
+        st, why = cache.status(p, ttl_days=ttl_days, now=now)
+        if st in (FRESH, INCOMPLETE):
+            ok.append(p)
+            if st == INCOMPLETE:
+                problems[_hour_label(h)] = f"{INCOMPLETE}: {why}"
+        else:
+            problems[_hour_label(h)] = f"{st}: {why}"
+    return ok, problems
+
+
+def load(start, end, root: str, pilot: str = layout.DEFAULT_PILOT, message_type: str = layout.DEFAULT_TYPE,
+         storage_options: dict | None = None, verify: bool = True, columns: list[str] | None = None,
+         rows_per_partition: int = 2_000_000, ttl_days: float | None = None, strict: bool = False):
+    """Cached valid records of a range as a dask DataFrame of the canonical schema.
+
+    Pruning: only the `date=` folders of the range are listed and only the hours
+    in range are read (hive layout, no scan of the whole cache). Works offline.
+    Hours not servable (absent, expired, corrupt, missing) raise with `strict`,
+    else are reported in one `CacheWarning`, never skipped silently.
+    Each dask partition verifies size + SHA-256 of its files before parsing.
+    """
+    import dask.dataframe as dd
+
+    t0, t1 = hour_range(start, end)
+    cache = Cache(root, pilot, message_type, storage_options)
+    parts, problems = available(cache, t0, t1, ttl_days=ttl_days)
+    if problems:
+        msg = (f"cache {root}: {len(problems)} of {len(layout.hours_between(t0, t1))} hours not complete: "
+               + ", ".join(f"{h} ({why})" for h, why in list(problems.items())[:6])
+               + (" ..." if len(problems) > 6 else "") + "; run `wydot-lab ingest` for this range")
+        if strict:
+            raise LookupError(msg)
+        warnings.warn(msg, CacheWarning, stacklevel=2)
+    meta = _pandas_meta()
+    if columns is not None:
+        meta = meta[columns]
+    groups = _groups(parts, rows_per_partition)
+    if not groups:
+        return dd.from_pandas(meta, npartitions=1)
+    return dd.from_map(_read_group, groups, root=cache.root_url, pilot=pilot, message_type=message_type,
+                       storage_options=storage_options or {}, verify=verify, columns=columns, meta=meta,
+                       enforce_metadata=False, label="wydot-cache")
+
+
+def load_table(start, end, root: str, kind: str = "valid", **kw) -> pa.Table:
+    """Same hours as `load`, as one Arrow table (`kind`: valid | quarantine | non_bsm)."""
+    t0, t1 = hour_range(start, end)
+    cache = Cache(root, kw.pop("pilot", layout.DEFAULT_PILOT), kw.pop("message_type", layout.DEFAULT_TYPE),
+                  kw.pop("storage_options", None))
+    parts, problems = available(cache, t0, t1, ttl_days=kw.pop("ttl_days", None))
+    if problems:
+        warnings.warn(f"cache {root}: hours not complete: {', '.join(problems)}", CacheWarning, stacklevel=2)
+    verify = kw.pop("verify", True)
+    tables = [cache.read_files(p, kind, verify) for p in parts]
+    return pa.concat_tables(tables) if tables else FILES[kind][1].empty_table()
+
+
+# ---------------------------------------------------------------- ls / verify / clear
+
+
+def ls(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT, message_type: str = layout.DEFAULT_TYPE,
+       storage_options: dict | None = None, ttl_days: float | None = None) -> list[dict]:
+    """One row per partition: hour, status, counts, bytes, created, age."""
+    t0, t1 = hour_range(start, end) if start and end else (None, None)
+    cache = Cache(root, pilot, message_type, storage_options)
+    rows = []
+    now = _utc_now()
+    for p in cache.partitions(t0, t1):
+        m = p.manifest or {}
+        st, why = cache.status(p, ttl_days=ttl_days, now=now)
+        created = m.get("created")
+        rows.append({
+            "hour": p.label, "status": st, "reason": why, **p.counts(),
+            "bytes": sum(f["size"] for f in m.get("files", {}).values()),
+            "objects": len(m.get("source_objects", [])), "created": created,
+            "age_h": round((now - dt.datetime.fromisoformat(created)).total_seconds() / 3600, 2) if created else None,
+        })
+    return rows
+
+
+def verify(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT,
+           message_type: str = layout.DEFAULT_TYPE, storage_options: dict | None = None, mark: bool = True) -> dict:
+    """Full SHA-256 check of every partition; corrupt ones are hidden for refetch (`mark`)."""
+    t0, t1 = hour_range(start, end) if start and end else (None, None)
+    cache = Cache(root, pilot, message_type, storage_options)
+    ok, bad = 0, {}
+    for p in cache.partitions(t0, t1):
+        if (p.manifest or {}).get("status") == CORRUPT:
+            bad[p.label] = p.manifest.get("problem", "corrupt")
+            continue
+        if (p.manifest or {}).get("status") == MISSING:
+            continue
+        problem = cache._check_files(p, deep=True)
+        if problem:
+            bad[p.label] = problem
+            if mark:
+                cache.mark_corrupt(p, problem)
+        else:
+            ok += 1
+    return {"checked": ok + len(bad), "ok": ok, "corrupt": bad}
+
+
+def clear(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT, message_type: str = layout.DEFAULT_TYPE,
+          storage_options: dict | None = None) -> dict:
+    """Remove partitions in range (all if no range), each under its lock, plus writer leftovers."""
+    t0, t1 = hour_range(start, end) if start and end else (None, None)
+    cache = Cache(root, pilot, message_type, storage_options)
+    base = f"{cache.root}/source={pilot}/type={message_type}"
+    removed = 0
+    try:
+        dates = [p for p in cache.fs.ls(base, detail=False) if "/date=" in p]
+    except FileNotFoundError:
+        dates = []
+    for d in sorted(dates):
+        day = dt.date.fromisoformat(d.rsplit("date=", 1)[1])
+        for p in sorted(cache.fs.ls(d, detail=False)):
+            leaf = p.rstrip("/").rsplit("/", 1)[-1]
+            hh = leaf.split("hour=", 1)[1][:2] if "hour=" in leaf else None
+            if hh is None:
+                continue
+            hour = dt.datetime(day.year, day.month, day.day, int(hh), tzinfo=dt.timezone.utc)
+            if t0 is not None and not (t0 <= hour < t1):
+                continue
+            with cache.lock(hour):
+                if cache.fs.exists(p):
+                    cache.fs.rm(p, recursive=True)
+                    removed += leaf.startswith("hour=")
+        if not cache.fs.ls(d, detail=False):
+            cache.fs.rm(d, recursive=True)
+    return {"removed": removed}
+
+
+__all__ = ["Cache", "Partition", "CorruptPartition", "CacheWarning", "load", "load_table", "ls", "verify", "clear",
+           "hour_range", "available", "code_version"]

@@ -1,0 +1,366 @@
+"""Where BSM objects come from: a local folder or `s3://bucket[/prefix]` read through s3fs.
+
+A `Source` lists the objects of one UTC hour folder (with ETag and size) and reads
+their bytes, retrying throttling, 5xx and timeouts with exponential backoff.
+Every other failure becomes a `SourceError` whose one-line message names the
+bucket, the credential mode tried and the fix, so the CLI prints one line and a
+notebook shows the same text. Credentials are never parameters: a run names a
+*profile*, the default chain, anonymous access or requester-pays, nothing else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import fsspec
+
+from wydot_lab import layout
+
+# botocore / S3 error codes that mean "try again later"
+TRANSIENT_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+    "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable", "503", "500", "502", "504",
+})
+DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "403", "Forbidden"})
+BAD_CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                                  "TokenRefreshRequired"})
+
+
+class SourceError(RuntimeError):
+    """A source failure the user must act on; `str()` is one line naming bucket, mode and fix.
+
+    kind: missing_credentials | profile_not_found | bad_credentials | access_denied |
+    no_such_bucket | unreachable | transient | no_such_folder | error
+    """
+
+    def __init__(self, message: str, kind: str = "error", hour: dt.datetime | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.hour = hour
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """Everything needed to open a source; no secrets (see module docstring)."""
+
+    url: str
+    pilot: str = layout.DEFAULT_PILOT
+    message_type: str = layout.DEFAULT_TYPE
+    region: str = layout.DEFAULT_REGION
+    profile: str | None = None
+    anonymous: bool = False
+    requester_pays: bool = False
+    endpoint_url: str | None = None
+    attempts: int = 4  # our retries per object/listing, on top of botocore's own
+    sdk_attempts: int = 3  # botocore's "standard" retry mode (throttling, 5xx, timeouts)
+    backoff_s: float = 0.5  # first wait; doubles per attempt
+    max_backoff_s: float = 20.0
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+
+    @classmethod
+    def from_params(cls, source, **overrides) -> "SourceSpec":
+        """From `config.SourceParams` (the `source:` section of a params file)."""
+        from wydot_lab.config import resolve_path
+
+        kw = dict(url=resolve_path(source.url), pilot=source.pilot, message_type=source.message_type,
+                  region=source.region, profile=source.profile, anonymous=source.anonymous,
+                  requester_pays=source.requester_pays, endpoint_url=source.endpoint_url)
+        kw.update(overrides)
+        return cls(**kw)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith(("s3://", "s3a://"))
+
+    @property
+    def bucket(self) -> str:
+        if self.is_s3:
+            return urlsplit(self.url).netloc
+        return self.url
+
+    @property
+    def root(self) -> str:
+        """Path of the source root as the filesystem sees it (`bucket/prefix` or a folder)."""
+        if self.is_s3:
+            u = urlsplit(self.url)
+            return (u.netloc + "/" + u.path.strip("/")).rstrip("/")
+        if self.url.startswith("file://"):
+            return self.url[len("file://"):].rstrip("/") or "/"
+        if "://" in self.url:
+            return self.url.split("://", 1)[1].rstrip("/")
+        return os.path.abspath(self.url)
+
+    def mode(self) -> str:
+        """Human description of the credential mode, for messages and manifests."""
+        if not self.is_s3:
+            return "local folder" if "://" not in self.url else f"fsspec {self.url.split('://')[0]}"
+        if self.anonymous:
+            m = "anonymous (unsigned requests)"
+        elif self.profile:
+            m = f"AWS profile '{self.profile}'"
+        else:
+            m = "default credential chain (environment, ~/.aws, instance role)"
+        if self.requester_pays:
+            m += ", requester-pays"
+        if self.endpoint_url:
+            m += f", endpoint {redact_url(self.endpoint_url)}"
+        return m
+
+    def display(self) -> str:
+        return redact_url(self.url)
+
+
+def redact_url(url: str) -> str:
+    """Drop user:password and query strings from a URL before it is logged or stored."""
+    u = urlsplit(url)
+    netloc = u.hostname or ""
+    if u.port:
+        netloc += f":{u.port}"
+    return urlunsplit((u.scheme, netloc, u.path, "", "")) if u.scheme else url
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    """One source object: `key` relative to the source root, `path` as the filesystem opens it."""
+
+    key: str
+    path: str
+    size: int
+    etag: str
+    hour: dt.datetime  # the hour folder it sits in
+
+    def as_dict(self) -> dict:
+        return {"key": self.key, "etag": self.etag, "size": self.size}
+
+
+def make_filesystem(spec: SourceSpec) -> fsspec.AbstractFileSystem:
+    """The fsspec filesystem for `spec`; s3fs instances are never shared (credentials differ)."""
+    if not spec.is_s3:
+        protocol = spec.url.split("://", 1)[0] if "://" in spec.url else "file"
+        return fsspec.filesystem(protocol, skip_instance_cache=True)
+    import s3fs
+
+    client_kwargs: dict = {"region_name": spec.region}
+    if spec.endpoint_url:
+        client_kwargs["endpoint_url"] = spec.endpoint_url
+    kw: dict = dict(
+        anon=spec.anonymous,
+        requester_pays=spec.requester_pays,
+        client_kwargs=client_kwargs,
+        config_kwargs={
+            "connect_timeout": spec.connect_timeout_s,
+            "read_timeout": spec.read_timeout_s,
+            "retries": {"max_attempts": spec.sdk_attempts, "mode": "standard"},
+        },
+        skip_instance_cache=True,
+        use_listings_cache=False,
+    )
+    if spec.profile and not spec.anonymous:
+        kw["profile"] = spec.profile
+    try:
+        fs = s3fs.S3FileSystem(**kw)
+    except Exception as err:  # ProfileNotFound surfaces here in some botocore versions
+        raise translate(err, spec) from None
+    fs.retries = 2  # s3fs' own retry loop; ours (with backoff) wraps it
+    return fs
+
+
+# ---------------------------------------------------------------- error translation
+
+
+def _chain(err: BaseException):
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def _error_code(err: BaseException) -> str | None:
+    for e in _chain(err):
+        resp = getattr(e, "response", None)
+        if isinstance(resp, dict):
+            code = resp.get("Error", {}).get("Code")
+            status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code:
+                return str(code)
+            if status:
+                return str(status)
+    return None
+
+
+def _names(err: BaseException) -> set[str]:
+    return {type(e).__name__ for e in _chain(err)}
+
+
+def is_transient(err: BaseException) -> bool:
+    """Throttling, 5xx, timeouts and dropped connections: worth another try."""
+    code = _error_code(err)
+    if code in TRANSIENT_CODES:
+        return True
+    names = _names(err)
+    transient_types = {"ReadTimeoutError", "ConnectTimeoutError", "ConnectionClosedError", "EndpointConnectionError",
+                       "ServerDisconnectedError", "ClientPayloadError", "ClientOSError", "IncompleteRead",
+                       "ResponseStreamingError", "FSTimeoutError", "TimeoutError", "ConnectionResetError",
+                       "ConnectionRefusedError", "ProxyConnectionError", "HTTPClientError", "ServerTimeoutError"}
+    return bool(names & transient_types)
+
+
+def _unreachable(err: BaseException) -> bool:
+    return bool(_names(err) & {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionRefusedError",
+                               "ProxyConnectionError", "ClientConnectorError"})
+
+
+def translate(err: BaseException, spec: SourceSpec, what: str | None = None,
+              hour: dt.datetime | None = None) -> SourceError:
+    """Map any failure to a one-line `SourceError` naming bucket, mode and fix."""
+    if isinstance(err, SourceError):
+        return err
+    where = f"s3://{spec.bucket}" if spec.is_s3 else spec.display()
+    mode = spec.mode()
+    names = _names(err)
+    code = _error_code(err)
+    if not spec.is_s3:
+        if isinstance(err, FileNotFoundError):
+            return SourceError(f"{what or where}: no such file or folder (source {where})", "no_such_folder", hour)
+        return SourceError(f"{what or where}: {type(err).__name__}: {err}", "error", hour)
+    if "ProfileNotFound" in names:
+        return SourceError(
+            f"{where}: AWS profile '{spec.profile}' not found (mode: {mode}); create it with "
+            f"`aws configure --profile {spec.profile}` or pass an existing one with --profile NAME", "profile_not_found")
+    if names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:
+        return SourceError(
+            f"{where}: no AWS credentials found (mode: {mode}); the bucket now requires credentials "
+            "(anonymous reads stopped working): run `aws configure`, pass --profile NAME, or set "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; for another S3-compatible store pass --endpoint-url URL",
+            "missing_credentials")
+    if code in BAD_CREDENTIAL_CODES:
+        return SourceError(
+            f"{where}: the credentials were rejected ({code}; mode: {mode}); refresh them with `aws configure` "
+            "or pick another --profile NAME", "bad_credentials")
+    if code in DENIED_CODES or (code is None and isinstance(err, PermissionError)):
+        hint = ("the bucket now requires credentials: drop --anonymous and use --profile NAME or `aws configure`"
+                if spec.anonymous else
+                "these credentials lack s3:ListBucket/s3:GetObject here; the bucket now requires credentials "
+                "of an allowed identity: try another --profile NAME, `aws configure`, or --requester-pays "
+                "if the bucket bills the requester")
+        return SourceError(f"{where}: access denied{' to ' + what if what else ''} (mode: {mode}); {hint}",
+                           "access_denied", hour)
+    if code == "NoSuchBucket" or "NoSuchBucket" in names:
+        ep = f" at {redact_url(spec.endpoint_url)}" if spec.endpoint_url else ""
+        return SourceError(
+            f"{where}: no such bucket{ep} (mode: {mode}); check the name (the old "
+            f"'usdot-its-cvpilot-public-data' is gone, use '{layout.DEFAULT_BUCKET}') or pass --endpoint-url URL "
+            "for another S3-compatible store", "no_such_bucket")
+    if _unreachable(err):
+        ep = redact_url(spec.endpoint_url) if spec.endpoint_url else f"AWS S3 ({spec.region})"
+        return SourceError(
+            f"{where}: cannot reach the endpoint {ep} (mode: {mode}); check the network/proxy or "
+            "--endpoint-url URL", "unreachable", hour)
+    if is_transient(err):
+        return SourceError(
+            f"{what or where}: still failing after {spec.attempts} attempts with backoff "
+            f"({code or type(err).__name__}; mode: {mode}); retry later or pass --allow-partial", "transient", hour)
+    first = str(err).splitlines()[0] if str(err) else ""
+    return SourceError(f"{what or where}: {code or type(err).__name__}: {first} (mode: {mode})", "error", hour)
+
+
+def with_retries(fn: Callable[[], object], spec: SourceSpec, what: str, hour: dt.datetime | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+    """Call `fn`, retrying transient failures with exponential backoff; others fail at once."""
+    delay = spec.backoff_s
+    for attempt in range(1, spec.attempts + 1):
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - classified below, never swallowed
+            if attempt == spec.attempts or not is_transient(err) or (_unreachable(err) and attempt >= 2):
+                raise translate(err, spec, what, hour) from None
+            sleep(delay)
+            delay = min(delay * 2, spec.max_backoff_s)
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------- the source
+
+
+class Source:
+    """List hour folders and read objects of one source (see module docstring)."""
+
+    def __init__(self, spec: SourceSpec, fs: fsspec.AbstractFileSystem | None = None):
+        self.spec = spec
+        self.fs = fs if fs is not None else make_filesystem(spec)
+        self._checked = False
+
+    def hour_path(self, hour: dt.datetime) -> str:
+        return f"{self.spec.root}/{layout.hour_prefix(self.spec.pilot, self.spec.message_type, hour)}"
+
+    def check(self) -> None:
+        """Fail early with a clear message if the bucket/folder cannot be listed at all."""
+        if self._checked:
+            return
+        root = self.spec.root
+        if not self.spec.is_s3:
+            if not self.fs.exists(root):
+                raise SourceError(f"{self.spec.display()}: source folder does not exist", "no_such_folder")
+        else:
+            prefix = f"{root}/{self.spec.pilot}"
+
+            def probe():
+                try:
+                    self.fs.ls(prefix, detail=False, refresh=True)
+                except FileNotFoundError as err:
+                    if _error_code(err) == "NoSuchBucket" or "NoSuchBucket" in _names(err):
+                        raise
+            with_retries(probe, self.spec, f"s3://{prefix}")
+        self._checked = True
+
+    def list_hour(self, hour: dt.datetime) -> list[ObjectInfo]:
+        """Objects of one hour folder, sorted by key; an absent folder is an empty hour."""
+        self.check()
+        path = self.hour_path(hour)
+        what = f"hour {hour:%Y-%m-%dT%H} ({self._url(path)}/)"
+
+        def ls():
+            try:
+                return self.fs.ls(path, detail=True, refresh=True) if self.spec.is_s3 else self.fs.ls(path, detail=True)
+            except FileNotFoundError as err:
+                if _error_code(err) == "NoSuchBucket" or "NoSuchBucket" in _names(err):
+                    raise
+                return []
+        entries = with_retries(ls, self.spec, what, hour)
+        out = []
+        root = self.spec.root.rstrip("/") + "/"
+        for e in entries:
+            if e.get("type") != "file":
+                continue
+            name = e["name"]
+            base = name.rsplit("/", 1)[-1]
+            if base.startswith("."):
+                continue
+            key = name[len(root):] if name.startswith(root) else name
+            out.append(ObjectInfo(key=key, path=name, size=int(e.get("size") or 0), etag=_etag(e), hour=hour))
+        return sorted(out, key=lambda o: o.key)
+
+    def read(self, obj: ObjectInfo) -> bytes:
+        """The object's raw bytes (gzip is the ingest's business), with retries."""
+        what = f"hour {obj.hour:%Y-%m-%dT%H} object {self._url(obj.path)}"
+        return with_retries(lambda: self.fs.cat_file(obj.path), self.spec, what, obj.hour)
+
+    def _url(self, path: str) -> str:
+        return f"s3://{path}" if self.spec.is_s3 else path
+
+
+def _etag(entry: dict) -> str:
+    """S3 ETag; for plain files a size+mtime signature plays the same role."""
+    for k in ("ETag", "etag", "Etag"):
+        if entry.get(k):
+            return str(entry[k]).strip('"')
+    mtime = entry.get("mtime") or entry.get("LastModified") or entry.get("created") or 0
+    if isinstance(mtime, dt.datetime):
+        mtime = mtime.timestamp()
+    return f"mtime:{float(mtime):.6f}:size:{entry.get('size')}"
