@@ -47,12 +47,12 @@ STAGES: tuple[Stage, ...] = (
                                  "hours_path": ("01_explore", "hours.parquet")},
           outputs=("validation.json", "quarantine_reasons.png")),
     Stage("03_featurize", inputs={"records_path": ("01_explore", "records.parquet")},
-          outputs=("features.parquet", "feature_distributions.png")),
+          outputs=("features.parquet", "feature_distributions.png", "flag_rates.png")),
     Stage("04_attack_sim", inputs={"records_path": ("01_explore", "records.parquet")},
-          outputs=("attacked.parquet", "attack_map.png")),
-    Stage("05_train", inputs={"attacked_path": ("04_attack_sim", "attacked.parquet")},
-          outputs=("metrics.json", "model.joblib", "confusion_matrix.png", "pr_curves.png",
-                   "feature_importance.png")),
+          outputs=("attacked.parquet", "attack_summary.csv", "attack_map.png", "attack_zoom.png")),
+    Stage("05_train", inputs={"records_path": ("01_explore", "records.parquet")},
+          outputs=("metrics.json", "results.parquet", "importances.parquet", "models", "confusion_matrix.png",
+                   "pr_curves.png", "feature_importance.png")),
 )
 
 
@@ -191,7 +191,8 @@ def stage(name: str, stages: tuple[Stage, ...] = STAGES) -> Stage:
     raise KeyError(f"no stage {name!r}; stages: {', '.join(s.name for s in stages)}")
 
 
-def require(stage_name: str, params_path: str | Path, progress: Callable[[str], None] = print,
+def require(stage_name: str, params_path: str | Path, progress: Callable[[str], None] = print, *,
+            stages: tuple[Stage, ...] = STAGES, notebooks: str | Path | None = None,
             **inputs: str) -> dict[str, str]:
     """Resolved input paths of a stage; a missing input is made by running its producer notebook.
 
@@ -200,19 +201,20 @@ def require(stage_name: str, params_path: str | Path, progress: Callable[[str], 
     """
     import papermill as pm
 
-    me = stage(stage_name)
+    nb_dir = Path(notebooks) if notebooks else notebooks_dir()
+    me = stage(stage_name, stages)
     out = {}
     for name, path in inputs.items():
         resolved = Path(config.resolve_path(path))
         if not resolved.exists() and name in me.inputs:
-            producer = stage(me.inputs[name][0])
+            producer = stage(me.inputs[name][0], stages)
             prod_out = resolved.parent
             values = {"params_path": str(params_path), "out_dir": str(prod_out)}
-            values.update(require(producer.name, params_path, progress,
+            values.update(require(producer.name, params_path, progress, stages=stages, notebooks=nb_dir,
                                   **{k: str(prod_out.parent / p / f) for k, (p, f) in producer.inputs.items()}))
             progress(f"{name}: {resolved} missing; running {producer.name} into {prod_out}")
             prod_out.mkdir(parents=True, exist_ok=True)
-            pm.execute_notebook(str(notebooks_dir() / f"{producer.name}.ipynb"),
+            pm.execute_notebook(str(nb_dir / f"{producer.name}.ipynb"),
                                 str(prod_out.parent / f"{producer.name}.ipynb"), parameters=values,
                                 kernel_name=KERNEL, cwd=str(prod_out), progress_bar=False)
         out[name] = str(resolved)
