@@ -88,3 +88,21 @@ def test_reversed_dates_and_missing_file(tmp_path):
         config.load(_write(tmp_path, data))
     with pytest.raises(ParamsError, match="no such params file"):
         config.load(tmp_path / "nope.yaml")
+
+
+def test_default_runs_every_registered_attack_and_detector():
+    from wydot_lab import attacks, models
+
+    p = config.load(ROOT / "params" / "default.yaml")
+    assert {k.name for k in p.attacks.kinds} == set(attacks.ATTACKS)
+    assert set(p.model.detectors) == set(models.DETECTORS)
+    labels = [attacks.label(k.model_dump()) for k in p.attacks.kinds]
+    assert len(labels) == len(set(labels))  # no attack run twice
+
+
+def test_params_reference_documents_every_key():
+    doc = (ROOT / "docs" / "PARAMS.md").read_text()
+    for section, field in config.Params.model_fields.items():
+        assert f"## `{section}`" in doc, section
+        for key in field.annotation.model_fields:
+            assert f"| `{key}` |" in doc, f"{section}.{key}"

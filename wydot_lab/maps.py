@@ -268,23 +268,25 @@ def _centerline_layer(width: int, height: int, x_range, y_range) -> np.ndarray:
     return shade(agg, cmap=[CENTERLINE_COLOR, CENTERLINE_COLOR], spread=0)
 
 
-def _ranges(df, width: int, height: int | None, x_range, y_range):
+def _ranges(df, width: int, height: int | None, x_range, y_range, max_height: int | None = None):
     if x_range is None or y_range is None:
         x_range, y_range = extent(df)
     if height is None:
-        height = fitted_height(x_range, y_range, width, max_h=width)
+        height = fitted_height(x_range, y_range, width, max_h=max_height or width)
     x_range, y_range = equal_aspect(x_range, y_range, width, height)
     return width, height, x_range, y_range
 
 
 def trajectory_map(df: Any, *, title: str = "Trajectories", width: int = 900,
                    height: int | None = None, x_range=None, y_range=None, lines: bool = True,
-                   centerline: bool = True, max_gap_s: float = 300.0, path: str | Path | None = None):
+                   centerline: bool = True, max_gap_s: float = 300.0, max_height: int | None = None,
+                   path: str | Path | None = None):
     """Map of all trajectories (pandas or dask, with `x`, `y` from `project`); returns the figure.
 
-    Lines are broken between vehicles and across gaps; `lines=False` draws points.
+    Lines are broken between vehicles and across gaps; `lines=False` draws points. Without
+    `height`, the height follows the data's aspect ratio (metres stay square), capped at `max_height`.
     """
-    width, height, x_range, y_range = _ranges(df, width, height, x_range, y_range)
+    width, height, x_range, y_range = _ranges(df, width, height, x_range, y_range, max_height)
     if lines:
         if hasattr(df, "map_partitions"):  # each partition drawn alone: no joins across them
             meta = pd.DataFrame({"x": pd.Series(dtype="float32"), "y": pd.Series(dtype="float32")})
@@ -313,12 +315,12 @@ def label_column(df: pd.DataFrame, is_attack: str = "is_attack") -> pd.Categoric
 def attack_map(df: pd.DataFrame, *, category: str = "label", title: str = "Clean vs attacked positions",
                width: int = 900, height: int | None = None, x_range=None, y_range=None,
                colors: dict[str, str] | None = None, centerline: bool = True, spread: int = 1,
-               path: str | Path | None = None):
+               max_height: int | None = None, path: str | Path | None = None):
     """Points coloured by a categorical column (default `label`: clean / attacked)."""
     colors = dict(colors or CLEAN_ATTACKED)
     if not isinstance(df[category].dtype, pd.CategoricalDtype):
         df = df.assign(**{category: pd.Categorical(df[category], categories=list(colors))})
-    width, height, x_range, y_range = _ranges(df, width, height, x_range, y_range)
+    width, height, x_range, y_range = _ranges(df, width, height, x_range, y_range, max_height)
     agg = aggregate_points(df, width, height, x_range, y_range, category=category)
     image = shade(agg, color_key=colors, spread=spread)
     bg = _centerline_layer(width, height, x_range, y_range) if centerline else None

@@ -104,6 +104,7 @@ def range_reload(params: Any, width: int | None = None, progress: Any = False) -
         fig = None
         if summary["records"]:
             fig = maps.trajectory_map(maps.project(ddf), width=width or params.maps.width,
+                                      max_height=params.maps.height,
                                       title=f"Trajectories {start} .. {end}")
         return {"counts": flat_counts(summary), "summary": summary, "figure": fig}
 
