@@ -1,0 +1,211 @@
+"""Attack registry: spec validation and the invariants of DOMAIN.md section 3 (property tests)."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bsm_frames
+from wydot_lab import attacks, config, geo
+from wydot_lab.frames import CRUMBS, ID, LAT, LON, TIME, time_ns, to_table
+
+ALL = ["const_position", "const_offset", "random_offset", "random_position", "position_swap", "const_speed",
+       "speed_offset", "random_speed", "eventual_stop", "data_replay", "heading_reversal"]
+SPECS = attacks.default_matrix() + [{"name": n, "careful": True} for n, a in attacks.ATTACKS.items() if a.position]
+
+
+@functools.lru_cache(maxsize=1)
+def _clean() -> pd.DataFrame:
+    """12 vehicles x 20 messages in runs, with some null speeds/headings/crumbs and shuffled rows."""
+    f = bsm_frames.frame(bsm_frames.corridor(vehicles=12, msgs=20, seed=5, gap_every=7))
+    f.loc[f.index % 9 == 4, "coreData_speed"] = np.nan
+    f.loc[f.index % 11 == 3, "coreData_heading"] = np.nan
+    crumbs = f[CRUMBS].copy()
+    crumbs[f.index % 13 == 6] = None
+    f[CRUMBS] = crumbs
+    return f.sample(frac=1.0, random_state=1)  # attacks must not rely on row order
+
+
+def _attack(spec: dict, seed: int, share: float = 0.4) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    clean = _clean()
+    att = attacks.choose_attackers(clean[ID], share, np.random.default_rng(seed))
+    return clean, attacks.apply(clean, spec, att, np.random.default_rng(seed + 1)), att
+
+
+def _bits(s: pd.Series) -> np.ndarray:
+    """A column as comparable bits (floats by their IEEE pattern, NaN payload included)."""
+    if s.dtype == float:
+        return s.to_numpy().view(np.int64)
+    return np.asarray(s.astype(object).map(repr).to_numpy())
+
+
+def test_registry_has_every_attack_of_the_issue():
+    assert set(ALL) <= set(attacks.ATTACKS)
+    for spec in attacks.default_matrix():
+        attacks.check_spec(spec)
+    labels = [attacks.label(s) for s in attacks.default_matrix()]
+    assert {"const_offset_10_20", "const_offset_50_100", "const_offset_100_200", "random_offset_50_100",
+            "speed_offset_3_11", "eventual_stop", "data_replay"} <= set(labels)
+    assert len(labels) == len(set(labels))
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"name": "teleport"}, ["unknown attack", "teleport"]),
+    ({"name": "const_offset", "min_meters": 5}, ["unknown parameter", "min_meters"]),
+    ({"name": "const_offset", "min_m": 300, "max_m": 200}, ["min_m=300", "max_m=200"]),
+    ({"name": "const_offset", "min_m": "far"}, ["min_m", "far"]),
+    ({"name": "eventual_stop", "p": 1.5}, ["p must be in (0, 1]"]),
+    ({"name": "speed_offset", "min_mps": -3}, ["min_mps", ">= 0"]),
+    ({"name": "const_speed", "careful": True}, ["unknown parameter", "careful"]),
+    ({"name": "random_offset", "careful": "yes"}, ["careful", "true or false"]),
+])
+def test_check_spec_names_the_bad_key(spec, words):
+    with pytest.raises(ValueError) as err:
+        attacks.check_spec(spec)
+    msg = str(err.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_params_validate_attack_specs_at_load():
+    with pytest.raises(config.ParamsError, match="speed_ofset"):
+        config.from_dict({"attacks": {"kinds": [{"name": "speed_ofset"}]}})
+    p = config.from_dict({"attacks": {"kinds": [{"name": "const_offset", "min_m": 10, "max_m": 20}]}})
+    assert attacks.label(p.attacks.kinds[0].model_dump()) == "const_offset_10_20"
+
+
+def test_choose_attackers_share_seed_and_order():
+    ids = pd.Series([f"{i:08X}" for i in range(200)] * 3)
+    a = attacks.choose_attackers(ids, 0.3, np.random.default_rng(4))
+    b = attacks.choose_attackers(ids.sample(frac=1, random_state=2), 0.3, np.random.default_rng(4))
+    assert len(a) == 60 and len(set(a)) == 60 and set(a) <= set(ids)
+    assert list(a) == list(b)  # drawn from sorted unique ids: row order does not matter
+    assert len(attacks.choose_attackers(ids, 0.05, np.random.default_rng(4))) == 10
+    assert list(attacks.choose_attackers(ids, 0.3, np.random.default_rng(5))) != list(a)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=st.sampled_from(SPECS), seed=st.integers(0, 2**31), share=st.floats(0.1, 0.9))
+def test_invariants(spec, seed, share):
+    clean, out, att = _attack(spec, seed, share)
+    # same rows, order, columns and dtypes
+    assert len(out) == len(clean) and out.index.equals(clean.index)
+    assert (out[clean.columns].dtypes == clean.dtypes).all()
+    for col in ("is_attacker", "is_attack", "is_attack_cond"):
+        assert out[col].dtype == bool
+    assert (out["is_attacker"] == clean[ID].isin(att)).all()
+    assert not (out["is_attack"] & ~out["is_attacker"]).any()
+    assert not (out["is_attack_cond"] & ~out["is_attack"]).any()
+    assert (out.loc[~out["is_attack"], "attack_type"] == attacks.GENUINE).all()
+    assert (out.loc[out["is_attack"], "attack_type"] == attacks.label(spec)).all()
+    # genuine rows unchanged bit for bit; identifiers and timing never change
+    gen = ~out["is_attack"].to_numpy()
+    for col in clean.columns:
+        assert (_bits(out[col])[gen] == _bits(clean[col])[gen]).all(), col
+    for col in (ID, TIME, "coreData_msgCnt", "coreData_secMark", "metadata_receivedAt"):
+        assert (_bits(out[col]) == _bits(clean[col])).all(), col
+    # null pattern unchanged (a replayed message brings its own, genuine, pattern)
+    for col in clean.columns:
+        if spec["name"] == "data_replay" and col in attacks.REPLAY_COLUMNS:
+            continue
+        assert (out[col].isna().to_numpy() == clean[col].isna().to_numpy()).all(), col
+    to_table(out)  # still the canonical schema
+    # same seed, same output
+    _, again, _ = _attack(spec, seed, share)
+    assert again.equals(out)
+
+
+def _displacement(clean: pd.DataFrame, out: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    x0, y0 = geo.to_local(clean[LAT].to_numpy(), clean[LON].to_numpy())
+    x1, y1 = geo.to_local(out[LAT].to_numpy(), out[LON].to_numpy())
+    return np.asarray(x1 - x0), np.asarray(y1 - y0)
+
+
+@given(seed=st.integers(0, 2**31), lo=st.floats(0, 150), width=st.floats(0, 100))
+@settings(max_examples=25, deadline=None)
+def test_const_offset_same_vector_per_attacker_within_1cm(seed, lo, width):
+    spec = {"name": "const_offset", "min_m": lo, "max_m": lo + width}
+    clean, out, att = _attack(spec, seed)
+    dx, dy = _displacement(clean, out)
+    for vid in att:
+        m = (clean[ID] == vid).to_numpy()
+        # one vector v with every message within 1 cm of it (v = per-axis midrange; the
+        # 1e-7 degree rounding of reported positions alone spreads them by up to ~1.1 cm)
+        vx, vy = (dx[m].max() + dx[m].min()) / 2, (dy[m].max() + dy[m].min()) / 2
+        assert np.hypot(dx[m] - vx, dy[m] - vy).max() < 0.01
+        d = np.hypot(vx, vy)
+        assert lo - 0.01 <= d <= lo + width + 0.01
+    assert np.all(dx[~out["is_attacker"].to_numpy()] == 0)
+
+
+@given(seed=st.integers(0, 2**31), lo=st.floats(0, 150), width=st.floats(1, 100))
+@settings(max_examples=25, deadline=None)
+def test_random_offsets_inside_their_range(seed, lo, width):
+    clean, out, _ = _attack({"name": "random_offset", "min_m": lo, "max_m": lo + width}, seed)
+    dx, dy = _displacement(clean, out)
+    d = np.hypot(dx, dy)[out["is_attack"].to_numpy()]
+    assert len(d) and d.min() >= lo - 0.01 and d.max() <= lo + width + 0.01
+    assert np.unique(np.round(d, 2)).size > len(d) // 2  # fresh per message
+
+
+def test_speed_attacks_change_speed_only_within_range():
+    clean, out, _ = _attack({"name": "speed_offset", "min_mps": 3, "max_mps": 11}, 3)
+    a = out["is_attack"].to_numpy()
+    diff = (out["coreData_speed"] - clean["coreData_speed"]).to_numpy()[a]
+    assert (np.abs(diff) >= 3 - 0.02).all() | (out["coreData_speed"].to_numpy()[a] == 0).all()
+    assert (np.abs(diff) <= 11 + 0.02).all()
+    for vid, g in out[a].groupby(ID):  # one offset per vehicle (unless clipped at 0)
+        d = (g["coreData_speed"] - clean.loc[g.index, "coreData_speed"]).to_numpy()
+        assert np.ptp(d) <= 2 * attacks.SPEED_STEP + 1e-9 or (g["coreData_speed"] == 0).any()
+
+
+def test_heading_reversal_is_180_degrees():
+    clean, out, _ = _attack({"name": "heading_reversal"}, 7)
+    a = out["is_attack"].to_numpy()
+    d = np.mod(out["coreData_heading"].to_numpy()[a] - clean["coreData_heading"].to_numpy()[a], 360)
+    assert np.allclose(d, 180, atol=0.0125)
+
+
+def test_eventual_stop_freezes_after_a_trigger():
+    clean, out, att = _attack({"name": "eventual_stop", "p": 0.2}, 11)
+    o = out.assign(t=time_ns(out[TIME])).sort_values([ID, "t"])
+    for vid, g in o[o[ID].isin(att)].groupby(ID):
+        a = g["is_attack"].to_numpy()
+        if not a.any():
+            continue
+        k = int(np.argmax(a))
+        assert a[k:].all() and not a[:k].any()  # stopped from the trigger on
+        assert g[LAT].iloc[k:].nunique() == 1 and g[LON].iloc[k:].nunique() == 1
+        assert (g["coreData_speed"].iloc[k:].fillna(0) == 0).all()
+        assert g.index[k] in clean.index and g[LAT].iloc[k] == clean.loc[g.index[k], LAT]
+
+
+def test_data_replay_copies_another_vehicles_earlier_message():
+    clean, out, _ = _attack({"name": "data_replay"}, 13)
+    t = time_ns(clean[TIME])
+    key = clean[LAT].astype(str) + "|" + clean[LON].astype(str)
+    src_of = dict(zip(key, zip(clean[ID], t)))
+    a = out["is_attack"].to_numpy()
+    okey = (out[LAT].astype(str) + "|" + out[LON].astype(str)).to_numpy()
+    for i in np.flatnonzero(a):
+        vid, ts = src_of[okey[i]]
+        assert vid != out[ID].iloc[i]
+    assert a.sum() > 0
+
+
+def test_careful_form_keeps_crumbs_consistent_naive_does_not():
+    """Naive const_position leaves the crumbs pointing along the true path; the careful form
+    re-anchors them so the crumb at the previous message's age hits the fixed point."""
+    from wydot_lab import features
+
+    clean = bsm_frames.frame(bsm_frames.corridor(vehicles=6, msgs=15, seed=2))
+    att = attacks.choose_attackers(clean[ID], 0.5, np.random.default_rng(0))
+    naive = features.featurize_frame(attacks.apply(clean, {"name": "const_position"}, att, np.random.default_rng(1)))
+    careful = features.featurize_frame(attacks.apply(clean, {"name": "const_position", "careful": True}, att,
+                                                     np.random.default_rng(1)))
+    a = naive["is_attack"].to_numpy() & np.isfinite(naive["crumb_prev_err_m"].to_numpy())
+    assert np.nanmedian(naive["crumb_prev_err_m"].to_numpy()[a]) > 15  # ~ one second of driving
+    assert np.nanmedian(careful["crumb_prev_err_m"].to_numpy()[a]) < 3  # GPS noise only

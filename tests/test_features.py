@@ -1,0 +1,108 @@
+"""Per-vehicle features: known answers on hand-made tracks, rolling windows, Dask on a real
+LocalCluster equal to the pandas path, and the feature docs matching the code."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import bsm_frames
+from conftest import ROOT
+from wydot_lab import attacks, features
+from wydot_lab.frames import ID, TIME
+
+
+def _feats(table: pa.Table, window: int = 5) -> pd.DataFrame:
+    return features.featurize_frame(bsm_frames.frame(table), window)
+
+
+def test_constant_speed_straight_line_known_answers():
+    v = 25.0
+    f = _feats(bsm_frames.straight_line(speed=v, n=20, heading=90.0))
+    rest = f.iloc[1:]
+    assert np.isnan(f["dt_s"].iloc[0]) and np.allclose(rest["dt_s"], 1.0)
+    assert np.allclose(rest["implied_speed_mps"], v, atol=0.03)  # 1e-7 degree rounding ~ 1 cm
+    assert np.abs(rest["speed_residual_mps"]).max() < 0.03
+    assert rest["heading_bearing_diff_deg"].max() < 0.1
+    assert np.allclose(rest[["delta_speed_mps", "delta_heading_deg", "accel_implied_mps2"]], 0.0)
+    assert f["speed_residual_std_w"].max() < 0.03
+    assert f["crumb_prev_err_m"].iloc[1:].max() < 0.05
+    assert np.abs(f["crumb_speed_residual_mps"]).max() < 0.03
+    assert f["crumb_heading_diff_deg"].max() < 0.1
+    kinematic = ["flag_speed", "flag_position_jump", "flag_speed_change", "flag_position_speed", "flag_heading",
+                 "flag_beacon", "flag_sudden_appearance"]
+    assert (f[kinematic] == 0).all().all()
+
+
+def test_reported_heading_against_travel_and_speed_against_motion():
+    f = _feats(bsm_frames.straight_line(speed=20.0, n=10, heading=0.0))
+    # same track, but it claims to drive south at 35 m/s
+    t = bsm_frames.straight_line(speed=20.0, n=10, heading=0.0)
+    t = t.set_column(t.schema.get_field_index("coreData_heading"), "coreData_heading", pa.array([180.0] * 10))
+    t = t.set_column(t.schema.get_field_index("coreData_speed"), "coreData_speed", pa.array([37.0] * 10))
+    g = _feats(t)
+    assert np.allclose(g["heading_bearing_diff_deg"].iloc[1:], 180.0, atol=0.1)
+    assert (g["flag_heading"].iloc[1:] == 1).all() and (f["flag_heading"] == 0).all()
+    assert np.allclose(g["speed_residual_mps"].iloc[1:], 17.0, atol=0.05)
+    assert (g["flag_speed"] == 1).all() and (g["flag_position_speed"].iloc[1:] == 1).all()
+    assert np.allclose(g["crumb_speed_residual_mps"], 17.0, atol=0.05)
+    assert np.allclose(g["crumb_heading_diff_deg"], 180.0, atol=0.1)
+
+
+def test_rolling_windows_match_pandas_per_vehicle():
+    frame = bsm_frames.frame(bsm_frames.corridor(vehicles=5, msgs=25, seed=3, gap_every=8))
+    f = features.featurize_frame(frame, 4)
+    grp = f.groupby(ID, sort=False)["speed_residual_mps"]
+    mean = grp.transform(lambda s: s.rolling(4, min_periods=1).mean())
+    std = grp.transform(lambda s: s.rolling(4, min_periods=1).std(ddof=0))
+    assert np.allclose(f["speed_residual_mean_w"], mean, equal_nan=True)
+    assert np.allclose(f["speed_residual_std_w"], std, atol=1e-6, equal_nan=True)
+    # never across vehicles: every vehicle's first row has no history
+    first = f.groupby(ID).head(1)
+    assert first["dt_s"].isna().all() and first["speed_residual_mean_w"].isna().all()
+
+
+def test_row_order_does_not_matter():
+    frame = bsm_frames.frame(bsm_frames.corridor(vehicles=6, msgs=15, seed=4))
+    a = features.featurize_frame(frame)
+    b = features.featurize_frame(frame.sample(frac=1.0, random_state=3))
+    pd.testing.assert_frame_equal(a.sort_index(), b.sort_index())
+
+
+def test_no_identity_features_and_enough_of_them():
+    assert len(features.FEATURES) >= 17
+    banned = ("id", "msgcnt", "secmark", "generatedat", "time", "x_m", "y_m", "lat", "lon", "elevation")
+    for name in features.FEATURES:
+        assert not any(b == name.lower() or name.lower().startswith(b + "_") for b in banned), name
+    assert not set(features.REFERENCE) & set(features.FEATURES)
+
+
+def test_path_history_catches_naive_position_falsification():
+    clean = bsm_frames.frame(bsm_frames.corridor(vehicles=10, msgs=20, seed=6))
+    att = attacks.choose_attackers(clean[ID], 0.5, np.random.default_rng(0))
+    out = attacks.apply(clean, {"name": "random_offset", "min_m": 10, "max_m": 20}, att, np.random.default_rng(1))
+    f = features.featurize_frame(out)
+    err = f["crumb_prev_err_m"]
+    assert err[f["is_attack"]].median() > 10 > 3 > err[~f["is_attack"]].quantile(0.95)
+
+
+def test_features_doc_is_generated_from_the_code():
+    assert (ROOT / "docs" / "FEATURES.md").read_text() == features.markdown()
+
+
+@pytest.mark.timeout(180)
+def test_dask_on_local_cluster_equals_pandas():
+    import dask.dataframe as dd
+    from distributed import Client, LocalCluster
+
+    frame = bsm_frames.frame(bsm_frames.corridor(vehicles=9, msgs=20, seed=8, gap_every=6))
+    frame = frame.sample(frac=1.0, random_state=0)
+    expected = features.featurize_frame(frame, 3).sort_index()
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        ddf = dd.from_pandas(frame, npartitions=3)
+        got = features.featurize(ddf, 3).compute(scheduler=client).sort_index()
+    assert len(got) == len(frame)
+    pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False)
+    assert list(got[TIME].dtype.__str__()) == list(expected[TIME].dtype.__str__())

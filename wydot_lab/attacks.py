@@ -1,0 +1,447 @@
+"""Registry of misbehaviour attacks (DOMAIN.md section 3): pure `(frame, rng, params) -> frame`.
+
+Attackers are whole vehicles, drawn once (`choose_attackers`) before any split; an attack
+function reads the `is_attacker` column, falsifies only those vehicles' messages and adds
+the labels `is_attack` (raw), `is_attack_cond` (falsification above a tolerance, VeReMi
+NextGen style) and `attack_type` ("genuine" for untouched rows). Dtypes, row count, row
+order and null pattern are kept; genuine rows keep their bits; falsified values are
+rounded to the J2735 resolution so precision is no side channel.
+
+Parameters (all optional, defaults in `ATTACKS[name].defaults`):
+  min_m / max_m      offset distance range, metres (const_offset, random_offset)
+  radius_m           scatter around a random centre-line vertex (const_position, random_position)
+  min_mps / max_mps  speed value or offset range, m/s (const_speed, random_speed, speed_offset)
+  p                  per-message trigger probability (eventual_stop)
+  delay_s            replayed messages are at least this old (data_replay)
+  careful            position attacks only: also re-anchor the path-history crumbs so the
+                     nearest crumb agrees with the previously reported (fake) position
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from wydot_lab import geo
+from wydot_lab.frames import CRUMBS, ID, LAT, LON, TIME, shift_crumbs, time_ns
+
+SPEED, HEADING, ELEV = "coreData_speed", "coreData_heading", "coreData_elevation"
+SEMI_MAJOR = "coreData_accuracy_semiMajor"
+LABELS = ("is_attacker", "is_attack", "is_attack_cond", "attack_type")
+GENUINE = "genuine"
+
+# J2735 resolutions: falsified values are rounded to these (no precision side channel)
+POS_DECIMALS = 7  # 1e-7 degree
+SPEED_STEP = 0.02  # m/s
+HEADING_STEP = 0.0125  # degree
+SPEED_MAX = 163.8  # m/s, J2735 ceiling
+
+# Tolerances of the conditional label
+POS_TOL_M = 3.0  # used where semiMajor is unknown
+SPEED_TOL_MPS = 1.0  # speed falsification below this is within sensor noise
+MOVING_MPS = 1.0  # "truly moving" for eventual_stop / heading_reversal
+
+# Columns a replaying attacker copies from the replayed message (its own id, counters,
+# timing, metadata and vehicle size stay its own).
+REPLAY_COLUMNS = (
+    LAT, LON, ELEV, SPEED, HEADING,
+    "coreData_accelset_accelLong", "coreData_accelset_accelLat",
+    "coreData_accelset_accelVert", "coreData_accelset_accelYaw",
+    SEMI_MAJOR, "coreData_accuracy_semiMinor", "coreData_accuracy_orientation",
+    CRUMBS, "partII_pathPrediction_radiusOfCurve", "partII_pathPrediction_confidence",
+)
+
+AttackFn = Callable[[pd.DataFrame, np.random.Generator, dict], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class Attack:
+    fn: AttackFn
+    doc: str  # one line: what the attacker reports
+    defaults: dict[str, Any] = field(default_factory=dict)
+    magnitude: tuple[str, ...] = ()  # parameters that name the magnitude in labels
+    position: bool = False  # falsifies position (so a careful form exists)
+
+
+ATTACKS: dict[str, Attack] = {}
+
+
+def _register(name: str, doc: str, defaults: dict | None = None, magnitude: tuple[str, ...] = (),
+              position: bool = False) -> Callable[[AttackFn], AttackFn]:
+    def deco(fn: AttackFn) -> AttackFn:
+        d = dict(defaults or {})
+        if position:
+            d["careful"] = False
+        ATTACKS[name] = Attack(fn=fn, doc=doc, defaults=d, magnitude=magnitude, position=position)
+        return fn
+
+    return deco
+
+
+# ---------------------------------------------------------------- specs
+
+
+def check_spec(spec: dict) -> None:
+    """Raise ValueError (one line, naming the bad key/value) unless `spec` is a valid attack."""
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"attack spec needs a 'name' (one of {', '.join(sorted(ATTACKS))})")
+    name = spec["name"]
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r} (known: {', '.join(sorted(ATTACKS))})")
+    defaults = ATTACKS[name].defaults
+    for key, value in spec.items():
+        if key == "name":
+            continue
+        if key not in defaults:
+            allowed = ", ".join(sorted(defaults)) or "none"
+            raise ValueError(f"attack {name}: unknown parameter {key!r} (allowed: {allowed})")
+        if isinstance(defaults[key], bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"attack {name}: {key} must be true or false, got {value!r}")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"attack {name}: {key} must be a finite number, got {value!r}")
+        if value < 0:
+            raise ValueError(f"attack {name}: {key} must be >= 0, got {value!r}")
+    p = resolve(spec)
+    for lo, hi in (("min_m", "max_m"), ("min_mps", "max_mps")):
+        if lo in p and p[lo] > p[hi]:
+            raise ValueError(f"attack {name}: {lo}={p[lo]} is above {hi}={p[hi]}")
+    if "p" in p and not 0 < p["p"] <= 1:
+        raise ValueError(f"attack {name}: p must be in (0, 1], got {p['p']!r}")
+
+
+def resolve(spec: dict) -> dict:
+    """The spec with every parameter filled from the attack's defaults."""
+    return {"name": spec["name"], **ATTACKS[spec["name"]].defaults,
+            **{k: v for k, v in spec.items() if k != "name"}}
+
+
+def _fmt(v: Any) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def label(spec: dict) -> str:
+    """Attack name carrying its magnitude, e.g. `const_offset_100_200`, `eventual_stop_p0.2`."""
+    att = ATTACKS[spec["name"]]
+    p = resolve(spec)
+    parts = [spec["name"], *(_fmt(p[k]) for k in att.magnitude)]
+    for k, default in att.defaults.items():
+        if k in att.magnitude or p[k] == default:
+            continue
+        parts.append(k if isinstance(default, bool) else f"{k}{_fmt(p[k])}")
+    return "_".join(parts)
+
+
+def choose_attackers(ids: Any, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Attacker vehicle ids: `round(share * n)` (at least one) of the sorted unique ids."""
+    uniq = np.unique(np.asarray(pd.Series(ids).dropna().astype(str)))
+    if len(uniq) == 0:
+        return uniq
+    k = min(len(uniq), max(1, int(round(share * len(uniq)))))
+    return np.sort(rng.choice(uniq, size=k, replace=False))
+
+
+def apply(frame: pd.DataFrame, spec: dict, attackers: Any, rng: np.random.Generator) -> pd.DataFrame:
+    """Mark `attackers` (vehicle ids) and run the attack named in `spec` on them."""
+    check_spec(spec)
+    f = frame.copy()
+    f["is_attacker"] = f[ID].isin(set(np.asarray(attackers).tolist())).to_numpy(bool)
+    return ATTACKS[spec["name"]].fn(f, rng, resolve(spec))
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+@dataclass
+class _Ctx:
+    """Row bookkeeping every attack needs: vehicle codes, (id, time) order, attacker mask."""
+
+    n: int
+    order: np.ndarray  # row positions sorted by (id, time)
+    veh: np.ndarray  # vehicle code per row (index into sorted unique ids)
+    n_veh: int
+    attacker: np.ndarray
+    first: np.ndarray  # in sorted order: row starts a vehicle
+
+
+def _ctx(frame: pd.DataFrame) -> _Ctx:
+    ids = frame[ID].astype(str).to_numpy()
+    uniq, veh = np.unique(ids, return_inverse=True)
+    t = time_ns(frame[TIME])
+    order = np.lexsort((t, veh))
+    vs = veh[order]
+    first = np.ones(len(vs), bool)
+    first[1:] = vs[1:] != vs[:-1]
+    return _Ctx(len(frame), order, veh, len(uniq), frame["is_attacker"].to_numpy(bool), first)
+
+
+def _per_message(ctx: _Ctx, draws: np.ndarray) -> np.ndarray:
+    """Per-message draws made in (id, time) order, put back in row order."""
+    out = np.empty_like(draws)
+    out[ctx.order] = draws
+    return out
+
+
+def _finite(frame: pd.DataFrame, col: str) -> np.ndarray:
+    return np.isfinite(frame[col].to_numpy(dtype=float, na_value=np.nan))
+
+
+def _values(frame: pd.DataFrame, col: str) -> np.ndarray:
+    return frame[col].to_numpy(dtype=float, na_value=np.nan)
+
+
+def _put(out: pd.DataFrame, col: str, rows: np.ndarray, values: np.ndarray) -> None:
+    """Write `values` (full length) into `col` at `rows` only, keeping the column dtype."""
+    if not rows.any():
+        return
+    arr = out[col].to_numpy(copy=True)
+    arr[rows] = values[rows].astype(arr.dtype)
+    out[col] = pd.Series(arr, index=out.index, dtype=out[col].dtype)
+
+
+def _labelled(out: pd.DataFrame, attacked: np.ndarray, cond: np.ndarray, params: dict) -> pd.DataFrame:
+    out["is_attack"] = attacked
+    out["is_attack_cond"] = attacked & cond
+    out["attack_type"] = np.where(attacked, label(params), GENUINE)
+    return out
+
+
+def _tolerance(frame: pd.DataFrame) -> np.ndarray:
+    sm = _values(frame, SEMI_MAJOR)
+    return np.where(np.isfinite(sm), sm, POS_TOL_M)
+
+
+def _quantize(v: np.ndarray, step: float) -> np.ndarray:
+    return np.round(np.round(v / step) * step, 6)
+
+
+def _corridor() -> tuple[np.ndarray, np.ndarray]:
+    """Local (x, y) of every I-80 centre-line vertex, both directions."""
+    lines = [geo.load_centreline(d) for d in geo.DIRECTIONS]
+    return np.concatenate([c.x for c in lines]), np.concatenate([c.y for c in lines])
+
+
+def _corridor_points(rng: np.random.Generator, size: int, radius_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """`size` points: a random centre-line vertex plus a uniform scatter within `radius_m`."""
+    cx, cy = _corridor()
+    i = rng.integers(0, len(cx), size=size)
+    r = radius_m * np.sqrt(rng.uniform(size=size))
+    a = rng.uniform(0, 2 * np.pi, size=size)
+    return cx[i] + r * np.cos(a), cy[i] + r * np.sin(a)
+
+
+def _ring(rng: np.random.Generator, size: int, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """`size` offset vectors with length uniform in [lo, hi] and a uniform direction."""
+    d = rng.uniform(lo, hi, size=size)
+    a = rng.uniform(0, 2 * np.pi, size=size)
+    return d * np.cos(a), d * np.sin(a)
+
+
+def _move(frame: pd.DataFrame, ctx: _Ctx, rows: np.ndarray, fx: np.ndarray, fy: np.ndarray,
+          params: dict) -> pd.DataFrame:
+    """Report local positions (fx, fy) on `rows`; label by displacement vs the GPS tolerance."""
+    out = frame.copy()
+    lat, lon = _values(frame, LAT), _values(frame, LON)
+    rows = rows & np.isfinite(lat) & np.isfinite(lon)
+    flat, flon = lat.copy(), lon.copy()
+    if rows.any():
+        nlat, nlon = geo.from_local(fx[rows], fy[rows])
+        flat[rows] = np.round(np.asarray(nlat, float), POS_DECIMALS)
+        flon[rows] = np.round(np.asarray(nlon, float), POS_DECIMALS)
+    _put(out, LAT, rows, flat)
+    _put(out, LON, rows, flon)
+    if params.get("careful"):
+        out[CRUMBS] = _careful_crumbs(frame[CRUMBS], ctx, rows, flat - lat, flon - lon)
+    x, y = _local(frame)
+    nx, ny = x.copy(), y.copy()
+    if rows.any():
+        nx[rows], ny[rows] = geo.to_local(flat[rows], flon[rows])
+    moved = np.hypot(nx - x, ny - y)
+    return _labelled(out, rows, moved > _tolerance(frame), params)
+
+
+def _local(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    x, y = geo.to_local(_values(frame, LAT), _values(frame, LON))
+    return np.asarray(x, float), np.asarray(y, float)
+
+
+def _careful_crumbs(crumbs: pd.Series, ctx: _Ctx, rows: np.ndarray, dlat: np.ndarray,
+                    dlon: np.ndarray) -> pd.Series:
+    """Shift each falsified message's crumbs by (previous displacement - own displacement),
+    so the crumb at the previous message's age points at the position reported then
+    (a vehicle's first message has no earlier report: its crumbs stay as they are)."""
+    dlat = np.where(rows, dlat, 0.0)
+    dlon = np.where(rows, dlon, 0.0)
+    prev_lat, prev_lon = np.zeros(ctx.n), np.zeros(ctx.n)
+    s_lat, s_lon = dlat[ctx.order], dlon[ctx.order]
+    p_lat, p_lon = np.r_[0.0, s_lat[:-1]], np.r_[0.0, s_lon[:-1]]
+    p_lat[ctx.first], p_lon[ctx.first] = s_lat[ctx.first], s_lon[ctx.first]  # nothing to agree with yet
+    prev_lat[ctx.order], prev_lon[ctx.order] = p_lat, p_lon
+    slat, slon = prev_lat - dlat, prev_lon - dlon
+    return shift_crumbs(crumbs, slat, slon, rows & ((slat != 0) | (slon != 0)))
+
+
+def _speed_write(frame: pd.DataFrame, rows: np.ndarray, fake: np.ndarray, params: dict) -> pd.DataFrame:
+    out = frame.copy()
+    true = _values(frame, SPEED)
+    rows = rows & np.isfinite(true)
+    fake = np.clip(_quantize(fake, SPEED_STEP), 0.0, SPEED_MAX)
+    _put(out, SPEED, rows, fake)
+    return _labelled(out, rows, np.abs(fake - true) > SPEED_TOL_MPS, params)
+
+
+# ---------------------------------------------------------------- position attacks
+
+
+@_register("const_position", "one fixed position near the corridor for all its messages",
+           {"radius_m": 50.0}, position=True)
+def const_position(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
+    ctx = _ctx(frame)
+    px, py = _corridor_points(rng, ctx.n_veh, params["radius_m"])
+    return _move(frame, ctx, ctx.attacker, px[ctx.veh], py[ctx.veh], params)
+
+
+def _offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict, per_message: bool) -> pd.DataFrame:
+    """True position + a ring offset drawn per vehicle (constant) or per message (fresh)."""
+    ctx = _ctx(frame)
+    dx, dy = _ring(rng, ctx.n if per_message else ctx.n_veh, params["min_m"], params["max_m"])
+    dx, dy = (_per_message(ctx, dx), _per_message(ctx, dy)) if per_message else (dx[ctx.veh], dy[ctx.veh])
+    x, y = _local(frame)
+    return _move(frame, ctx, ctx.attacker, x + dx, y + dy, params)
+
+
+@_register("const_offset", "true position + one fixed (dx, dy) per vehicle, random direction",
+           {"min_m": 100.0, "max_m": 200.0}, magnitude=("min_m", "max_m"), position=True)
+def const_offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
+    return _offset(frame, rng, params, per_message=False)
+
+
+@_register("random_offset", "true position + a fresh random offset per message",
+           {"min_m": 50.0, "max_m": 100.0}, magnitude=("min_m", "max_m"), position=True)
+def random_offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
+    return _offset(frame, rng, params, per_message=True)
+
+
+@_register("random_position", "a fresh random position along the corridor per message",
+           {"radius_m": 50.0}, position=True)
+def random_position(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
+    ctx = _ctx(frame)
+    px, py = _corridor_points(rng, ctx.n, params["radius_m"])
+    return _move(frame, ctx, ctx.attacker, _per_message(ctx, px), _per_message(ctx, py), params)
+
+
+@_register("position_swap", "the position of another random message of the corpus", position=True)
+def position_swap(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
+    ctx = _ctx(frame)
+    x, y = _local(frame)
+    valid = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+    if len(valid) < 2:
+        return _labelled(frame.copy(), np.zeros(ctx.n, bool), np.zeros(ctx.n, bool), params)
+    pick = valid[_per_message(ctx, rng.integers(0, len(valid), size=ctx.n))]
+    return _move(frame, ctx, ctx.attacker, x[pick], y[pick], params)
+
+
+@_register("eventual_stop", "after a random moment, its frozen position with speed 0",
+           {"p": 0.05}, position=True)
+def eventual_stop(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
+    ctx = _ctx(frame)
+    att_s = ctx.attacker[ctx.order]
+    trig = att_s & (rng.uniform(size=ctx.n) < params["p"])
+    # per vehicle: stopped from its first trigger on (cumulative count reset at each vehicle)
+    cum = np.cumsum(trig)
+    start = np.maximum.accumulate(np.where(ctx.first, np.arange(ctx.n), 0))
+    before = np.r_[0, cum][start]
+    stopped_s = (cum - before) > 0
+    first_trig = trig & ((cum - before) == 1)
+    src_s = np.maximum.accumulate(np.where(first_trig, np.arange(ctx.n), 0))
+    stopped = np.zeros(ctx.n, bool)
+    stopped[ctx.order] = stopped_s
+    src = np.zeros(ctx.n, int)
+    src[ctx.order] = ctx.order[src_s]
+    x, y = _local(frame)
+    out = _move(frame, ctx, stopped, x[src], y[src], params)
+    speed = _values(frame, SPEED)
+    has_speed = stopped & np.isfinite(speed)
+    _put(out, SPEED, has_speed, np.zeros(ctx.n))
+    moving = np.where(np.isfinite(speed), speed > MOVING_MPS, out["is_attack_cond"].to_numpy(bool))
+    return _labelled(out, stopped, moving, params)
+
+
+# ---------------------------------------------------------------- kinematic attacks
+
+
+@_register("const_speed", "one fixed speed per vehicle", {"min_mps": 2.235, "max_mps": 35.763})
+def const_speed(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
+    ctx = _ctx(frame)
+    v = rng.uniform(params["min_mps"], params["max_mps"], size=ctx.n_veh)
+    return _speed_write(frame, ctx.attacker, v[ctx.veh], params)
+
+
+@_register("speed_offset", "true speed + one fixed offset per vehicle (random sign)",
+           {"min_mps": 3.0, "max_mps": 11.0}, magnitude=("min_mps", "max_mps"))
+def speed_offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
+    ctx = _ctx(frame)
+    off = rng.uniform(params["min_mps"], params["max_mps"], size=ctx.n_veh)
+    off *= rng.choice(np.array([-1.0, 1.0]), size=ctx.n_veh)
+    return _speed_write(frame, ctx.attacker, _values(frame, SPEED) + off[ctx.veh], params)
+
+
+@_register("random_speed", "a fresh random speed per message", {"min_mps": 2.235, "max_mps": 35.763})
+def random_speed(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
+    ctx = _ctx(frame)
+    v = rng.uniform(params["min_mps"], params["max_mps"], size=ctx.n)
+    return _speed_write(frame, ctx.attacker, _per_message(ctx, v), params)
+
+
+@_register("heading_reversal", "heading + 180 degrees")
+def heading_reversal(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
+    out = frame.copy()
+    h = _values(frame, HEADING)
+    rows = frame["is_attacker"].to_numpy(bool) & np.isfinite(h)
+    fake = _quantize((h + 180.0) % 360.0, HEADING_STEP) % 360.0
+    _put(out, HEADING, rows, fake)
+    speed = _values(frame, SPEED)
+    return _labelled(out, rows, ~(speed <= MOVING_MPS), params)
+
+
+@_register("data_replay", "another vehicle's most recent earlier message, re-sent under its own id",
+           {"delay_s": 0.0})
+def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
+    ctx = _ctx(frame)
+    out = frame.copy()
+    if ctx.n_veh < 2:
+        return _labelled(out, np.zeros(ctx.n, bool), np.zeros(ctx.n, bool), params)
+    victim = rng.integers(0, ctx.n_veh - 1, size=ctx.n_veh)
+    victim = victim + (victim >= np.arange(ctx.n_veh))  # never itself
+    t = time_ns(frame[TIME])
+    uniq_t = np.unique(t)
+    # sorted key (vehicle, time rank) -> last row of the victim at or before t - delay
+    keys = (ctx.veh * (len(uniq_t) + 1) + np.searchsorted(uniq_t, t))[ctx.order]
+    want = np.searchsorted(uniq_t, t - int(params["delay_s"] * 1e9), side="right") - 1
+    v = victim[ctx.veh]
+    pos = np.searchsorted(keys, v * (len(uniq_t) + 1) + want, side="right") - 1
+    starts = np.searchsorted(ctx.veh[ctx.order], np.arange(ctx.n_veh))
+    pos = np.maximum(pos, starts[v])  # nothing earlier: the victim's first message
+    src = np.where(ctx.attacker, ctx.order[pos], np.arange(ctx.n))
+    for col in REPLAY_COLUMNS:
+        out[col] = pd.Series(frame[col].array.take(src), index=frame.index)
+    x, y = _local(frame)
+    moved = np.hypot(x[src] - x, y[src] - y)
+    dv = np.abs(_values(frame, SPEED)[src] - _values(frame, SPEED))
+    cond = (moved > _tolerance(frame)) | (dv > SPEED_TOL_MPS)
+    return _labelled(out, ctx.attacker.copy(), cond, params)
+
+
+def default_matrix() -> list[dict]:
+    """Every registered attack with the magnitudes of DOMAIN.md section 3 (naive form)."""
+    out: list[dict] = []
+    for name, att in ATTACKS.items():
+        if att.magnitude == ("min_m", "max_m"):
+            out += [{"name": name, "min_m": lo, "max_m": hi} for lo, hi in ((10, 20), (50, 100), (100, 200))]
+        else:
+            out.append({"name": name})
+    return out

@@ -1,0 +1,248 @@
+"""The experiment matrix: attack kinds x magnitudes x detectors x attacker shares -> one table.
+
+How a run is built (one row of the matrix per attack spec and share):
+  * the clean corpus is loaded once; the vehicle-disjoint split is drawn once from the
+    model seed on the clean ids, so every run is scored on the same test vehicles;
+  * attackers are drawn once per share (sorted unique ids, seeded) before anything else;
+  * each attack spec runs alone on the clean data, with its own generator derived from
+    (attack seed, attack label, share), so adding a spec never changes another's numbers;
+  * features are computed with Dask; each detector is trained on the train vehicles and
+    scored on the test vehicles (message, conditional-message and vehicle level).
+Everything is seeded: a rerun with the same params writes the same metrics.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from wydot_lab import attacks, config, features, layout, models
+from wydot_lab.frames import ID, TIME, to_frame
+
+Progress = Callable[[str], None] | None
+METRICS = ("precision", "recall", "f1", "pr_auc", "tn", "fp", "fn", "tp", "n")
+F1_BARS = {"const_offset_100_200": 0.90, "random_offset_50_100": 0.90}
+LEVELS = ("message", "message_cond", "vehicle")
+ROWS_PER_PARTITION = 200_000  # below this a shuffle costs more than it parallelises
+
+
+def _say(progress: Progress, msg: str) -> None:
+    if progress:
+        progress(msg)
+
+
+def load_corpus(params: config.Params) -> pa.Table:
+    """Valid records of the params' date range: a local folder is ingested directly,
+    anything else is read from the Parquet cache (fill it with `wydot-lab ingest`)."""
+    url = config.resolve_path(params.source.url)
+    if "://" not in url and Path(url).is_dir():
+        from wydot_lab import ingest
+
+        table = ingest.ingest_paths([url]).valid
+    else:
+        from wydot_lab import cache
+
+        table = cache.load_table(params.dates.start, params.dates.end, root=config.resolve_path(params.cache.root),
+                                 pilot=params.source.pilot, message_type=params.source.message_type)
+    t0, t1 = layout.date_range_bounds(params.dates.start, params.dates.end)
+    t = table.column(TIME).to_numpy(zero_copy_only=False).astype("datetime64[ms]")
+    keep = (t >= np.datetime64(t0.replace(tzinfo=None), "ms")) & (t < np.datetime64(t1.replace(tzinfo=None), "ms"))
+    return table.filter(pa.array(keep))
+
+
+@contextlib.contextmanager
+def _scheduler(dask_params: config.DaskParams) -> Iterator[Any]:
+    """What to pass as `compute(scheduler=...)`; a local cluster lives only inside the block."""
+    s = dask_params.scheduler
+    if s == "local-cluster":
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            yield client
+    elif s.startswith("tcp://"):
+        from distributed import Client
+
+        with Client(s) as client:
+            yield client
+    else:
+        yield s
+
+
+def featurize(frame: pd.DataFrame, params: config.Params, scheduler: Any = "threads") -> pd.DataFrame:
+    """Features of an attacked frame through the Dask path, back in input order."""
+    import dask.dataframe as dd
+
+    nparts = params.dask.npartitions or max(1, len(frame) // ROWS_PER_PARTITION)
+    ddf = dd.from_pandas(frame, npartitions=nparts, sort=False)
+    out = features.featurize(ddf, params.features).compute(scheduler=scheduler)
+    return out.loc[frame.index]
+
+
+def attack_rng(seed: int, label: str, share: float) -> np.random.Generator:
+    """Per-run generator, independent of the spec's position in the matrix."""
+    return np.random.default_rng([seed, zlib.crc32(label.encode()), int(round(share * 1e6))])
+
+
+def draw_attackers(ids: Any, params: config.Params, share: float) -> np.ndarray:
+    """The attacker vehicles of one share: drawn once from the attack seed, before any split."""
+    return attacks.choose_attackers(ids, share, np.random.default_rng([params.attacks.seed, int(round(share * 1e6))]))
+
+
+def _specs(params: config.Params) -> list[dict]:
+    specs = [k.model_dump() for k in params.attacks.kinds] or attacks.default_matrix()
+    labels = [attacks.label(s) for s in specs]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ValueError(f"attacks.kinds: duplicate attack {dup[0]!r} (give it a different magnitude)")
+    return specs
+
+
+def _shares(params: config.Params) -> list[float]:
+    out = [params.attacks.attacker_share]
+    out += [s for s in params.attacks.extra_shares if s not in out]
+    return out
+
+
+def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
+        table: pa.Table | None = None) -> pd.DataFrame:
+    """Run the whole matrix, write results.{parquet,csv}, importances.parquet, metrics.json,
+    params.json and models/ into `out_dir`; return the results table."""
+    out = Path(out_dir)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    table = load_corpus(params) if table is None else table
+    frame = to_frame(table).sort_values([ID, TIME], kind="stable").reset_index(drop=True)
+    if frame.empty:
+        raise ValueError("experiment: no valid records in the requested range")
+    specs, shares, m = _specs(params), _shares(params), params.model
+    for d in m.detectors:
+        models.make_detector(d, m)  # fail early on an unknown detector
+    by_day = m.split == "vehicle_day"
+    train_clean, test_clean = models.split(frame, m.test_share, m.seed, by_day=by_day)
+    train_ids, test_ids = set(train_clean[ID]), set(test_clean[ID])
+    train_rows, test_rows = train_clean.index, test_clean.index
+    _say(progress, f"experiment: {len(frame)} records, {frame[ID].nunique()} vehicles "
+                   f"({len(train_ids)} train / {len(test_ids)} test), {len(specs)} attacks x "
+                   f"{len(m.detectors)} detectors x {len(shares)} shares")
+    rows, imps = [], []
+    with _scheduler(params.dask) as sched:
+        for si, share in enumerate(shares):
+            attackers = draw_attackers(frame[ID], params, share)
+            for spec in specs:
+                lab = attacks.label(spec)
+                attacked = attacks.apply(frame, spec, attackers, attack_rng(params.attacks.seed, lab, share))
+                feats = featurize(attacked, params, sched)
+                train, test = feats.loc[train_rows], feats.loc[test_rows]
+                models.check_disjoint(train, test, by_day)
+                base = {"share": share, "split": m.split, "attack": lab, "attack_name": spec["name"],
+                        "attack_params": json.dumps(attacks.resolve(spec), sort_keys=True),
+                        "n_train": len(train), "n_test": len(test),
+                        "test_attackers": int(test.groupby(ID)["is_attack"].any().sum()),
+                        "test_attacked_messages": int(test["is_attack"].sum())}
+                for det_name in m.detectors:
+                    det = models.make_detector(det_name, m).fit(train, train["is_attack"].to_numpy(bool))
+                    res = models.evaluate(det, test)
+                    for level in LEVELS:
+                        rows.append({**base, "detector": det_name, "level": level,
+                                     **{k: res[level][k] for k in METRICS}})
+                    for feat, v in (det.importances() if hasattr(det, "importances") else {}).items():
+                        imps.append({"share": share, "attack": lab, "detector": det_name,
+                                     "feature": feat, "importance": v})
+                    if si == 0:
+                        models.save_model(det, out / "models" / f"{lab}__{det_name}.joblib",
+                                          {"attack": spec, "share": share, "params": config.to_dict(params)})
+                f1s = {r["detector"]: round(r["f1"], 3) for r in rows[-3 * len(m.detectors):]
+                       if r["level"] == "message"}
+                _say(progress, f"  share {share:g} {lab}: F1 {f1s}")
+    results = pd.DataFrame(rows)
+    _write(out, params, results, pd.DataFrame(imps, columns=["share", "attack", "detector", "feature",
+                                                             "importance"]))
+    return results
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe: NaN -> None, numpy scalars -> Python."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if math.isnan(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def f1_table(results: pd.DataFrame, share: float, level: str = "message") -> dict[str, dict[str, float]]:
+    """{detector: {attack: F1}} for one share and level."""
+    r = results[(results["share"] == share) & (results["level"] == level)]
+    return {d: {a: float(v) for a, v in zip(g["attack"], g["f1"])} for d, g in r.groupby("detector", sort=False)}
+
+
+def quality_bar(results: pd.DataFrame, share: float) -> dict[str, Any]:
+    """The issue's bars, each stated plainly as met / not met with the numbers behind it."""
+    f1 = f1_table(results, share)
+    rf, rules = f1.get("random_forest"), f1.get("rules")
+    bars: dict[str, Any] = {}
+    if rf is None or rules is None:
+        bars["random_forest_vs_rules"] = {"met": None, "note": "needs detectors random_forest and rules"}
+    else:
+        worse = {a: {"random_forest": rf[a], "rules": rules[a]} for a in rf if rf[a] < rules[a]}
+        bars["random_forest_ge_rules_every_attack"] = {"met": not worse, "worse_on": worse}
+        mean_rf, mean_rules = float(np.mean(list(rf.values()))), float(np.mean(list(rules.values())))
+        bars["random_forest_gt_rules_on_average"] = {"met": mean_rf > mean_rules, "random_forest": mean_rf,
+                                                     "rules": mean_rules}
+    for attack, bar in F1_BARS.items():
+        key = f"random_forest_f1_ge_{bar:.2f}_{attack}"
+        value = None if rf is None else rf.get(attack)
+        bars[key] = ({"met": None, "note": f"{attack} not in the matrix"} if value is None
+                     else {"met": value >= bar, "f1": value})
+    failed = [k for k, v in bars.items() if v.get("met") is False]
+    unknown = [k for k, v in bars.items() if v.get("met") is None]
+    bars["summary"] = ("all bars met" if not failed and not unknown else
+                       "; ".join([f"NOT met: {', '.join(failed)}"] * bool(failed)
+                                 + [f"not evaluated: {', '.join(unknown)}"] * bool(unknown)))
+    return bars
+
+
+def _write(out: Path, params: config.Params, results: pd.DataFrame, imps: pd.DataFrame) -> None:
+    results.to_parquet(out / "results.parquet", index=False)
+    results.to_csv(out / "results.csv", index=False)
+    imps.to_parquet(out / "importances.parquet", index=False)
+    primary = _shares(params)[0]
+    summary = {
+        "params": config.to_dict(params),
+        "split": params.model.split,
+        "share": primary,
+        "f1": f1_table(results, primary),
+        "f1_by_share": {str(s): f1_table(results, s) for s in _shares(params)},
+        "f1_vehicle": f1_table(results, primary, "vehicle"),
+        "quality_bar": quality_bar(results, primary),
+        "results": results.to_dict(orient="records"),
+    }
+    (out / "metrics.json").write_text(json.dumps(_clean(summary), indent=1, sort_keys=False) + "\n")
+    (out / "params.json").write_text(json.dumps(config.to_dict(params), indent=1) + "\n")
+
+
+def run_cli(params: config.Params, out_dir: str | Path, progress: Progress = None) -> dict:
+    """`wydot-lab experiment`: run the matrix; the summary is the JSON line the CLI prints."""
+    results = run(params, out_dir, progress)
+    primary = _shares(params)[0]
+    return _clean({
+        "f1": f1_table(results, primary),
+        "split": params.model.split,
+        "share": primary,
+        "f1_by_share": {str(s): f1_table(results, s) for s in _shares(params)},
+        "quality_bar": quality_bar(results, primary),
+        "out": str(out_dir),
+        "files": sorted(p.name for p in Path(out_dir).iterdir()),
+    })

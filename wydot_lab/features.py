@@ -1,0 +1,273 @@
+"""Per-vehicle history features and F2MD plausibility flags (DOMAIN.md section 4).
+
+Rows are grouped by `coreData_id` and ordered by time; every feature is computed with
+whole-array numpy over all vehicles at once (group boundaries masked, rolling windows
+from a few lagged copies), never a Python loop per row or per vehicle, so a vehicle's
+features do not depend on which other vehicles share its partition. The Dask
+entry point shuffles on `coreData_id` so each vehicle sits in one partition, then runs
+the same pandas function per partition.
+
+Ids, msgCnt, raw timestamps and raw x/y are never features; `REFERENCE` (x, y,
+elevation) exists only for the `position_only` reference detector.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from wydot_lab import geo
+from wydot_lab.frames import CRUMBS, ID, LAT, LON, TIME, first_crumbs, time_ns
+
+# F2MD legacy thresholds, units adapted (DOMAIN.md section 4)
+SPEED_CAP_MPS = 35.8  # privacy-filter cap; genuine published data never exceeds it
+V_MAX_MPS = 40.0  # position consistency: no jump above v_max * dt
+A_MAX_MPS2 = 3.0  # speed consistency, acceleration
+D_MAX_MPS2 = 4.5  # speed consistency, deceleration
+SPEED_NOISE_MPS = 1.0  # reported-speed noise allowed by the kinematic checks
+POS_SPEED_TOL_MPS = 5.0  # position-speed consistency, on top of the GPS noise / dt
+HEADING_MAX_DEG = 90.0  # heading vs direction of travel
+MOVED_MIN_M, MOVING_MIN_MPS = 1.0, 1.0  # heading check only when really moving
+MIN_BEACON_S = 0.09  # J2735 sends at most 10 Hz
+MAX_CHECK_DT_S = 10.0  # pairwise checks only between messages this close in time
+RUN_GAP_S = 30.0  # a longer silence starts a new run (sudden appearance)
+SUDDEN_APPEARANCE_M = 210.0  # first message of a run this close to its receiver
+ROAD_TOL_M = 8.0  # distance from the centre line allowed beyond semiMajor
+DEFAULT_SEMI_MAJOR_M = 3.0  # GPS noise assumed where semiMajor is unknown
+CRUMB_K = 10  # most recent path-history crumbs used
+CRUMB_SIGN = 1.0  # crumb absolute position = reported position + CRUMB_SIGN * offset (J2735)
+
+FEATURES: dict[str, str] = {
+    "dt_s": "seconds since the vehicle's previous message",
+    "dist_m": "metres moved since the previous message (local metric frame)",
+    "implied_speed_mps": "dist_m / dt_s",
+    "speed_mps": "reported coreData speed",
+    "speed_residual_mps": "mean reported speed of the two messages minus implied_speed_mps",
+    "heading_bearing_diff_deg": "|reported heading - bearing of travel from the previous position| (moved > 1 m)",
+    "delta_speed_mps": "reported speed minus the previous reported speed",
+    "delta_heading_deg": "|reported heading - previous reported heading|",
+    "accel_implied_mps2": "delta_speed_mps / dt_s",
+    "delta_accel_mps2": "accel_implied_mps2 minus its previous value",
+    "accel_residual_mps2": "reported accelLong minus accel_implied_mps2",
+    "yaw_residual_dps": "signed heading change / dt_s minus reported accelYaw",
+    "speed_residual_mean_w": "rolling mean of speed_residual_mps over the last `window` messages",
+    "speed_residual_std_w": "rolling std of speed_residual_mps over the last `window` messages",
+    "heading_bearing_diff_mean_w": "rolling mean of heading_bearing_diff_deg over the last `window` messages",
+    "speed_std_w": "rolling std of the reported speed over the last `window` messages",
+    "dist_centreline_m": "distance to the nearer I-80 centre line (either direction)",
+    "dist_centreline_mean_w": "rolling mean of dist_centreline_m over the last `window` messages",
+    "semi_major_m": "reported GPS accuracy, semi-major axis",
+    "semi_minor_m": "reported GPS accuracy, semi-minor axis",
+    "crumb_prev_err_m": "distance between the own path history (crumbs) at the previous message's age "
+                        "and the position the vehicle reported then",
+    "crumb_speed_residual_mps": "reported speed minus the speed implied by the most recent crumb",
+    "crumb_heading_diff_deg": "|reported heading - bearing from the most recent crumb to the reported position|",
+    "flag_speed": "F2MD speed plausibility: speed above the 35.8 m/s privacy cap",
+    "flag_position_jump": "F2MD position consistency: moved more than v_max * dt + GPS noise",
+    "flag_speed_change": "F2MD speed consistency: |delta speed| beyond a_max/d_max * dt + noise",
+    "flag_position_speed": "F2MD position-speed consistency: |speed_residual| above 5 m/s + GPS noise / dt",
+    "flag_heading": "F2MD heading consistency: heading off the direction of travel by > 90 deg while moving",
+    "flag_beacon": "F2MD beacon frequency: less than 0.09 s after the previous message",
+    "flag_sudden_appearance": "F2MD sudden appearance: first message of a run within 210 m of its receiver",
+    "flag_offroad": "distance to the centre line above 8 m + semiMajor",
+    "flag_count": "number of failed F2MD checks (the rule detector flags a message when > 0)",
+}
+FLAGS = [f for f in FEATURES if f.startswith("flag_") and f != "flag_count"]
+REFERENCE = ["x_m", "y_m", "elevation_m"]  # position_only reference detector only
+LABEL_COLUMNS = ("is_attacker", "is_attack", "is_attack_cond", "attack_type")
+
+
+def _window(params: Any) -> int:
+    if params is None:
+        return 5
+    if isinstance(params, int):
+        return params
+    return int(getattr(params, "window", None) or getattr(getattr(params, "features", None), "window", 5))
+
+
+def _f(frame: pd.DataFrame, col: str) -> np.ndarray:
+    return frame[col].to_numpy(dtype=float, na_value=np.nan)
+
+
+class _Groups:
+    """Sorted rows' vehicle boundaries, for shifts and rolling windows that never cross vehicles."""
+
+    def __init__(self, first: np.ndarray):
+        self.first = first
+        self.start = np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
+
+    def prev(self, v: np.ndarray) -> np.ndarray:
+        out = np.r_[np.nan, v[:-1]] if len(v) else v.astype(float)
+        out[self.first] = np.nan
+        return out
+
+    def rolling(self, v: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, population std) over the last w values of the same vehicle, NaNs skipped.
+
+        Built from w lagged copies (w is small), so each value depends only on its own
+        vehicle's rows: the same bits whatever else shares the partition."""
+        n = len(v)
+        lags = np.full((n, w), np.nan)
+        i = np.arange(n)
+        for k in range(min(w, n)):
+            lags[k:, k] = v[: n - k]
+            lags[i - k < self.start, k] = np.nan
+        ok = np.isfinite(lags)
+        cnt = ok.sum(axis=1)
+        z = np.where(ok, lags, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(cnt > 0, z.sum(axis=1) / cnt, np.nan)
+            var = np.where(cnt > 0, (np.where(ok, lags - mean[:, None], 0.0) ** 2).sum(axis=1) / cnt, np.nan)
+        return mean, np.sqrt(var)
+
+
+def _crumb_features(frame: pd.DataFrame, x: np.ndarray, y: np.ndarray, dt: np.ndarray,
+                    px: np.ndarray, py: np.ndarray, heading: np.ndarray, speed: np.ndarray) -> dict:
+    """Path-history consistency: crumbs are the sender's own recent positions, so they must
+    agree with what it reported before (a naive position falsifier contradicts itself)."""
+    n = len(frame)
+    c = first_crumbs(frame[CRUMBS], CRUMB_K) if CRUMBS in frame and n else None
+    if c is None:
+        nan = np.full(n, np.nan)
+        return {"crumb_prev_err_m": nan, "crumb_speed_residual_mps": nan, "crumb_heading_diff_deg": nan}
+    lat, lon = _f(frame, LAT)[:, None], _f(frame, LON)[:, None]
+    cx, cy = geo.to_local(lat + CRUMB_SIGN * c["lat"], lon + CRUMB_SIGN * c["lon"])
+    dx, dy = np.asarray(cx, float) - x[:, None], np.asarray(cy, float) - y[:, None]
+    # path through (age 0, offset 0) and the crumbs, sampled at the previous message's age
+    tt = np.c_[np.zeros(n), np.where(np.isfinite(c["time"]), c["time"], np.inf)]
+    px_, py_ = np.c_[np.zeros(n), dx], np.c_[np.zeros(n), dy]
+    k = np.clip((tt < dt[:, None]).sum(axis=1), 1, CRUMB_K)
+    r = np.arange(n)
+    t0, t1 = tt[r, k - 1], tt[r, k]
+    ok = np.isfinite(dt) & (dt > 0) & np.isfinite(t1) & (dt <= t1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.where(ok, (dt - t0) / (t1 - t0), np.nan)
+        ix = px_[r, k - 1] + w * (px_[r, k] - px_[r, k - 1])
+        iy = py_[r, k - 1] + w * (py_[r, k] - py_[r, k - 1])
+        err = np.hypot(x + ix - px, y + iy - py)
+        d0 = np.hypot(dx[:, 0], dy[:, 0])
+        crumb_speed = d0 / c["time"][:, 0]
+    bearing = np.asarray(geo.bearing_deg(-dx[:, 0], -dy[:, 0]), float)
+    hdiff = np.asarray(geo.angle_diff_deg(heading, bearing), float)
+    hdiff = np.where(d0 > MOVED_MIN_M, hdiff, np.nan)
+    return {"crumb_prev_err_m": np.where(ok, err, np.nan),
+            "crumb_speed_residual_mps": speed - crumb_speed,
+            "crumb_heading_diff_deg": hdiff}
+
+
+def featurize_frame(frame: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+    """Pandas entry point: canonical frame (labels optional) -> one feature row per message.
+
+    Output is sorted by (coreData_id, time) and keeps the input index, so it aligns with
+    the input; columns are id, time, any label columns, `REFERENCE` and `FEATURES`.
+    """
+    w = _window(params)
+    tns = time_ns(frame[TIME])
+    ids = frame[ID].astype(str).to_numpy()
+    order = np.lexsort((tns, ids))
+    f = frame.iloc[order]
+    tns, ids = tns[order], ids[order]
+    n = len(f)
+    first = np.ones(n, bool)
+    first[1:] = ids[1:] != ids[:-1]
+    g = _Groups(first)
+
+    lat, lon = _f(f, LAT), _f(f, LON)
+    x, y = (np.asarray(a, float) for a in geo.to_local(lat, lon)) if n else (np.zeros(0), np.zeros(0))
+    speed, heading = _f(f, "coreData_speed"), _f(f, "coreData_heading")
+    sm = _f(f, "coreData_accuracy_semiMajor")
+    sm_ = np.where(np.isfinite(sm), sm, DEFAULT_SEMI_MAJOR_M)
+    dt = (tns - np.r_[tns[:1], tns[:-1]]) / 1e9
+    dt[first] = np.nan
+    px, py = g.prev(x), g.prev(y)
+    dx, dy = x - px, y - py
+    dist = np.hypot(dx, dy)
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        implied = np.where(dt > 0, dist / dt, np.nan)
+        speed_prev, heading_prev = g.prev(speed), g.prev(heading)
+        resid = (speed + speed_prev) / 2 - implied
+        bearing = np.asarray(geo.bearing_deg(dx, dy), float)
+        hb = np.asarray(geo.angle_diff_deg(heading, bearing), float)
+        hb = np.where(dist > MOVED_MIN_M, hb, np.nan)
+        dv = speed - speed_prev
+        dh_signed = np.mod(heading - heading_prev + 180.0, 360.0) - 180.0  # turn, degrees, + = right
+        acc = np.where(dt > 0, dv / dt, np.nan)
+        out.update(
+            dt_s=dt, dist_m=dist, implied_speed_mps=implied, speed_mps=speed, speed_residual_mps=resid,
+            heading_bearing_diff_deg=hb, delta_speed_mps=dv, delta_heading_deg=np.abs(dh_signed),
+            accel_implied_mps2=acc, delta_accel_mps2=acc - g.prev(acc),
+            accel_residual_mps2=_f(f, "coreData_accelset_accelLong") - acc,
+            yaw_residual_dps=np.where(dt > 0, dh_signed / dt, np.nan) - _f(f, "coreData_accelset_accelYaw"),
+        )
+    out["speed_residual_mean_w"], out["speed_residual_std_w"] = g.rolling(resid, w)
+    out["heading_bearing_diff_mean_w"] = g.rolling(hb, w)[0]
+    out["speed_std_w"] = g.rolling(speed, w)[1]
+    dcl = np.asarray(geo.distance_to_centreline(lat, lon), float) if n else np.zeros(0)
+    out["dist_centreline_m"] = dcl
+    out["dist_centreline_mean_w"] = g.rolling(dcl, w)[0]
+    out["semi_major_m"] = sm
+    out["semi_minor_m"] = _f(f, "coreData_accuracy_semiMinor")
+    out.update(_crumb_features(f, x, y, dt, px, py, heading, speed))
+
+    noise = sm_ + g.prev(sm_)
+    close = np.isfinite(dt) & (dt <= MAX_CHECK_DT_S)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        flags = {
+            "flag_speed": speed > SPEED_CAP_MPS,
+            "flag_position_jump": dist > V_MAX_MPS * dt + noise,
+            "flag_speed_change": close & ((dv > A_MAX_MPS2 * dt + SPEED_NOISE_MPS)
+                                          | (dv < -D_MAX_MPS2 * dt - SPEED_NOISE_MPS)),
+            "flag_position_speed": close & (np.abs(resid) > POS_SPEED_TOL_MPS + noise / dt),
+            "flag_heading": close & (hb > HEADING_MAX_DEG) & (speed > MOVING_MIN_MPS),
+            "flag_beacon": dt < MIN_BEACON_S,
+            "flag_sudden_appearance": _sudden(f, x, y, dt),
+            "flag_offroad": dcl > ROAD_TOL_M + sm_,
+        }
+    for k, v in flags.items():
+        out[k] = v.astype(float)
+    out["flag_count"] = np.sum([out[k] for k in FLAGS], axis=0) if n else np.zeros(0)
+
+    res = pd.DataFrame(index=f.index)
+    res[ID] = f[ID].to_numpy()
+    res[TIME] = f[TIME].to_numpy()
+    for c in LABEL_COLUMNS:
+        if c in f:
+            res[c] = f[c].to_numpy()
+    res["x_m"], res["y_m"], res["elevation_m"] = x, y, _f(f, "coreData_elevation")
+    for name in FEATURES:
+        res[name] = np.asarray(out[name], dtype=float)
+    return res
+
+
+def _sudden(f: pd.DataFrame, x: np.ndarray, y: np.ndarray, dt: np.ndarray) -> np.ndarray:
+    """First message of a run, reported within SUDDEN_APPEARANCE_M of its known receiver."""
+    rlat, rlon = _f(f, "metadata_rmd_latitude"), _f(f, "metadata_rmd_longitude")
+    known = np.isfinite(rlat) & np.isfinite(rlon) & ((rlat != 0) | (rlon != 0))
+    if not known.any():
+        return np.zeros(len(f), bool)
+    rx, ry = np.full(len(f), np.nan), np.full(len(f), np.nan)
+    a, b = geo.to_local(rlat[known], rlon[known])
+    rx[known], ry[known] = a, b
+    new_run = ~(dt <= RUN_GAP_S)
+    return known & new_run & (np.hypot(x - rx, y - ry) < SUDDEN_APPEARANCE_M)
+
+
+def featurize(ddf: Any, params: Any = None) -> Any:
+    """Dask entry point: shuffle on coreData_id (each vehicle in one partition; nothing to
+    move when there is one partition), then `featurize_frame` per partition. Lazy."""
+    meta = featurize_frame(ddf._meta, params)
+    if ddf.npartitions > 1:
+        ddf = ddf.shuffle(on=ID, shuffle_method="tasks")  # p2p cannot carry the Arrow list column
+    return ddf.map_partitions(featurize_frame, params, meta=meta)
+
+
+def markdown() -> str:
+    """docs/FEATURES.md text: one line per feature, the definitions above."""
+    lines = ["# Features", "",
+             "Generated from `wydot_lab.features.FEATURES` (one row per message, per vehicle in time order).",
+             "Ids, msgCnt, raw timestamps and raw x/y are never features; x_m, y_m, elevation_m feed only",
+             "the `position_only` reference detector.", ""]
+    lines += [f"- `{k}`: {v}" for k, v in FEATURES.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,104 @@
+"""Pandas frames of the canonical schema, and their path-history crumbs as flat numpy arrays.
+
+Attacks and features work on pandas frames; the crumb list column stays Arrow-backed
+(`pd.ArrowDtype`) so it round-trips to `BSM_SCHEMA` unchanged and is read with Arrow
+compute, never row by row in Python.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from wydot_lab.schema import BSM_SCHEMA, CRUMB, conform
+
+CRUMBS = "partII_pathHistory_crumbData"
+CRUMB_LIST = pa.list_(CRUMB)
+ID, TIME = "coreData_id", "metadata_generatedAt"
+LAT, LON = "coreData_position_lat", "coreData_position_long"
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """Canonical Arrow table -> pandas (crumbs kept as an Arrow-backed list column)."""
+    table = conform(table)
+    return table.to_pandas(types_mapper={CRUMB_LIST: pd.ArrowDtype(CRUMB_LIST)}.get)
+
+
+def to_table(frame: pd.DataFrame) -> pa.Table:
+    """Pandas frame (canonical columns, extra columns dropped) -> `BSM_SCHEMA` table."""
+    cols = [c for c in BSM_SCHEMA.names if c in frame.columns]
+    return conform(pa.Table.from_pandas(frame[cols], preserve_index=False))
+
+
+def time_ns(series: pd.Series) -> np.ndarray:
+    """Timestamps as int64 nanoseconds since the epoch (UTC)."""
+    return pd.to_datetime(series, utc=True).dt.as_unit("ns").astype("int64").to_numpy()
+
+
+def crumb_array(series: pd.Series) -> pa.ListArray:
+    """The crumb column as one Arrow list array (zero copy when Arrow-backed)."""
+    arr = pa.chunked_array([pa.array(series.array, type=CRUMB_LIST)]) if not isinstance(
+        series.dtype, pd.ArrowDtype) else pa.chunked_array(series.array.__arrow_array__())
+    return arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+
+
+def flat_crumbs(series: pd.Series) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(parent row index of every crumb, {field: float64 values with NaN for null})."""
+    arr = crumb_array(series)
+    parents = pc.list_parent_indices(arr).to_numpy()
+    values = pc.list_flatten(arr)
+    fields = {f.name: pc.struct_field(values, f.name).to_numpy(zero_copy_only=False).astype(float)
+              for f in CRUMB}
+    return parents, fields
+
+
+def first_crumbs(series: pd.Series, k: int) -> dict[str, np.ndarray]:
+    """The k most recent crumbs of each row by `timeOffset`, as (n, k) arrays, NaN-padded.
+
+    Crumbs with a null or non-positive time offset are dropped (they cannot be placed in time).
+    """
+    n = len(series)
+    parents, f = flat_crumbs(series)
+    t = f["timeOffset"]
+    keep = np.isfinite(t) & (t > 0)
+    parents, t = parents[keep], t[keep]
+    lat, lon, elev = f["latOffset"][keep], f["lonOffset"][keep], f["elevationOffset"][keep]
+    order = np.lexsort((t, parents))
+    parents, t, lat, lon, elev = parents[order], t[order], lat[order], lon[order], elev[order]
+    starts = np.searchsorted(parents, np.arange(n))
+    rank = np.arange(len(parents)) - starts[parents]
+    sel = rank < k
+    out = {}
+    for name, v in (("time", t), ("lat", lat), ("lon", lon), ("elev", elev)):
+        m = np.full((n, k), np.nan)
+        m[parents[sel], rank[sel]] = v[sel]
+        out[name] = m
+    return out
+
+
+def shift_crumbs(series: pd.Series, dlat: np.ndarray, dlon: np.ndarray, rows: np.ndarray,
+                 decimals: int = 7) -> pd.Series:
+    """Add (dlat, dlon) degrees to every crumb offset of the rows where `rows` is True.
+
+    Other rows keep their bits; nulls stay null; shifted offsets are rounded to the
+    1e-7 degree resolution of real crumbs so they carry no precision side channel.
+    """
+    arr = crumb_array(series)
+    offsets = arr.offsets.to_numpy()
+    values = arr.values.slice(offsets[0], offsets[-1] - offsets[0])
+    parents = np.repeat(np.arange(len(arr)), np.diff(offsets))
+    hit = rows[parents]
+    children = []
+    for f in CRUMB:
+        col = pc.struct_field(values, f.name)
+        if f.name in ("latOffset", "lonOffset"):
+            d = (dlat if f.name == "latOffset" else dlon)[parents]
+            old = col.to_numpy(zero_copy_only=False).astype(float)
+            new = np.where(hit, np.round(old + d, decimals), old)
+            col = pa.array(new, type=pa.float64(), mask=col.is_null().to_numpy(zero_copy_only=False))
+        children.append(col)
+    struct = pa.StructArray.from_arrays(children, fields=list(CRUMB), mask=values.is_null())
+    out = pa.ListArray.from_arrays(pa.array(offsets - offsets[0], pa.int32()), struct,
+                                   type=CRUMB_LIST, mask=arr.is_null())
+    return pd.Series(pd.arrays.ArrowExtensionArray(out), index=series.index, name=series.name)

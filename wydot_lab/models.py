@@ -1,0 +1,200 @@
+"""Detectors, the vehicle-disjoint split and honest metrics (DOMAIN.md sections 4-5).
+
+Every detector has the scikit-learn shape (`fit`, `predict_proba`-like `score`) and a
+feature list; the rule baseline needs no training. Splits are by vehicle (optionally
+also by day) and `check_disjoint` raises if train and test ever share a vehicle id.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.model_selection import GroupShuffleSplit
+from threadpoolctl import threadpool_limits
+
+from wydot_lab.features import FEATURES, REFERENCE
+from wydot_lab.frames import ID, TIME
+
+HISTORY = list(FEATURES)  # every feature of features.FEATURES (per-vehicle history + map + flags)
+VEHICLE_SHARE = 0.2  # a vehicle is called an attacker when this share of its messages is flagged
+
+
+class LeakError(AssertionError):
+    """Train and test share a vehicle (or a day, for the day split): the split is not honest."""
+
+
+class RulesDetector:
+    """F2MD legacy checks: a message is flagged when any check fails (`flag_count` > 0)."""
+
+    features = ["flag_count"]
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> "RulesDetector":
+        return self
+
+    def score(self, X: pd.DataFrame) -> np.ndarray:
+        return X["flag_count"].to_numpy(float)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.score(X) > 0
+
+
+def _one_omp_thread() -> threadpool_limits:
+    """OpenMP (HistGradientBoosting) on one thread: on a busy 2-core box its spinning
+    threads made fits 5-10x slower; RandomForest parallelises with joblib instead."""
+    return threadpool_limits(limits=1, user_api="openmp")
+
+
+class SklearnDetector:
+    """A scikit-learn classifier on a fixed feature list; score = P(attack)."""
+
+    def __init__(self, estimator: Any, features: list[str]):
+        self.estimator, self.features = estimator, list(features)
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> "SklearnDetector":
+        with _one_omp_thread():
+            self.estimator.fit(X[self.features].to_numpy(float), np.asarray(y, bool))
+        return self
+
+    def score(self, X: pd.DataFrame) -> np.ndarray:
+        with _one_omp_thread():
+            proba = self.estimator.predict_proba(X[self.features].to_numpy(float))
+        classes = list(self.estimator.classes_)
+        return proba[:, classes.index(True)] if True in classes else np.zeros(len(X))
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.score(X) >= 0.5
+
+    def importances(self) -> dict[str, float]:
+        imp = getattr(self.estimator, "feature_importances_", None)
+        return {} if imp is None else {f: float(v) for f, v in zip(self.features, imp)}
+
+
+def _rf(p: Any, features: list[str]) -> SklearnDetector:
+    return SklearnDetector(RandomForestClassifier(
+        n_estimators=p.n_estimators, min_samples_leaf=2, n_jobs=-1, random_state=p.seed), features)
+
+
+def _hgb(p: Any, features: list[str]) -> SklearnDetector:
+    return SklearnDetector(HistGradientBoostingClassifier(
+        max_iter=p.n_estimators, early_stopping=False, random_state=p.seed), features)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    make: Callable[[Any], Any]  # ModelParams -> unfitted detector
+    doc: str
+
+
+DETECTORS: dict[str, DetectorSpec] = {
+    "rules": DetectorSpec(lambda p: RulesDetector(), "F2MD legacy plausibility checks, any failed check flags"),
+    "random_forest": DetectorSpec(lambda p: _rf(p, HISTORY), "RandomForest on the per-vehicle history features"),
+    "hist_gradient_boosting": DetectorSpec(lambda p: _hgb(p, HISTORY),
+                                           "HistGradientBoosting on the per-vehicle history features"),
+    "position_only": DetectorSpec(lambda p: _rf(p, REFERENCE),
+                                  "reference: RandomForest on x, y, elevation only (earlier work)"),
+}
+
+
+def make_detector(name: str, model_params: Any) -> Any:
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r} (known: {', '.join(DETECTORS)})")
+    return DETECTORS[name].make(model_params)
+
+
+# ---------------------------------------------------------------- split
+
+
+def check_disjoint(train: pd.DataFrame, test: pd.DataFrame, by_day: bool = False) -> None:
+    """Raise LeakError when train and test share a vehicle id (or a UTC day with `by_day`)."""
+    shared = set(train[ID].astype(str)) & set(test[ID].astype(str))
+    if shared:
+        raise LeakError(f"train and test share {len(shared)} vehicle ids, e.g. {sorted(shared)[:3]}")
+    if by_day:
+        days = set(_days(train)) & set(_days(test))
+        if days:
+            raise LeakError(f"train and test share {len(days)} days, e.g. {sorted(days)[:3]}")
+
+
+def _days(frame: pd.DataFrame) -> np.ndarray:
+    return pd.to_datetime(frame[TIME], utc=True).dt.strftime("%Y-%m-%d").to_numpy()
+
+
+def split(frame: pd.DataFrame, test_share: float, seed: int, by_day: bool = False
+          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Vehicle-disjoint train/test (GroupShuffleSplit on coreData_id); with `by_day`, the
+    test days are also drawn apart and each side keeps only its own days."""
+    groups = frame[ID].astype(str).to_numpy()
+    if len(np.unique(groups)) < 2:
+        raise ValueError("a vehicle-disjoint split needs at least two vehicles")
+    gss = GroupShuffleSplit(n_splits=1, test_size=test_share, random_state=seed)
+    tr, te = next(gss.split(np.zeros(len(frame)), groups=groups))
+    train, test = frame.iloc[tr], frame.iloc[te]
+    if by_day:
+        days = _days(frame)
+        uniq = np.unique(days)
+        if len(uniq) < 2:
+            raise ValueError("a vehicle-and-day split needs at least two days")
+        rng = np.random.default_rng(seed)
+        n_test = min(len(uniq) - 1, max(1, int(round(test_share * len(uniq)))))
+        test_days = set(rng.choice(uniq, size=n_test, replace=False).tolist())
+        in_test = np.isin(days, list(test_days))
+        train, test = train[~in_test[tr]], test[in_test[te]]
+    check_disjoint(train, test, by_day)
+    return train, test
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def binary_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """precision, recall, F1, PR-AUC (average precision) and the confusion matrix."""
+    y, pred = np.asarray(y, bool), np.asarray(pred, bool)
+    p, r, f, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0.0)
+    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[False, True]).ravel()
+    both = 0 < y.sum() < len(y)
+    ap = float(average_precision_score(y, score)) if both else float("nan")
+    return {"precision": float(p), "recall": float(r), "f1": float(f), "pr_auc": ap,
+            "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp), "n": int(len(y))}
+
+
+def vehicle_level(ids: np.ndarray, y: np.ndarray, pred: np.ndarray, score: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per vehicle: truth = any attacked message, score = mean message score,
+    prediction = flagged share >= VEHICLE_SHARE."""
+    df = pd.DataFrame({"id": ids, "y": np.asarray(y, bool), "p": np.asarray(pred, float),
+                       "s": np.asarray(score, float)})
+    g = df.groupby("id", sort=True).agg(y=("y", "any"), p=("p", "mean"), s=("s", "mean"))
+    return g["y"].to_numpy(bool), (g["p"] >= VEHICLE_SHARE).to_numpy(), g["s"].to_numpy(float)
+
+
+def evaluate(detector: Any, test: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Message-, conditional-message- and vehicle-level metrics of a fitted detector."""
+    score = detector.score(test)
+    pred = detector.predict(test)
+    y = test["is_attack"].to_numpy(bool)
+    out = {"message": binary_metrics(y, pred, score)}
+    # conditional: attacked messages below tolerance are neither hits nor misses
+    cond = test["is_attack_cond"].to_numpy(bool)
+    keep = cond | ~y
+    out["message_cond"] = binary_metrics(cond[keep], pred[keep], score[keep])
+    out["vehicle"] = binary_metrics(*vehicle_level(test[ID].astype(str).to_numpy(), y, pred, score))
+    return out
+
+
+def save_model(detector: Any, path: str | Path, meta: dict | None = None) -> Path:
+    """joblib file holding the fitted detector, its feature list and the params that made it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump({"detector": detector, "features": list(detector.features), "meta": meta or {}},
+                path, compress=3)
+    return path
+
+
+def load_model(path: str | Path) -> dict:
+    return joblib.load(path)
