@@ -39,7 +39,8 @@ def _table(cols: dict) -> pa.Table:
 
 def straight_line(speed: float = 25.0, n: int = 30, dt: float = 1.0, heading: float = 90.0,
                   vid: str = "0000000A", x0: float = 0.0, y0: float = 0.0) -> pa.Table:
-    """One vehicle at constant speed on a straight line in the local frame."""
+    """One vehicle at constant speed on a straight line in the local frame (near its origin,
+    where grid and true north agree)."""
     t = np.arange(n) * dt
     h = np.radians(heading)
 
@@ -74,9 +75,10 @@ def corridor(vehicles: int = 12, msgs: int = 40, seed: int = 0, noise_m: float =
         def at(tt, s0=s0, speed=speed, line=line):
             return line.position_at(s0 + speed * (np.asarray(tt) + 20))[:2]
 
-        px, py, heading = line.position_at(s0 + speed * (t + 20))
+        px, py, grid_heading = line.position_at(s0 + speed * (t + 20))
         nx, ny = px + rng.normal(0, noise_m, msgs), py + rng.normal(0, noise_m, msgs)
         lat, lon = (np.round(np.asarray(a, float), 7) for a in geo.from_local(nx, ny))
+        heading = np.mod(grid_heading + geo.convergence_deg(lon), 360.0)  # BSM headings: true north
 
         def lat_at(tt, at=at):
             return np.asarray(geo.from_local(*at(tt))[0], float)

@@ -148,7 +148,7 @@ def _crumb_features(frame: pd.DataFrame, x: np.ndarray, y: np.ndarray, dt: np.nd
         err = np.hypot(x + ix - px, y + iy - py)
         d0 = np.hypot(dx[:, 0], dy[:, 0])
         crumb_speed = d0 / c["time"][:, 0]
-    bearing = np.asarray(geo.bearing_deg(-dx[:, 0], -dy[:, 0]), float)
+    bearing = np.asarray(geo.true_bearing_deg(-dx[:, 0], -dy[:, 0], lon[:, 0]), float)
     hdiff = np.asarray(geo.angle_diff_deg(heading, bearing), float)
     hdiff = np.where(d0 > MOVED_MIN_M, hdiff, np.nan)
     return {"crumb_prev_err_m": np.where(ok, err, np.nan),
@@ -188,7 +188,7 @@ def featurize_frame(frame: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         implied = np.where(dt > 0, dist / dt, np.nan)
         speed_prev, heading_prev = g.prev(speed), g.prev(heading)
         resid = (speed + speed_prev) / 2 - implied
-        bearing = np.asarray(geo.bearing_deg(dx, dy), float)
+        bearing = np.asarray(geo.true_bearing_deg(dx, dy, lon), float)  # headings are from true north
         hb = np.asarray(geo.angle_diff_deg(heading, bearing), float)
         hb = np.where(dist > MOVED_MIN_M, hb, np.nan)
         dv = speed - speed_prev

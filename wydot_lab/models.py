@@ -155,6 +155,9 @@ def split(frame: pd.DataFrame, test_share: float, seed: int, by_day: bool = Fals
 def binary_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, float]:
     """precision, recall, F1, PR-AUC (average precision) and the confusion matrix."""
     y, pred = np.asarray(y, bool), np.asarray(pred, bool)
+    if not len(y):
+        nan = float("nan")
+        return {"precision": nan, "recall": nan, "f1": nan, "pr_auc": nan, "tn": 0, "fp": 0, "fn": 0, "tp": 0, "n": 0}
     p, r, f, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0.0)
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[False, True]).ravel()
     both = 0 < y.sum() < len(y)
