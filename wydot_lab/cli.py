@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--ttl-days", type=float)
     i.add_argument("--dry-run", action="store_true")
     i.add_argument("--price-per-gb", type=float, default=0.09, help="egress USD/GB for --dry-run")
+    i.add_argument("--offline", action="store_true", help="serve from the cache only; no listing, no download")
+    i.add_argument("--workers", type=int, default=8, help="parallel listings/downloads")
     i.set_defaults(func=_cmd_ingest)
 
     c = sub.add_parser("cache", help="list, verify or clear cached partitions")
@@ -121,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cache", required=True)
     c.add_argument("--start")
     c.add_argument("--end")
+    c.add_argument("--pilot", default="wydot")
+    c.add_argument("--type", dest="message_type", default="BSM")
+    c.add_argument("--ttl-days", type=float, help="ls: show partitions older than this as expired")
     c.set_defaults(func=_cmd_cache)
 
     e = sub.add_parser("experiment", help="run the attack x detector matrix from a params file")

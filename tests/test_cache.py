@@ -1,0 +1,179 @@
+"""The Parquet cache on its own and fed from a local folder source (no S3 needed)."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from importlib.metadata import version
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+import s3_server as S
+
+from wydot_lab import cache as cache_mod
+from wydot_lab import fetch, ingest
+from wydot_lab.schema import BSM_SCHEMA, SCHEMA_VERSION
+from wydot_lab.source import Source, SourceError, SourceSpec
+
+UTC = dt.timezone.utc
+HOUR = dt.timedelta(hours=1)
+H0 = dt.datetime(2021, 4, 1, tzinfo=UTC)
+PER_HOUR = 10
+
+
+@pytest.fixture(scope="module")
+def three_days(tmp_path_factory) -> Path:
+    """A local folder source: 2021-03-31T23 .. 2021-04-04T00 (3 days + padding hours)."""
+    root = tmp_path_factory.mktemp("src")
+    return S.write_folder(root, S.corpus(H0 - HOUR, 74, per_hour=PER_HOUR, seed=5, objects=1))
+
+
+def local_fetch(src: Path, root, start="2021-04-01", end="2021-04-01", **kw) -> dict:
+    return fetch.fetch(Source(SourceSpec(url=str(src))), cache_mod.Cache(str(root)), start, end, **kw)
+
+
+def test_manifest_has_what_the_issue_asks_and_bytes_are_deterministic(three_days, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    local_fetch(three_days, a, "2021-04-01T00:00", "2021-04-01T03:00")
+    local_fetch(three_days, b, "2021-04-01T00:00", "2021-04-01T03:00")
+    part = "source=wydot/type=BSM/date=2021-04-01/hour=01"
+    m = json.loads((a / part / "manifest.json").read_text())
+    assert m["code_version"] == version("wydot_lab") and m["schema_version"] == SCHEMA_VERSION
+    assert dt.datetime.fromisoformat(m["created"]).tzinfo is not None
+    assert m["counts"]["records"] == sum(m["counts"][k] for k in ("valid", "quarantined", "non_bsm", "blank"))
+    assert m["counts"]["valid"] == PER_HOUR and m["counts"]["quarantined"] == m["counts"]["non_bsm"] == 1
+    assert [o["key"].split("/")[5] for o in m["source_objects"]] == ["00", "01", "02"]
+    assert all(set(o) == {"key", "etag", "size"} for o in m["source_objects"])
+    for name in ("valid.parquet", "quarantine.parquet", "non_bsm.parquet"):
+        data = (a / part / name).read_bytes()
+        assert m["files"][name]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert m["files"][name]["size"] == len(data)
+        assert data == (b / part / name).read_bytes()  # same input -> same bytes
+
+
+def test_load_is_canonical_and_prunes_by_date_folder(three_days, tmp_path):
+    root = tmp_path / "cache"
+    local_fetch(three_days, root, "2021-04-01", "2021-04-03")
+    # break every file of 2021-04-03: loading 04-01 must not even open them
+    for f in (root / "source=wydot/type=BSM/date=2021-04-03").rglob("*.parquet"):
+        f.write_bytes(b"garbage")
+    ddf = cache_mod.load("2021-04-01", "2021-04-01", str(root))
+    assert list(ddf.columns) == BSM_SCHEMA.names
+    df = ddf.compute()
+    assert len(df) == 24 * PER_HOUR + 0  # no spill in this corpus
+    assert str(df["metadata_generatedAt"].dtype) == "datetime64[ms, UTC]"
+    assert isinstance(df["partII_pathHistory_crumbData"].dtype, pd.ArrowDtype)
+    assert df["metadata_generatedAt"].dt.date.astype(str).eq("2021-04-01").all()
+    table = cache_mod.load_table("2021-04-02", "2021-04-02", str(root))
+    assert table.schema == BSM_SCHEMA and table.num_rows == 24 * PER_HOUR
+    with pytest.raises(cache_mod.CorruptPartition, match="date=2021-04-03/hour=00"):
+        cache_mod.load("2021-04-03", "2021-04-03", str(root))
+    with pytest.raises(cache_mod.CorruptPartition):  # still refused until refetched
+        cache_mod.load("2021-04-03", "2021-04-03", str(root))
+    assert local_fetch(three_days, root, "2021-04-03", "2021-04-03")["refetched"] == {"corrupt": 24}
+    assert len(cache_mod.load("2021-04-03", "2021-04-03", str(root)).compute()) == 24 * PER_HOUR
+    q = cache_mod.load_table("2021-04-01", "2021-04-01", str(root), kind="quarantine")
+    assert q.num_rows == 24 and q.column("reasons").to_pylist()[0]
+
+
+def test_uncached_hours_warn_or_raise_never_silently_skipped(three_days, tmp_path):
+    root = tmp_path / "cache"
+    local_fetch(three_days, root, "2021-04-01T00:00", "2021-04-01T12:00")
+    with pytest.warns(cache_mod.CacheWarning, match="12 of 24 hours"):
+        df = cache_mod.load("2021-04-01", "2021-04-01", str(root)).compute()
+    assert len(df) == 12 * PER_HOUR
+    with pytest.raises(LookupError, match="2021-04-01T12"):
+        cache_mod.load("2021-04-01", "2021-04-01", str(root), strict=True)
+    with pytest.warns(cache_mod.CacheWarning):
+        empty = cache_mod.load("2022-01-01", "2022-01-01", str(root))
+    assert list(empty.columns) == BSM_SCHEMA.names and len(empty.compute()) == 0
+
+
+def test_empty_hours_are_cached_as_empty_not_missing(tmp_path):
+    src = S.write_folder(tmp_path / "src", S.corpus(H0, 2, per_hour=5, seed=2, objects=1))  # only T00, T01
+    res = local_fetch(src, tmp_path / "cache")
+    assert res["fetched"] == 24 and res["valid"] == 10 and res["missing"] == []
+    rows = {r["hour"]: r for r in cache_mod.ls(str(tmp_path / "cache"))}
+    assert rows["2021-04-01T05"]["status"] == "fresh" and rows["2021-04-01T05"]["records"] == 0
+    assert local_fetch(src, tmp_path / "cache")["cached"] == 24
+
+
+def test_counts_add_up_between_cold_and_partly_cached_runs(three_days, tmp_path):
+    root = tmp_path / "cache"
+    half = local_fetch(three_days, root, "2021-04-01T06:00", "2021-04-01T18:00")
+    full = local_fetch(three_days, root, "2021-04-01", "2021-04-01")
+    assert (full["cached"], full["fetched"]) == (12, 12)
+    cold = local_fetch(three_days, tmp_path / "cold")
+    for k in ("records", "valid", "quarantined", "non_bsm", "blank", "files"):
+        assert full[k] == cold[k], k
+    for r in (half, full, cold):
+        assert r["lines_read"] == (r["records"] if r is not full else full["records"] - half["records"]) \
+            + r["out_of_range"] + r["skipped_cached"] + r["far_from_folder"]
+    assert full["skipped_cached"] > 0  # T05 and T18 folders were read again for their neighbours
+
+
+def test_local_source_change_makes_dependent_hours_stale(tmp_path):
+    src = S.write_folder(tmp_path / "src", S.corpus(H0 - HOUR, 26, per_hour=5, seed=4, objects=1))
+    local_fetch(src, tmp_path / "cache")
+    f = next((src / "wydot/BSM/2021/04/01/12").iterdir())
+    f.write_bytes(f.read_bytes() + S.bsm_line(H0 + 12.5 * HOUR, "ABCDEF01", 41.3, -105.6).encode() + b"\n")
+    res = local_fetch(src, tmp_path / "cache")
+    assert (res["fetched"], res["refetched"]) == (3, {"stale": 3}) and res["valid"] == 24 * 5 + 1
+
+
+def test_truncated_file_is_caught_by_size_and_by_deep_check(three_days, tmp_path):
+    root = tmp_path / "cache"
+    local_fetch(three_days, root)
+    f = root / "source=wydot/type=BSM/date=2021-04-01/hour=07/non_bsm.parquet"
+    f.write_bytes(f.read_bytes()[:-10])
+    res = local_fetch(three_days, root, deep=False)
+    assert res["refetched"] == {"corrupt": 1}
+
+
+def test_fsspec_memory_root(three_days):
+    root = f"memory://wydot-cache-{id(three_days)}"
+    res = fetch.fetch(Source(SourceSpec(url=str(three_days))), cache_mod.Cache(root), "2021-04-02", "2021-04-02")
+    assert res["fetched"] == 24
+    assert len(cache_mod.load("2021-04-02", "2021-04-02", root).compute()) == 24 * PER_HOUR
+    assert fetch.fetch(Source(SourceSpec(url=str(three_days))), cache_mod.Cache(root), "2021-04-02",
+                       "2021-04-02")["cached"] == 24
+    assert cache_mod.clear(root)["removed"] == 24 and cache_mod.ls(root) == []
+
+
+def test_offline_mode_serves_only_from_cache(three_days, tmp_path):
+    root = tmp_path / "cache"
+    local_fetch(three_days, root)
+    gone = tmp_path / "nowhere"
+    res = local_fetch(gone, root, offline=True)
+    assert res["cached"] == 24 and res["valid"] == 24 * PER_HOUR
+    with pytest.raises(SourceError, match="offline"):
+        local_fetch(gone, root, "2021-04-02", "2021-04-02", offline=True)
+    with pytest.raises(SourceError, match="does not exist"):
+        local_fetch(gone, root)
+
+
+def test_local_cluster_loads_the_cache(three_days, tmp_path):
+    """The dask graph of `load` is plain data: it runs on real worker processes."""
+    from dask.distributed import Client, LocalCluster
+
+    root = tmp_path / "cache"
+    local_fetch(three_days, root, "2021-04-01", "2021-04-02")
+    ddf = cache_mod.load("2021-04-01", "2021-04-02", str(root), rows_per_partition=20)
+    assert ddf.npartitions == 24
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        per_hour = ddf.groupby(ddf["metadata_generatedAt"].dt.hour).size().compute()
+        n = client.compute(ddf.shape[0]).result()
+    assert n == 48 * PER_HOUR and (per_hour == 2 * PER_HOUR).all() and len(per_hour) == 24
+
+
+def test_split_by_hour_uses_record_time():
+    data = b"\n".join(S.bsm_line(t, "0A0B0C0D", 41.3, -105.6).encode() for t in
+                      [H0 + dt.timedelta(minutes=10), H0 + dt.timedelta(minutes=70), H0 + dt.timedelta(minutes=59)])
+    valid = ingest.ingest_bytes(data, "x").valid
+    parts = fetch._split_by_hour(valid, H0)
+    assert {h: t.num_rows for h, t in parts.items()} == {H0: 2, H0 + HOUR: 1}
+    assert sum(t.num_rows for t in parts.values()) == valid.num_rows
+    assert fetch._split_by_hour(pa.Table.from_pylist([], schema=BSM_SCHEMA), H0) == {}
