@@ -199,13 +199,12 @@ def rgba(img) -> np.ndarray:
 
 def centerline_xy() -> pd.DataFrame:
     """The shipped I-80 centre lines (both directions) as Mercator `x`, `y` with NaN between them."""
-    here = Path(__file__).resolve().parent / "data"
+    from wydot_lab import geo
+
     parts = []
-    for name in ("I_80_Eastbound_Vertices.csv", "I_80_Westbound_Vertices.csv"):
-        # some rows carry a fifth (unnamed) field, so read by position
-        v = pd.read_csv(here / name, header=None, skiprows=1, usecols=[2, 3],
-                        names=["ROUTE", "DIRECTION", "LATITUDE", "LONGITUDE", "EXTRA"])
-        x, y = lnglat_to_xy(v["LONGITUDE"], v["LATITUDE"])
+    for direction in ("eastbound", "westbound"):
+        c = geo.load_centreline(direction)
+        x, y = lnglat_to_xy(c.lon, c.lat)
         parts.append(pd.DataFrame({"x": np.append(x, np.nan), "y": np.append(y, np.nan)}))
     return pd.concat(parts, ignore_index=True).astype("float32")
 
