@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 
 from wydot_lab import geo
-from wydot_lab.frames import to_frame
+from wydot_lab.frames import CRUMB_SIGN, to_frame
 from wydot_lab.schema import BSM_SCHEMA, conform
 
 T0 = np.datetime64("2021-04-01T00:00:00", "ms")
@@ -16,10 +16,12 @@ CRUMB_AGES = (1.0, 2.5, 4.0, 6.0, 9.0, 13.0)
 
 
 def _crumbs(lat: np.ndarray, lon: np.ndarray, lat_at, lon_at, t: np.ndarray) -> list:
-    """Crumbs: offsets (degrees) from the reported position to where the vehicle was `age` s ago."""
+    """Crumbs: where the vehicle was `age` s ago, as offsets (degrees) in the convention of
+    real WYDOT records (`frames.CRUMB_SIGN`: crumb = reported + sign * offset)."""
     out = []
     for i in range(len(t)):
-        out.append([{"latOffset": float(lat_at(t[i] - a) - lat[i]), "lonOffset": float(lon_at(t[i] - a) - lon[i]),
+        out.append([{"latOffset": float(CRUMB_SIGN * (lat_at(t[i] - a) - lat[i])),
+                     "lonOffset": float(CRUMB_SIGN * (lon_at(t[i] - a) - lon[i])),
                      "elevationOffset": 0.0, "timeOffset": a} for a in CRUMB_AGES])
     return out
 

@@ -87,6 +87,19 @@ def test_path_history_catches_naive_position_falsification():
     assert err[f["is_attack"]].median() > 10 > 3 > err[~f["is_attack"]].quantile(0.95)
 
 
+def test_crumb_convention_matches_real_wydot_records():
+    """Real path histories trail behind the vehicle: bearing from the latest crumb to the
+    reported position agrees with the reported heading (guards frames.CRUMB_SIGN)."""
+    from wydot_lab import ingest
+
+    real = bsm_frames.frame(ingest.ingest_paths([ROOT / "test_data" / "real_wydot"]).valid)
+    f = features.featurize_frame(real)
+    moving = f[(f["speed_mps"] > 5) & f["crumb_heading_diff_deg"].notna()]
+    assert len(moving) >= 5
+    assert moving["crumb_heading_diff_deg"].median() < 10
+    assert np.abs(moving["crumb_speed_residual_mps"]).median() < 2
+
+
 def test_features_doc_is_generated_from_the_code():
     assert (ROOT / "docs" / "FEATURES.md").read_text() == features.markdown()
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from wydot_lab import geo
-from wydot_lab.frames import CRUMBS, ID, LAT, LON, TIME, shift_crumbs, time_ns
+from wydot_lab.frames import CRUMB_SIGN, CRUMBS, ID, LAT, LON, TIME, shift_crumbs, time_ns
 
 SPEED, HEADING, ELEV = "coreData_speed", "coreData_heading", "coreData_elevation"
 SEMI_MAJOR = "coreData_accuracy_semiMajor"
@@ -281,7 +281,7 @@ def _careful_crumbs(crumbs: pd.Series, ctx: _Ctx, rows: np.ndarray, dlat: np.nda
     p_lat, p_lon = np.r_[0.0, s_lat[:-1]], np.r_[0.0, s_lon[:-1]]
     p_lat[ctx.first], p_lon[ctx.first] = s_lat[ctx.first], s_lon[ctx.first]  # nothing to agree with yet
     prev_lat[ctx.order], prev_lon[ctx.order] = p_lat, p_lon
-    slat, slon = prev_lat - dlat, prev_lon - dlon
+    slat, slon = CRUMB_SIGN * (prev_lat - dlat), CRUMB_SIGN * (prev_lon - dlon)
     return shift_crumbs(crumbs, slat, slon, rows & ((slat != 0) | (slon != 0)))
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from wydot_lab import geo
-from wydot_lab.frames import CRUMBS, ID, LAT, LON, TIME, first_crumbs, time_ns
+from wydot_lab.frames import CRUMB_SIGN, CRUMBS, ID, LAT, LON, TIME, first_crumbs, time_ns
 
 # F2MD legacy thresholds, units adapted (DOMAIN.md section 4)
 SPEED_CAP_MPS = 35.8  # privacy-filter cap; genuine published data never exceeds it
@@ -36,7 +36,6 @@ SUDDEN_APPEARANCE_M = 210.0  # first message of a run this close to its receiver
 ROAD_TOL_M = 8.0  # distance from the centre line allowed beyond semiMajor
 DEFAULT_SEMI_MAJOR_M = 3.0  # GPS noise assumed where semiMajor is unknown
 CRUMB_K = 10  # most recent path-history crumbs used
-CRUMB_SIGN = 1.0  # crumb absolute position = reported position + CRUMB_SIGN * offset (J2735)
 
 FEATURES: dict[str, str] = {
     "dt_s": "seconds since the vehicle's previous message",

@@ -17,6 +17,10 @@ CRUMBS = "partII_pathHistory_crumbData"
 CRUMB_LIST = pa.list_(CRUMB)
 ID, TIME = "coreData_id", "metadata_generatedAt"
 LAT, LON = "coreData_position_lat", "coreData_position_long"
+# Crumb offsets as ODE publishes WYDOT path history: crumb position = reported position
+# + CRUMB_SIGN * offset. Real records (test_data/real_wydot) trail behind the vehicle only
+# with -1 (tests/test_features.py checks it), i.e. offset = reported - crumb.
+CRUMB_SIGN = -1.0
 
 
 def to_frame(table: pa.Table) -> pd.DataFrame:
