@@ -11,6 +11,7 @@ import http.server
 import json
 import socket
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -83,11 +84,13 @@ class FlakyProxy:
     """
 
     def __init__(self, upstream_port: int, fail: dict[str, int] | None = None, status: int = 503,
-                 deny_unsigned: bool = False):
+                 deny_unsigned: bool = False, slow: dict[str, int] | None = None, delay_s: float = 0.0):
         self.upstream_port = upstream_port
         self.fail = dict(fail or {})
         self.status = status
         self.deny_unsigned = deny_unsigned  # like the real bucket since anonymous reads stopped
+        self.slow = dict(slow or {})  # {substring: answers to stall by delay_s (a read timeout)}
+        self.delay_s = delay_s
         self.counts: Counter = Counter()
         self.failed: Counter = Counter()
         self.requests: list[tuple[str, str, dict]] = []
@@ -110,11 +113,19 @@ class FlakyProxy:
                     proxy.requests.append((self.command, self.path, dict(self.headers.items())))
                     if proxy.deny_unsigned and "Authorization" not in self.headers:
                         return self._answer(403, "AccessDenied")
+                    stall = False
+                    for pat, left in proxy.slow.items():
+                        if pat in self.path and left > 0:
+                            proxy.slow[pat] = left - 1
+                            proxy.failed["slow:" + pat] += 1
+                            stall = True
                     for pat, left in proxy.fail.items():
                         if pat in self.path and left != 0:
                             proxy.fail[pat] = left - 1 if left > 0 else -1
                             proxy.failed[pat] += 1
                             return self._answer(proxy.status, "ServiceUnavailable")
+                if stall:
+                    time.sleep(proxy.delay_s)
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items()}
                 conn.request(self.command, self.path, body=body, headers=headers)
@@ -138,7 +149,13 @@ class FlakyProxy:
                 self.end_headers()
                 self.wfile.write(msg)
 
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay
+            def _safe_relay(self):
+                try:
+                    self._relay()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a read timeout we caused on purpose)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _safe_relay
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -309,14 +309,23 @@ def test_transient_503_is_retried(moto, bucket, env_creds, tmp_path):
     assert res["fetched"] == 24 and res["missing"] == [] and res["valid"] == EXPECT_VALID  # ... and recovered
 
 
+def test_read_timeout_is_retried(moto, bucket, env_creds, tmp_path):
+    with S.FlakyProxy(moto.port, slow={"/2021/04/01/09/": 1}, delay_s=2.5) as proxy:
+        res = run_fetch(spec(f"s3://{bucket}", proxy.url, read_timeout_s=1), tmp_path / "cache")
+    assert proxy.failed["slow:/2021/04/01/09/"] == 1
+    assert res["fetched"] == 24 and res["valid"] == EXPECT_VALID
+
+
 def test_failing_hour_fails_the_run_or_is_recorded_with_allow_partial(moto, bucket, env_creds, tmp_path):
     root = tmp_path / "cache"
     with S.FlakyProxy(moto.port, fail={"/2021/04/01/07/": -1}) as proxy:
         with pytest.raises(SourceError) as err:
-            run_fetch(spec(f"s3://{bucket}", proxy.url), root)
+            run_fetch(spec(f"s3://{bucket}", proxy.url), tmp_path / "strict")
         assert "2021-04-01T07" in str(err.value) and err.value.kind == "transient"
+        assert sorted(cache_rows(tmp_path / "strict")) == [f"2021-04-01T{h:02d}" for h in range(6)]  # whole hours
         res = run_fetch(spec(f"s3://{bucket}", proxy.url), root, allow_partial=True)
     assert res["missing"] == ["2021-04-01T07"] and res["incomplete"] == ["2021-04-01T06", "2021-04-01T08"]
+    assert res["lines_read"] == res["records"] + res["out_of_range"] + res["dropped_missing"]
     rows = cache_rows(root)
     assert rows["2021-04-01T07"]["status"] == "missing" and rows["2021-04-01T06"]["status"] == "incomplete"
     m7 = cache_mod.Cache(str(root)).partition(H0 + 7 * HOUR).manifest

@@ -9,9 +9,14 @@ hidden `.tmp-*` folder, never a half partition.
 
 Integrity: loading reads each file's bytes once, checks size and SHA-256 against
 the manifest and parses Parquet from the same buffer, so verification costs one
-hash pass (about 1 GB/s), not a second read. A mismatch raises `CorruptPartition`
-(the partition is never returned) and marks the partition corrupt so the next
-fetch refetches it. `verify()` does the same check for `wydot-lab cache verify`.
+hash pass, not a second read. Measured on a 72,000-record day: 2.6 MB of Parquet
+hash in ~3 ms while decoding it takes ~70 ms of CPU, so the full check on every
+load is affordable and no size+mtime shortcut is needed. A mismatch raises
+`CorruptPartition` (the partition is never returned) and hides the partition so
+the next fetch refetches it; `fetch` checks SHA-256 of cached hours before
+serving them, and `verify()` does the same for `wydot-lab cache verify`.
+Files are snappy-compressed: zstd made each of the 24 hourly files ~2 ms slower
+to open for a 20% size saving.
 
 The root is a local path or any fsspec URL. Renames are atomic on local disks;
 on object stores the manifest-last rule keeps readers safe. Locks are `filelock`
@@ -399,7 +404,7 @@ def _types_mapper(t: pa.DataType):
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
     """Strings as string[pyarrow], nested crumbs as ArrowDtype (no Python objects), numbers as numpy."""
-    return table.to_pandas(types_mapper=_types_mapper, split_blocks=True, self_destruct=True)
+    return table.to_pandas(types_mapper=_types_mapper, split_blocks=True)
 
 
 def _read_group(group: tuple, root: str, pilot: str, message_type: str, storage_options: dict,

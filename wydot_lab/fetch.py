@@ -6,9 +6,10 @@ its manifest lists the objects of those three folders: any change there (ETag,
 size, added, removed) makes it stale. Lines without a usable time (quarantined,
 non-BSM, blank) belong to the hour of their folder. Every line read is counted
 exactly once: written into a partition of this run, `skipped_cached` (its hour
-is in range but served from cache), `out_of_range`, or `far_from_folder` (a
-timestamp more than one hour from its folder: no partition reads it there).
-So `lines_read == written records + skipped_cached + out_of_range + far_from_folder`.
+is in range but served from cache), `out_of_range`, `far_from_folder` (a
+timestamp more than one hour from its folder: no partition reads it there) or
+`dropped_missing` (its hour's own folder failed in an `--allow-partial` run). So
+`lines_read == written records + skipped_cached + out_of_range + far_from_folder + dropped_missing`.
 
 Summary counts (records/valid/quarantined/non_bsm/blank) are those of the
 requested partitions, from the manifests for partitions served from cache, so
@@ -73,7 +74,7 @@ def _ranges(hours: list[dt.datetime]) -> list[str]:
 # ---------------------------------------------------------------- plan
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class Plan:
     """What a fetch would do; `summary()` is the dry-run report."""
 
@@ -122,6 +123,9 @@ class Plan:
             "estimated_cost_usd": round(nbytes / GIB * self.price_per_gb, 6),
             "unlisted_folders": _ranges(list(self.failed_folders)),
         }
+
+    def __repr__(self) -> str:  # what a notebook cell shows
+        return str(self)
 
     def __str__(self) -> str:
         s = self.summary()
@@ -311,7 +315,8 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
         out["seconds"] = round(time.perf_counter() - t_start, 3)
         return out
 
-    acc = {"lines_read": 0, "out_of_range": 0, "skipped_cached": 0, "far_from_folder": 0}
+    acc = {"lines_read": 0, "out_of_range": 0, "skipped_cached": 0, "far_from_folder": 0, "dropped_missing": 0}
+    missing_hours: set = set()
     written: dict[dt.datetime, dict] = {}
     cached_by_other: list[dt.datetime] = []
     with ExitStack() as stack:
@@ -330,11 +335,13 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
         in_range = set(p.hours)
         for h in sorted(todo):
             folders = [dl.folder(h + d * HOUR) for d in (-1, 0, 1)]
-            for f in dl.forget_before(h - HOUR):
-                _account(f, todo, in_range, acc)
             written[h] = _write_hour(cache, h, folders, p)
+            if written[h]["status"] == cache_mod.MISSING:
+                missing_hours.add(h)
+            for f in dl.forget_before(h - HOUR):
+                _account(f, todo, in_range, acc, missing_hours)
         for f in dl.forget_before(p.t1 + 2 * HOUR):
-            _account(f, todo, in_range, acc)
+            _account(f, todo, in_range, acc, missing_hours)
         acc["objects_downloaded"], acc["bytes_downloaded"] = dl.objects, dl.bytes
     manifests = [written.get(h) or cache.partition(h).manifest for h in p.hours]
     manifests = [m for m in manifests if m]
@@ -371,12 +378,14 @@ def _files_in_range(manifests: list[dict], p: Plan) -> int:
     return len(keys)
 
 
-def _account(f: Folder, todo: set, in_range: set, acc: dict) -> None:
+def _account(f: Folder, todo: set, in_range: set, acc: dict, missing: set) -> None:
     """Count the lines of a finished folder that went into no partition of this run."""
     acc["lines_read"] += f.lines
     for h, t in f.valid_by_hour.items():
         if abs(h - f.hour) > HOUR:
             acc["far_from_folder"] += t.num_rows
+        elif h in missing:
+            acc["dropped_missing"] += t.num_rows  # its own folder failed: the hour is not written
         elif h not in todo:
             acc["skipped_cached" if h in in_range else "out_of_range"] += t.num_rows
     if f.hour not in todo:
