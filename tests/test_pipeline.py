@@ -196,3 +196,13 @@ def test_cli_pipeline_failure_is_one_line_naming_the_notebook(tmp_path):
     assert last.startswith("wydot-lab pipeline: error: stage 01_explore failed") and str(executed) in last
     assert executed.exists()
     assert "[1/5] 01_explore: running" in proc.stderr
+
+
+def test_record_expected_outputs_keeps_only_checked_cells(tmp_path):
+    nb = _nb("print('noise')")
+    nb.cells.append(nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(6 * 7)"))
+    nbformat.write(nb, tmp_path / "s.ipynb")
+    assert pipeline.record_expected_outputs(tmp_path, stages=(pipeline.Stage("s"),)) == ["s.ipynb"]
+    got = nbformat.read(tmp_path / "s.ipynb", as_version=4).cells
+    assert got[1].outputs == [] and got[1].execution_count is None
+    assert got[2].outputs[0]["text"] == "42\n" and got[2].execution_count == 3

@@ -219,3 +219,38 @@ def require(stage_name: str, params_path: str | Path, progress: Callable[[str], 
                                 kernel_name=KERNEL, cwd=str(prod_out), progress_bar=False)
         out[name] = str(resolved)
     return out
+
+
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def record_expected_outputs(notebooks: str | Path | None = None, timeout: float = 900,
+                            stages: tuple[Stage, ...] = STAGES) -> list[str]:
+    """Re-run each stage notebook with its defaults and keep only the outputs nbval compares.
+
+    Cells marked `# NBVAL_CHECK_OUTPUT` keep their outputs and execution count (the expected
+    values nbval checks); every other cell is stripped, so the committed notebooks stay small.
+    Run after a deliberate change of the corpus, the tiny params or a checked cell.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb_dir = Path(notebooks) if notebooks else notebooks_dir()
+    done = []
+    for stage_ in stages:
+        path = nb_dir / f"{stage_.name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(nb, kernel_name=KERNEL, timeout=timeout,
+                       resources={"metadata": {"path": str(nb_dir)}}).execute()
+        for c in nb.cells:
+            if c.cell_type != "code":
+                continue
+            if any(o.output_type == "error" for o in c.outputs):
+                raise PipelineError(f"{path.name}: a cell failed while recording expected outputs")
+            c.metadata.pop("execution", None)
+            if not c.source.lstrip().startswith(CHECK_MARK):
+                c.outputs, c.execution_count = [], None
+        nb.metadata.pop("widgets", None)
+        nbformat.write(nb, path)
+        done.append(path.name)
+    return done
