@@ -177,3 +177,26 @@ def test_split_by_hour_uses_record_time():
     assert {h: t.num_rows for h, t in parts.items()} == {H0: 2, H0 + HOUR: 1}
     assert sum(t.num_rows for t in parts.values()) == valid.num_rows
     assert fetch._split_by_hour(pa.Table.from_pylist([], schema=BSM_SCHEMA), H0) == {}
+
+
+def test_every_dask_partition_has_the_meta_dtypes_whatever_the_nulls(tmp_path):
+    objs = S.corpus(H0, 2, per_hour=4, seed=8, objects=1, extras=False)
+    k0 = next(k for k in objs if "/2021/04/01/00/" in k)
+    lines = []
+    for ln in objs[k0].decode().splitlines():  # hour 00: no size, no wheel brakes -> null ints and bools
+        rec = json.loads(ln)
+        del rec["payload"]["data"]["coreData"]["size"], rec["payload"]["data"]["coreData"]["brakes"]["wheelBrakes"]
+        lines.append(json.dumps(rec))
+    objs[k0] = ("\n".join(lines) + "\n").encode()
+    src = S.write_folder(tmp_path / "src", objs)
+    local_fetch(src, tmp_path / "cache", "2021-04-01T00:00", "2021-04-01T02:00")
+    ddf = cache_mod.load("2021-04-01T00:00", "2021-04-01T02:00", str(tmp_path / "cache"), rows_per_partition=4)
+    assert ddf.npartitions == 2
+    meta = ddf._meta.dtypes
+    parts = [ddf.get_partition(i).compute() for i in range(2)]
+    assert parts[0]["coreData_size_width"].isna().all() and parts[1]["coreData_size_width"].notna().all()
+    for part in parts:
+        assert part.dtypes.equals(meta)
+    assert str(meta["coreData_size_width"]) == "Int32" and str(meta["coreData_brakes_abs"]) == "string"
+    assert str(meta["coreData_brakes_wheelBrakes_leftFront"]) == "boolean"
+

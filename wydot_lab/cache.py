@@ -394,16 +394,22 @@ def _pandas_meta() -> pd.DataFrame:
     return _to_pandas(BSM_SCHEMA.empty_table())
 
 
+_NULLABLE = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+             pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+
+
 def _types_mapper(t: pa.DataType):
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return pd.StringDtype("pyarrow")
     if pa.types.is_list(t) or pa.types.is_struct(t):
         return pd.ArrowDtype(t)
-    return None
+    return _NULLABLE.get(t)
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    """Strings as string[pyarrow], nested crumbs as ArrowDtype (no Python objects), numbers as numpy."""
+    """One dtype per column whatever the nulls (so every dask partition matches the meta):
+    ints and bools as pandas nullable types, strings as string[pyarrow], crumbs as
+    ArrowDtype (no Python objects), floats as float64 and times as datetime64[ms, UTC]."""
     return table.to_pandas(types_mapper=_types_mapper, split_blocks=True)
 
 
@@ -479,6 +485,7 @@ def load(start, end, root: str, pilot: str = layout.DEFAULT_PILOT, message_type:
     else are reported in one `CacheWarning`, never skipped silently.
     Each dask partition verifies size + SHA-256 of its files before parsing.
     """
+    import dask
     import dask.dataframe as dd
 
     t0, t1 = hour_range(start, end)
@@ -497,9 +504,10 @@ def load(start, end, root: str, pilot: str = layout.DEFAULT_PILOT, message_type:
     groups = _groups(parts, rows_per_partition)
     if not groups:
         return dd.from_pandas(meta, npartitions=1)
-    return dd.from_map(_read_group, groups, root=cache.root_url, pilot=pilot, message_type=message_type,
-                       storage_options=storage_options or {}, verify=verify, columns=columns, meta=meta,
-                       enforce_metadata=False, label="wydot-cache")
+    with dask.config.set({"dataframe.convert-string": False}):  # already string[pyarrow]: skip a no-op layer
+        return dd.from_map(_read_group, groups, root=cache.root_url, pilot=pilot, message_type=message_type,
+                           storage_options=storage_options or {}, verify=verify, columns=columns, meta=meta,
+                           enforce_metadata=False, label="wydot-cache")
 
 
 def load_table(start, end, root: str, kind: str = "valid", **kw) -> pa.Table:
