@@ -56,6 +56,8 @@ def test_binary_metrics_known_answer():
     # ranking: attacks at 1, 2 and 4 -> AP = (1 + 1 + 3/4) / 3
     assert m["pr_auc"] == pytest.approx((1 + 1 + 0.75) / 3)
     assert np.isnan(models.binary_metrics(y[:0] | True, pred[:0], score[:0])["pr_auc"])
+    none = models.binary_metrics(np.zeros(4, bool), np.zeros(4, bool), np.zeros(4))
+    assert np.isnan(none["f1"]) and np.isnan(none["recall"]) and none["tn"] == 4  # no attacks: undefined
 
 
 def test_vehicle_level_aggregation():

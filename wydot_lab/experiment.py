@@ -198,7 +198,7 @@ def quality_bar(results: pd.DataFrame, share: float) -> dict[str, Any]:
     else:
         worse = {a: {"random_forest": rf[a], "rules": rules[a]} for a in rf if rf[a] < rules[a]}
         bars["random_forest_ge_rules_every_attack"] = {"met": not worse, "worse_on": worse}
-        mean_rf, mean_rules = float(np.mean(list(rf.values()))), float(np.mean(list(rules.values())))
+        mean_rf, mean_rules = float(np.nanmean(list(rf.values()))), float(np.nanmean(list(rules.values())))
         bars["random_forest_gt_rules_on_average"] = {"met": mean_rf > mean_rules, "random_forest": mean_rf,
                                                      "rules": mean_rules}
     for attack, bar in F1_BARS.items():
