@@ -91,3 +91,17 @@ def test_detectors_learn_an_attack_and_save_with_their_features(tmp_path):
     assert set(models.make_detector("random_forest", p).features) == set(features.FEATURES)
     with pytest.raises(ValueError, match="unknown detector 'svm'"):
         models.make_detector("svm", p)
+
+
+@pytest.mark.parametrize("share", [0.05, 0.3])
+def test_split_puts_attackers_on_both_sides_even_at_a_low_share(share):
+    """At 5% a plain group shuffle can leave the test set without attackers (F1 undefined)."""
+    vehicles = [f"{i:08X}" for i in range(100)]
+    frame = pd.DataFrame({ID: np.repeat(vehicles, 3)})
+    n_attackers = int(share * len(vehicles))
+    frame["is_attacker"] = np.repeat(np.arange(len(vehicles)) < n_attackers, 3)
+    for seed in range(20):
+        train, test = models.split(frame, test_share=0.3, seed=seed)
+        assert train.is_attacker.any() and test.is_attacker.any()
+        assert not set(train[ID]) & set(test[ID])
+        assert abs(test[ID].nunique() - 30) <= 1

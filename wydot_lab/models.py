@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support
-from sklearn.model_selection import GroupShuffleSplit
 from threadpoolctl import threadpool_limits
 
 from wydot_lab.features import FEATURES, REFERENCE
@@ -127,13 +126,32 @@ def _days(frame: pd.DataFrame) -> np.ndarray:
 
 def split(frame: pd.DataFrame, test_share: float, seed: int, by_day: bool = False
           ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Vehicle-disjoint train/test (GroupShuffleSplit on coreData_id); with `by_day`, the
+    """Vehicle-disjoint train/test on coreData_id, stratified by `is_attacker` when the frame
+    has it (so a 5% attacker share still puts attackers on both sides); with `by_day`, the
     test days are also drawn apart and each side keeps only its own days."""
     groups = frame[ID].astype(str).to_numpy()
-    if len(np.unique(groups)) < 2:
+    vehicles, inverse = np.unique(groups, return_inverse=True)
+    if len(vehicles) < 2:
         raise ValueError("a vehicle-disjoint split needs at least two vehicles")
-    gss = GroupShuffleSplit(n_splits=1, test_size=test_share, random_state=seed)
-    tr, te = next(gss.split(np.zeros(len(frame)), groups=groups))
+    if "is_attacker" in frame.columns:
+        strata = np.zeros(len(vehicles), dtype=bool)
+        np.logical_or.at(strata, inverse, frame["is_attacker"].to_numpy(bool))
+    else:
+        strata = np.zeros(len(vehicles), dtype=bool)
+    rng = np.random.default_rng(seed)
+    test_vehicle = np.zeros(len(vehicles), dtype=bool)
+    for value in (False, True):
+        members = np.flatnonzero(strata == value)
+        if len(members) == 0:
+            continue
+        n_test = int(round(test_share * len(members)))
+        if len(members) >= 2:
+            n_test = min(max(n_test, 1), len(members) - 1)  # both sides see this stratum
+        test_vehicle[rng.choice(members, size=n_test, replace=False)] = True
+    if test_vehicle.all() or not test_vehicle.any():
+        raise ValueError("the split left one side without vehicles; use more vehicles or another test_share")
+    rows_test = test_vehicle[inverse]
+    tr, te = np.flatnonzero(~rows_test), np.flatnonzero(rows_test)
     train, test = frame.iloc[tr], frame.iloc[te]
     if by_day:
         days = _days(frame)
