@@ -32,6 +32,8 @@ def _cmd_synth(args: argparse.Namespace) -> dict:
         vehicles=args.vehicles,
         rate_hz=args.rate,
         seed=args.seed,
+        records_per_hour=args.records_per_hour,
+        workers=args.workers,
         progress=_log,
     )
     return summary
@@ -91,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vehicles", type=int, default=100)
     s.add_argument("--rate", type=float, default=1.0, help="messages per second per vehicle")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--records-per-hour", type=int, default=None,
+                   help="observe this many messages per hour as runs of 20 consecutive messages "
+                        "(default: every vehicle transmits all the time)")
+    s.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs for big corpora)")
     s.set_defaults(func=_cmd_synth)
 
     v = sub.add_parser("validate", help="parse and validate files or folders")

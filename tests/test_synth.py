@@ -1,0 +1,201 @@
+"""The synthetic corpus: deterministic bytes, bucket layout, real v6 shape, and physics that
+a detector can rely on (on the road, in the privacy window, self-consistent)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pytest
+
+from conftest import REAL_DIR
+from wydot_lab import geo, ingest, synth
+from wydot_lab.frames import CRUMB_SIGN
+
+PARAMS = dict(start="2021-04-01", days=1, vehicles=40, rate_hz=0.1, seed=11, records_per_hour=100)
+NAME_RE = re.compile(r"^usdot-its-cvpilot-bsm-public-\d+-(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})-"
+                     r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    summary = synth.write_corpus(out, **PARAMS)
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def ingested(corpus):
+    out, _ = corpus
+    return ingest.ingest_paths([out])
+
+
+@pytest.fixture(scope="module")
+def frame():
+    table, truth = synth.generate(**PARAMS, truth=True)
+    df = table.to_pandas()
+    return pd.concat([df, truth], axis=1)
+
+
+def test_same_params_same_bytes_other_seed_other_bytes(corpus, tmp_path):
+    out, summary = corpus
+    again = synth.write_corpus(tmp_path / "a", **PARAMS, workers=2)  # a real process pool: same bytes
+    assert _tree(tmp_path / "a") == _tree(out)
+    assert again["records"] == summary["records"] == 24 * 100
+    synth.write_corpus(tmp_path / "b", **{**PARAMS, "seed": 12})
+    other = _tree(tmp_path / "b")
+    assert other.keys() != _tree(out).keys() or other != _tree(out)
+
+
+def test_summary_counts(corpus):
+    out, s = corpus
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert s["files"] == len(files) == 24 * synth.OBJECTS_PER_HOUR
+    assert sum(len(p.read_bytes().splitlines()) for p in files) == s["records"] == s["valid"]
+    assert (s["quarantined"], s["non_bsm"], s["blank"], s["vehicles"], s["hours"]) == (0, 0, 0, 40, 24)
+
+
+def test_layout_hour_folders_and_object_names(corpus, ingested):
+    out, _ = corpus
+    for p in (p for p in out.rglob("*") if p.is_file()):
+        rel = p.relative_to(out).parts
+        assert rel[:2] == ("wydot", "BSM") and len(rel) == 7
+        m = NAME_RE.match(rel[-1])
+        assert m, rel[-1]
+        name_time = dt.datetime.strptime(m.group(1), "%Y-%m-%d-%H-%M-%S")
+        assert name_time.strftime("%Y/%m/%d/%H") == "/".join(rel[2:6])
+        data = p.read_bytes()
+        assert data.endswith(b"\n") and not data.endswith(b"\n\n")
+    v = ingested.valid
+    hours = pc.strftime(v["metadata_generatedAt"], format="%Y/%m/%d/%H").to_pylist()
+    folders = ["/".join(Path(s).parts[-5:-1]) for s in v["source_object"].to_pylist()]
+    assert hours == folders
+
+
+def test_every_record_passes_ingest_and_matches_the_in_memory_table(corpus, ingested):
+    c = ingested.counts()
+    assert c["valid"] == c["records"] == 2400 and c["quarantined"] == 0 and c["non_bsm"] == 0
+    assert sum(ingested.rule_counts.values()) == 0  # not even the outside-Wyoming warning
+    mem = synth.generate(**PARAMS)
+    key = [("source_object", "ascending"), ("source_line", "ascending")]
+    got = ingested.valid.set_column(
+        ingested.valid.schema.get_field_index("source_object"), "source_object",
+        pc.replace_substring_regex(ingested.valid["source_object"], r"^.*/(wydot/BSM/)", r"\1")).sort_by(key)
+    assert got.equals(mem.sort_by(key))
+
+
+def test_json_has_every_key_of_the_real_v6_record(corpus):
+    def keys(obj, prefix=""):
+        out = set()
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                out |= {prefix + k} | keys(v, prefix + k + ".")
+        return out
+
+    real = json.loads((REAL_DIR / "06_jpo-ode_data_bsmTx_subset.ndjson").read_text().splitlines()[0])
+    real_sandbox = json.loads((REAL_DIR / "01_sandbox_sample_bsm_schemaVersion6.ndjson").read_text().splitlines()[0])
+    out, _ = corpus
+    ours = json.loads(next(p for p in out.rglob("*") if p.is_file()).read_text().splitlines()[0])
+    for ref in (real, real_sandbox):
+        assert keys(ref["metadata"]) <= keys(ours["metadata"])
+        assert keys(ref["payload"]["data"]["coreData"]) <= keys(ours["payload"]["data"]["coreData"])
+        assert ref["payload"]["dataType"] == ours["payload"]["dataType"]
+    vse = ours["payload"]["data"]["partII"][0]
+    assert vse["id"] == "VehicleSafetyExtensions" and len(vse["value"]["pathHistory"]["crumbData"]) == synth.CRUMBS
+    assert keys(real["payload"]["data"]["partII"][0]) <= keys(vse)
+    md = ours["metadata"]
+    assert (md["schemaVersion"], md["recordType"], md["recordGeneratedBy"], md["sanitized"]) == (6, "bsmTx", "OBU", False)
+    assert md["receivedMessageDetails"]["locationData"]["latitude"] == str(ours["payload"]["data"]["coreData"]["position"]["latitude"])
+
+
+def test_positions_on_their_carriageway_and_inside_the_privacy_window(frame):
+    direction = np.where(frame["eastbound"], "eastbound", "westbound")
+    d = geo.distance_to_centreline(frame["coreData_position_lat"], frame["coreData_position_long"], direction)
+    assert d.max() < 15.0 and np.median(d) > 0.5  # noisy, but never off the road
+    d_true = geo.distance_to_centreline(frame["true_lat"], frame["true_long"], direction)
+    assert d_true.max() < 0.2
+    assert frame["coreData_speed"].between(*synth.PRIVACY_MPS).all()
+    assert frame["eastbound"].any() and (~frame["eastbound"]).any()
+    elev = frame["coreData_elevation"]
+    assert elev.between(1500, 2700).all() and elev.std() > 50
+
+
+def _ms(s: pd.Series) -> np.ndarray:
+    return s.dt.tz_localize(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
+
+
+def _runs(frame):
+    f = frame.sort_values(["metadata_serialId_streamId", "metadata_generatedAt"])
+    same = f["metadata_serialId_streamId"].to_numpy()[1:] == f["metadata_serialId_streamId"].to_numpy()[:-1]
+    return f, same
+
+
+def test_runs_spacing_msgcnt_secmark_and_ids(frame):
+    f, same = _runs(frame)
+    t = _ms(f["metadata_generatedAt"])
+    assert np.all(np.diff(t)[same] == 10_000)  # 1 / rate
+    assert (f.groupby("metadata_serialId_streamId").size() == synth.WINDOW).all()
+    cnt = f["coreData_msgCnt"].to_numpy()
+    assert cnt.min() >= 0 and cnt.max() <= 127
+    step = np.mod(np.diff(cnt)[same], 128)
+    assert np.all(step == 1)
+    assert np.any((cnt[:-1] == 127) & (cnt[1:] == 0) & same)  # wraps at 128
+    assert np.array_equal(f["coreData_secMark"].to_numpy(), t % 60_000)
+    assert f["coreData_id"].str.fullmatch(r"[0-9A-F]{8}").all()
+    # every run is one vehicle; ~40 persistent vehicles, most seen in several runs
+    assert (f.groupby("metadata_serialId_streamId")["coreData_id"].nunique() == 1).all()
+    runs_per_vehicle = f.groupby("coreData_id")["metadata_serialId_streamId"].nunique()
+    assert 30 <= len(runs_per_vehicle) <= 40 and runs_per_vehicle.max() >= 3
+
+
+def test_reported_speed_heading_and_path_history_are_self_consistent(frame):
+    f, same = _runs(frame)
+    x, y = geo.to_local(f["coreData_position_lat"].to_numpy(), f["coreData_position_long"].to_numpy())
+    dt_s = 10.0
+    implied = np.hypot(np.diff(x), np.diff(y))[same] / dt_s
+    mean_speed = (f["coreData_speed"].to_numpy()[1:] + f["coreData_speed"].to_numpy()[:-1])[same] / 2
+    resid = np.abs(implied - mean_speed)
+    assert np.median(resid) < 0.5 and np.quantile(resid, 0.99) < 2.5
+    tx, ty = geo.to_local(f["true_lat"].to_numpy(), f["true_long"].to_numpy())
+    chord = geo.true_bearing_deg(np.diff(tx), np.diff(ty), f["true_long"].to_numpy()[1:])
+    h = f["coreData_heading"].to_numpy()
+    mid = h[:-1] + (np.mod(h[1:] - h[:-1] + 180.0, 360.0) - 180.0) / 2  # a chord follows the mean tangent
+    hd = geo.angle_diff_deg(chord[same], mid[same])
+    assert np.median(hd) < 1.0 and np.quantile(hd, 0.95) < 5.0
+    assert np.all(np.abs(f["coreData_heading"].to_numpy() / 0.0125 - np.round(f["coreData_heading"].to_numpy() / 0.0125)) < 1e-6)
+    # crumbs: the vehicle's true past positions, so on the road and trailing at the reported speed
+    lat = np.array([[c["latOffset"] for c in row] for row in f["partII_pathHistory_crumbData"]])
+    lon = np.array([[c["lonOffset"] for c in row] for row in f["partII_pathHistory_crumbData"]])
+    age = np.array([[c["timeOffset"] for c in row] for row in f["partII_pathHistory_crumbData"]])
+    plat = f["coreData_position_lat"].to_numpy()[:, None] + CRUMB_SIGN * lat
+    plon = f["coreData_position_long"].to_numpy()[:, None] + CRUMB_SIGN * lon
+    # (nearest carriageway: a crumb from before a U-turn at a state line is on the other one)
+    assert geo.distance_to_centreline(plat.ravel(), plon.ravel()).max() < 1.0
+    assert np.all(np.diff(age, axis=1) > 0) and age.min() > 0
+    px, py = geo.to_local(plat[:, -1], plon[:, -1])
+    trail = np.hypot(px - tx, py - ty) / age[:, -1]
+    assert np.median(np.abs(trail - f["true_speed"].to_numpy())) < 0.5
+
+
+def test_continuous_mode_every_vehicle_every_hour():
+    table, truth = synth.generate("2021-04-01", days=1, vehicles=3, rate_hz=0.05, seed=5, truth=True)
+    df = table.select(["coreData_id", "metadata_generatedAt"]).to_pandas()
+    per = df.groupby([df["coreData_id"], df["metadata_generatedAt"].dt.hour]).size()
+    assert len(per) == 3 * 24 and (per == 180).all()
+    # one vehicle's odometer is continuous: consecutive true positions 20 s apart move ~20 s of driving
+    one = truth[df["coreData_id"] == df["coreData_id"].iloc[0]]
+    t = _ms(df.loc[one.index, "metadata_generatedAt"])
+    assert np.all(np.diff(np.sort(t)) == 20_000)
+
+
+def test_too_many_runs_for_the_fleet_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="vehicles"):
+        synth.write_corpus(tmp_path, "2021-04-01", days=1, vehicles=2, rate_hz=0.1, seed=1, records_per_hour=100)

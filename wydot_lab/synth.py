@@ -1,0 +1,657 @@
+"""Synthetic WYDOT BSMs: a seeded fleet driving the real I-80 centre lines, written as ODE
+schemaVersion 6 `bsmTx` NDJSON in the bucket layout `<out>/wydot/BSM/YYYY/MM/DD/HH/<object>`.
+
+Why synthetic: the public bucket needs credentials and money, and genuine data carries no
+attack labels. Every field a real v6 record has is present (see test_data/real_wydot/06_*).
+
+Semantics
+- Fleet: `vehicles` persistent 8-hex ids, 30% trucks (slower, longer). Each vehicle drives
+  non-stop laps of the corridor, eastbound then westbound (a U-turn at each state line), at a
+  smooth speed v(t) = mean + two sinusoids (cars ~29-33 m/s, trucks ~24-29 m/s, always inside
+  the privacy window 2.235..35.763 m/s). Its odometer is the exact integral of v, so where a
+  vehicle is at any instant is one closed-form function: windows hours apart agree.
+- Messages sit on the vehicle's transmit grid t = phase + k / rate_hz; msgCnt = (k + c) % 128,
+  secMark = ms within the minute of recordGeneratedAt.
+- `records_per_hour=None`: every vehicle transmits all the time. `records_per_hour=R`: each
+  hour observes R messages as runs of `window` (20) consecutive messages of distinct vehicles,
+  the way an RSU hears a passing car; with 3 days x 24 h x 100 and 100 vehicles every vehicle
+  is seen in several runs on different days (enough for vehicle-disjoint splits).
+- Reported position = true position + Gaussian GPS noise of scale semiMajor/semiMinor along
+  `orientation`, clipped at 14 m, so every point stays within 15 m of its carriageway.
+  Heading = true bearing of the centre line (meridian convergence applied), 0.0125 deg steps.
+  Path history: CRUMBS crumbs of the vehicle's *true* past positions, as offsets from the
+  reported current position in the sign convention real WYDOT records show
+  (frames.CRUMB_SIGN: past = reported - offset), spanning ~2.5 message periods.
+- Bytes are a pure function of the parameters: all randomness comes from
+  numpy Generators seeded by (seed, hour, block); no clock, no uuid4, no hash order.
+
+Speed: records are formatted column-wise into a fixed-width uint8 matrix (NUL = padding)
+that one `bytes.translate` compacts, and hours are spread over worker processes.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from wydot_lab import geo, layout
+from wydot_lab.frames import CRUMB_SIGN
+from wydot_lab.schema import BSM_SCHEMA, CRUMB, conform
+
+HOUR_MS = 3_600_000
+WINDOW = 20  # consecutive messages per observed run (records_per_hour mode)
+CRUMBS = 5  # path-history points per message (keeps the committed corpus < 15 MB)
+TRUCK_SHARE = 0.3
+MAX_NOISE_M = 14.0
+BLOCK_ROWS = 40_000  # rows formatted at once (continuous mode splits vehicles into blocks)
+OBJECTS_PER_HOUR = 3
+PRIVACY_MPS = (2.235, 35.763)
+EPOCH = np.datetime64("1970-01-01T00:00:00", "ms")
+
+# I-80 elevation (m) by longitude: Evanston, Bear River divide, Green River, Rock Springs,
+# Continental Divide, Rawlins, Elk Mountain, Laramie, Sherman Summit, Cheyenne, Pine Bluffs.
+_ELEV_LON = np.array([-111.06, -110.55, -109.47, -109.21, -108.05, -107.24, -106.45, -105.59, -105.39, -104.82, -104.04])
+_ELEV_M = np.array([2060.0, 2210.0, 1860.0, 1950.0, 2150.0, 2040.0, 2200.0, 2180.0, 2620.0, 1850.0, 1620.0])
+SUPPLEMENTAL = '[{"id":"SupplementalVehicleExtensions","value":{}}]'  # partII_other as ingest stores it
+
+
+# --------------------------------------------------------------------------- fleet and physics
+@dataclass(frozen=True)
+class Fleet:
+    """Per-vehicle constants, drawn once from (seed,)."""
+
+    ids: np.ndarray  # S8 upper-case hex
+    truck: np.ndarray
+    width: np.ndarray  # cm
+    length: np.ndarray  # cm
+    v_mean: np.ndarray
+    amp: np.ndarray  # (V, 2) m/s
+    period: np.ndarray  # (V, 2) s
+    phase: np.ndarray  # (V, 2) rad
+    u0: np.ndarray  # odometer at t = 0 (m)
+    tx_phase_ms: np.ndarray  # transmit grid offset
+    cnt0: np.ndarray  # msgCnt offset
+    tag: np.ndarray  # S4 hex, part of the OBU's log file name
+
+
+def make_fleet(vehicles: int, rate_hz: float, seed: int) -> Fleet:
+    rng = np.random.default_rng([seed, 0])
+    ids = rng.choice(2**32, size=vehicles, replace=False)
+    truck = rng.random(vehicles) < TRUCK_SHARE
+    v_mean = np.where(truck, rng.uniform(25.5, 27.5, vehicles), rng.uniform(30.0, 32.0, vehicles))
+    amp = np.column_stack([rng.uniform(0.3, 1.0, vehicles), rng.uniform(0.1, 0.5, vehicles)])
+    lap = geo.load_centreline("eastbound").length + geo.load_centreline("westbound").length
+    period_ms = _period_ms(rate_hz)
+    return Fleet(
+        ids=np.array([f"{i:08X}" for i in ids], dtype="S8"),
+        truck=truck,
+        width=np.where(truck, rng.integers(244, 260, vehicles), rng.integers(170, 205, vehicles)),
+        length=np.where(truck, rng.integers(700, 2300, vehicles), rng.integers(420, 560, vehicles)),
+        v_mean=v_mean,
+        amp=amp,
+        period=np.column_stack([rng.uniform(120, 600, vehicles), rng.uniform(25, 90, vehicles)]),
+        phase=rng.uniform(0, 2 * np.pi, (vehicles, 2)),
+        u0=rng.uniform(0, lap, vehicles),
+        tx_phase_ms=rng.integers(0, period_ms, vehicles),
+        cnt0=rng.integers(0, 128, vehicles),
+        tag=np.array([f"{t:04x}" for t in rng.integers(0, 2**16, vehicles)], dtype="S4"),
+    )
+
+
+def _period_ms(rate_hz: float) -> int:
+    p = int(round(1000.0 / rate_hz))
+    if p < 1:
+        raise ValueError(f"rate {rate_hz} Hz is above 1000 Hz")
+    return p
+
+
+def kinematics(fleet: Fleet, v: np.ndarray, t_s: np.ndarray):
+    """(odometer m, speed m/s, acceleration m/s^2) of vehicles v at seconds t_s since the epoch:
+    the speed's two sinusoids integrate in closed form."""
+    w = 2 * np.pi / fleet.period[v]  # (n, 2)
+    arg = w * t_s[..., None] + fleet.phase[v]
+    a = fleet.amp[v]
+    speed = fleet.v_mean[v] + (a * np.sin(arg)).sum(-1)
+    odo = fleet.u0[v] + fleet.v_mean[v] * t_s + (a / w * (np.cos(fleet.phase[v]) - np.cos(arg))).sum(-1)
+    accel = (a * w * np.cos(arg)).sum(-1)
+    return odo, speed, accel
+
+
+def place(odo: np.ndarray):
+    """Odometer -> (eastbound?, chainage) on a lap of eastbound then westbound."""
+    le = geo.load_centreline("eastbound").length
+    lap = le + geo.load_centreline("westbound").length
+    p = np.mod(odo, lap)
+    east = p < le
+    return east, np.where(east, p, p - le)
+
+
+def _on_line(east: np.ndarray, s: np.ndarray, what: str):
+    """Evaluate Centreline.<what>(s) per row on the row's own carriageway."""
+    outs = None
+    for d, m in (("eastbound", east), ("westbound", ~east)):
+        if not m.any():
+            continue
+        vals = getattr(geo.load_centreline(d), what)(s[m])
+        if outs is None:
+            outs = [np.empty(s.shape) for _ in vals]
+        for o, v in zip(outs, vals):
+            o[m] = v
+    return outs
+
+
+def elevation_m(lon: np.ndarray, odo: np.ndarray) -> np.ndarray:
+    """A smooth, plausible I-80 elevation profile (m) plus gentle rolling terrain."""
+    return np.interp(lon, _ELEV_LON, _ELEV_M) + 12.0 * np.sin(odo / 2500.0) + 5.0 * np.sin(odo / 700.0)
+
+
+def _heading_true(east, s, lon) -> np.ndarray:
+    _, _, b = _on_line(east, s, "position_at")
+    return np.mod(b + geo.convergence_deg(lon), 360.0)
+
+
+# --------------------------------------------------------------------------- one block of messages
+@dataclass
+class Block:
+    """Columns of one (hour, block) batch of messages, object by object, time-ordered within."""
+
+    cols: dict  # canonical-name -> numpy array (reported values, already quantised)
+    crumbs: dict  # lat/lon/elev/time -> (n, CRUMBS)
+    meta: dict  # text/int columns only the NDJSON needs (timestamps ms, log file names ...)
+    truth: dict  # true_lat, true_long, true_x, true_y, eastbound, chainage, true_speed
+    objects: list  # (relative key, row start, row stop)
+
+
+def _windows(hour_ms: int, fleet: Fleet, period: int, records_per_hour: int | None, rng, block: int, blocks: int):
+    """(vehicle, first grid index k0, size) of the runs observed in this hour/block."""
+    nveh = len(fleet.ids)
+    if records_per_hour is None:
+        veh = np.array_split(np.arange(nveh), blocks)[block]
+        first = -(-(hour_ms - fleet.tx_phase_ms[veh]) // period)
+        last = -(-(hour_ms + HOUR_MS - fleet.tx_phase_ms[veh]) // period)
+        return veh, first, last - first
+    fit = max(1, (HOUR_MS - period) // period)  # messages that fit in one hour with slack
+    size = min(WINDOW, fit)
+    nwin = -(-records_per_hour // size)
+    sizes = np.full(nwin, size)
+    sizes[-1] = records_per_hour - size * (nwin - 1)
+    if nwin > nveh:
+        raise ValueError(f"{records_per_hour} records/hour needs {nwin} runs of {size} but only {nveh} vehicles")
+    veh = rng.choice(nveh, nwin, replace=False)
+    span = (sizes - 1) * period
+    start = hour_ms + rng.uniform(0, 1, nwin) * (HOUR_MS - span - period)
+    k0 = np.ceil((start - fleet.tx_phase_ms[veh]) / period).astype(np.int64)
+    return veh, k0, sizes
+
+
+def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, records_per_hour: int | None,
+                   block: int = 0, blocks: int = 1) -> Block:
+    period = _period_ms(rate_hz)
+    rng = np.random.default_rng([seed, 1, hour_ms // HOUR_MS, block])
+    veh, k0, sizes = _windows(hour_ms, fleet, period, records_per_hour, rng, block, blocks)
+    keep = sizes > 0
+    veh, k0, sizes = veh[keep], k0[keep], sizes[keep]
+    nwin = len(veh)
+    win = np.repeat(np.arange(nwin), sizes)
+    rec = np.arange(len(win)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # index within the run
+    v = veh[win]
+    k = k0[win] + rec
+    t_ms = fleet.tx_phase_ms[v] + k * period
+    # objects: runs (or vehicle blocks) split into up to OBJECTS_PER_HOUR files by start time
+    order_w = np.argsort(t_ms[np.cumsum(sizes) - sizes], kind="stable")
+    nobj = max(1, min(OBJECTS_PER_HOUR if records_per_hour else 1, nwin))
+    obj_of_win = np.empty(nwin, dtype=np.int64)
+    for o, ws in enumerate(np.array_split(order_w, nobj)):
+        obj_of_win[ws] = o
+    order = np.lexsort((v, t_ms, obj_of_win[win]))
+    win, rec, v, k, t_ms = win[order], rec[order], v[order], k[order], t_ms[order]
+    n = len(t_ms)
+
+    t_s = t_ms / 1000.0
+    odo, speed, accel = kinematics(fleet, v, t_s)
+    east, s = place(odo)
+    tlat, tlon = _on_line(east, s, "latlon_at")
+    tx, ty, _ = _on_line(east, s, "position_at")
+    heading = _heading_true(east, s, tlon)
+    # curvature from the heading change over +-15 m -> yaw rate, lateral acceleration, radius
+    ahead = _heading_true(east, np.minimum(s + 15.0, np.where(east, *_lengths())), tlon)
+    behind = _heading_true(east, np.maximum(s - 15.0, 0.0), tlon)
+    kappa = np.radians(np.mod(ahead - behind + 180.0, 360.0) - 180.0) / 30.0  # 1/m, + = right turn
+    yaw = np.degrees(kappa * speed)
+    accel_lat = speed**2 * kappa
+    radius = np.where(np.abs(kappa) > 1 / 2000.0, 1.0 / np.where(kappa == 0, 1.0, kappa), 0.0)
+    elev = elevation_m(tlon, odo)
+
+    # GPS noise along the error ellipse, clipped so the point stays within 15 m of the line
+    semi_major = np.round(rng.uniform(1.5, 4.0, n), 2)
+    semi_minor = np.round(semi_major * rng.uniform(0.55, 1.0, n), 2)
+    orient = np.round(rng.uniform(0, 360.0, n), 4)
+    a_, b_ = rng.normal(0, 1, n) * semi_major, rng.normal(0, 1, n) * semi_minor
+    th = np.radians(orient)
+    de, dn = a_ * np.sin(th) + b_ * np.cos(th), a_ * np.cos(th) - b_ * np.sin(th)
+    mag = np.hypot(de, dn)
+    shrink = np.minimum(1.0, MAX_NOISE_M / np.where(mag > 0, mag, 1.0))
+    de, dn = de * shrink, dn * shrink
+    m_per_deg_lat = 111_132.954 - 559.822 * np.cos(2 * np.radians(tlat))
+    m_per_deg_lon = 111_412.84 * np.cos(np.radians(tlat))
+    lat = np.round(tlat + dn / m_per_deg_lat, 7)
+    lon = np.round(tlon + de / m_per_deg_lon, 7)
+
+    # path history: true past positions relative to the reported position
+    span = np.clip(2.5 * period / 1000.0, 10.0, 60.0)
+    gaps = rng.uniform(0.5, 1.5, (n, CRUMBS))
+    c_time = np.round(np.cumsum(gaps, 1) / gaps.sum(1, keepdims=True) * span * rng.uniform(0.9, 1.0, (n, 1)), 2)
+    c_time = np.maximum(c_time, 0.01 * np.arange(1, CRUMBS + 1))
+    p_odo, _, _ = kinematics(fleet, np.repeat(v, CRUMBS), (t_s[:, None] - c_time).ravel())
+    p_east, p_s = place(p_odo)
+    p_lat, p_lon = _on_line(p_east, p_s, "latlon_at")
+    p_elev = elevation_m(p_lon, p_odo)
+    elev_r = np.round(elev, 1)
+    crumbs = {  # past = reported + CRUMB_SIGN * offset, the convention of real WYDOT records
+        "lat": np.round(CRUMB_SIGN * (p_lat.reshape(n, CRUMBS) - lat[:, None]), 7),
+        "lon": np.round(CRUMB_SIGN * (p_lon.reshape(n, CRUMBS) - lon[:, None]), 7),
+        "elev": np.round(CRUMB_SIGN * (p_elev.reshape(n, CRUMBS) - elev_r[:, None]), 1),
+        "time": c_time,
+    }
+
+    cols = {
+        "coreData_msgCnt": (k + fleet.cnt0[v]) % 128,
+        "coreData_id": fleet.ids[v],
+        "coreData_secMark": t_ms % 60_000,
+        "coreData_position_lat": lat,
+        "coreData_position_long": lon,
+        "coreData_elevation": elev_r,
+        "coreData_speed": np.round(np.round(speed / 0.02) * 0.02, 2),
+        "coreData_heading": np.round(np.mod(np.round(heading / 0.0125) * 0.0125, 360.0), 4),
+        "coreData_accelset_accelLong": np.round(accel, 2),
+        "coreData_accelset_accelLat": np.round(accel_lat, 2),
+        "coreData_accelset_accelVert": np.zeros(n),
+        "coreData_accelset_accelYaw": np.round(yaw, 2),
+        "coreData_accuracy_semiMajor": semi_major,
+        "coreData_accuracy_semiMinor": semi_minor,
+        "coreData_accuracy_orientation": orient,
+        "coreData_size_width": fleet.width[v],
+        "coreData_size_length": fleet.length[v],
+        "partII_pathPrediction_radiusOfCurve": np.round(radius, 1),
+        "partII_pathPrediction_confidence": np.where(radius == 0, 100.0, 90.0),
+    }
+    # bundle (log file) metadata, one stream per observed run
+    stream = rng.integers(0, 256, (nwin, 16), dtype=np.uint8)
+    bundle_id = rng.integers(1, 400, nwin)
+    delay_ms = rng.integers(2_000, 900_000, nwin)
+    run_start = fleet.tx_phase_ms[veh] + k0 * period
+    run_end = run_start + (sizes - 1) * period
+    lfn = np.char.add(np.char.add(np.char.add(b"bsmTx_", (run_start // 1000).astype("S10")),
+                                  b"_fe80%3A%3A226%3Aadff%3Afe05%3A"), fleet.tag[veh])
+    meta = {
+        "t_ms": t_ms,
+        "received_ms": run_end[win] + delay_ms[win] + rec,
+        "logFileName": np.char.add(lfn, b".csv")[win],
+        "streamId": _uuid_text(stream)[win],
+        "bundleSize": sizes[win],
+        "bundleId": bundle_id[win],
+        "recordId": rec,
+        "serialNumber": bundle_id[win] * sizes[win] + rec,
+    }
+    truth = {"true_lat": tlat, "true_long": tlon, "true_x": tx, "true_y": ty, "eastbound": east,
+             "chainage": s, "true_speed": speed}
+    # object keys: hour folder + real-style name with the UTC time of its first record
+    obj = obj_of_win[win]
+    bounds = np.flatnonzero(np.r_[True, obj[1:] != obj[:-1], True])
+    names = rng.integers(0, 256, (len(bounds) - 1, 16), dtype=np.uint8)
+    uuids = _uuid_text(names)
+    objects = []
+    hour = dt.datetime.fromtimestamp(hour_ms / 1000, dt.timezone.utc)
+    for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        first = dt.datetime.fromtimestamp(int(t_ms[a]) // 1000, dt.timezone.utc)
+        key = (f"{layout.hour_prefix('wydot', 'BSM', hour)}/usdot-its-cvpilot-bsm-public-{block + 1}-"
+               f"{first:%Y-%m-%d-%H-%M-%S}-{uuids[j].decode()}")
+        objects.append((key, int(a), int(b)))
+    return Block(cols, crumbs, meta, truth, objects)
+
+
+@functools.lru_cache(maxsize=None)
+def _lengths() -> tuple[float, float]:
+    return geo.load_centreline("eastbound").length, geo.load_centreline("westbound").length
+
+
+def _uuid_text(raw: np.ndarray) -> np.ndarray:
+    """(n, 16) random bytes -> S36 version-4 UUID texts."""
+    raw = raw.copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+    hexd = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    h = np.empty((len(raw), 32), dtype=np.uint8)
+    h[:, 0::2], h[:, 1::2] = hexd[raw >> 4], hexd[raw & 15]
+    dash = np.full((len(raw), 1), ord("-"), dtype=np.uint8)
+    out = np.concatenate([h[:, :8], dash, h[:, 8:12], dash, h[:, 12:16], dash, h[:, 16:20], dash, h[:, 20:]], axis=1)
+    return np.ascontiguousarray(out).view("S36").ravel()
+
+
+# --------------------------------------------------------------------------- column-wise NDJSON
+# A record is a fixed-width template row (constant JSON text) whose number fields are filled
+# column-wise from 4-digit lookup tables; NUL bytes mark unused field width and one
+# bytes.translate drops them. Rows are formatted in chunks that fit in cache.
+CHUNK_ROWS = 2048
+
+
+@functools.lru_cache(maxsize=None)
+def _tables_u32() -> tuple[np.ndarray, np.ndarray]:
+    """(zero-padded "0000".."9999", same with leading zeros as NUL but the last digit kept),
+    each as 10,000 uint32 so one gather fetches four characters."""
+    dig = np.array([f"{i:04d}" for i in range(10_000)], dtype="S4").view(np.uint8).reshape(10_000, 4)
+    lead = dig.copy()
+    for j in range(3):
+        lead[:, j] = np.where(np.arange(10_000) < 10 ** (3 - j), 0, lead[:, j])
+    return dig.copy().view(np.uint32).ravel(), lead.view(np.uint32).ravel()
+
+
+class _Table:
+    """table[idx] -> (n, 4) uint8 characters."""
+
+    def __init__(self, u32: np.ndarray):
+        self.u32 = u32
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return self.u32[idx].view(np.uint8).reshape(-1, 4)
+
+
+def _tables() -> tuple[_Table, _Table]:
+    dig, lead = _tables_u32()
+    return _Table(dig), _Table(lead)
+
+
+def _num(v: np.ndarray, int_digits: int, dec: int = 0, signed: bool = True) -> np.ndarray:
+    """Numbers as (n, w) ASCII with NUL padding, fixed `dec` decimals like ODE's
+    ("2202.0", "-0.0004572", "30.88"); no leading zeros."""
+    dig, lead = _tables()
+    v = np.asarray(v)
+    k = np.rint(np.abs(v.astype(np.float64)) * 10**dec).astype(np.int64) if dec or v.dtype.kind == "f" else np.abs(v).astype(np.int64)
+    ip, fp = (k // 10**dec, k % 10**dec) if dec else (k, None)
+    if ip.size and ip.max() >= 10**int_digits:
+        raise ValueError(f"value {v[np.argmax(ip)]} does not fit {int_digits} integer digits")
+    cols = []
+    if signed:
+        cols.append(np.where((v < 0) & (k > 0), ord("-"), 0).astype(np.uint8)[:, None])
+    nchunks = -(-int_digits // 4)
+    chunks = [(ip // 10 ** (4 * c)) % 10_000 for c in range(nchunks - 1, -1, -1)]  # most significant first
+    higher = np.zeros(len(k), dtype=bool)
+    for c, ch in enumerate(chunks):
+        width = int_digits - 4 * (nchunks - 1) if c == 0 else 4
+        last = c == nchunks - 1
+        block = lead[ch] if c == 0 else np.where(higher[:, None], dig[ch], lead[ch])
+        if not last:
+            block = np.where((block == ord("0")) & ~higher[:, None] & (ch == 0)[:, None], 0, block)
+        cols.append(block[:, 4 - width:])
+        higher |= ch > 0
+    if dec:
+        cols.append(np.full((len(k), 1), ord("."), dtype=np.uint8))
+        for c in range(-(-dec // 4) - 1, -1, -1):
+            width = min(4, dec - 4 * c)
+            cols.append(dig[(fp // 10 ** (4 * c)) % 10_000][:, 4 - width:])
+    return np.concatenate(cols, axis=1) if len(cols) > 1 else cols[0]
+
+
+def _text(a: np.ndarray) -> np.ndarray:
+    """Fixed-width bytes (numpy S, NUL-padded) -> (n, w) uint8."""
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint8).reshape(len(a), a.dtype.itemsize)
+
+
+def _iso(t_ms: np.ndarray) -> np.ndarray:
+    """Epoch ms -> (n, 24) 'YYYY-MM-DDTHH:MM:SS.mmmZ'."""
+    dig, _ = _tables()
+    t = EPOCH + t_ms.astype("timedelta64[ms]")
+    days = t.astype("M8[D]")
+    months = days.astype("M8[M]")
+    year = months.astype(np.int64) // 12 + 1970
+    month = months.astype(np.int64) % 12 + 1
+    day = (days - months).astype(np.int64) + 1
+    ms_day = (t - days).astype(np.int64)
+    two = lambda x: dig[x][:, 2:]  # noqa: E731
+    return _join([dig[year], b"-", two(month), b"-", two(day), b"T", two(ms_day // 3_600_000), b":",
+                  two(ms_day // 60_000 % 60), b":", two(ms_day // 1000 % 60), b".", dig[ms_day % 1000][:, 1:], b"Z"],
+                 len(t_ms))
+
+
+def _join(parts: list, n: int) -> np.ndarray:
+    """Concatenate constant bytes and (n, w) uint8 blocks column-wise into one (n, W) matrix."""
+    row = np.concatenate([np.frombuffer(p, dtype=np.uint8) if isinstance(p, bytes) else np.zeros(p.shape[1], np.uint8)
+                          for p in parts])
+    mat = np.empty((n, len(row)), dtype=np.uint8)
+    mat[:] = row
+    off = 0
+    for p in parts:
+        if isinstance(p, bytes):
+            off += len(p)
+        else:
+            mat[:, off:off + p.shape[1]] = p
+            off += p.shape[1]
+    return mat
+
+
+_BRAKES = (b'"brakes":{"wheelBrakes":{"leftFront":false,"rightFront":false,"unavailable":true,'
+           b'"leftRear":false,"rightRear":false},"traction":"unavailable","abs":"unavailable",'
+           b'"scs":"unavailable","brakeBoost":"unavailable","auxBrakes":"unavailable"}')
+
+
+def _record_parts(c: dict, m: dict, cr: dict) -> list:
+    """One v6 bsmTx record, key order as ODE writes it, as constant bytes and field blocks."""
+    lat, lon = _num(c["coreData_position_lat"], 2, 7), _num(c["coreData_position_long"], 3, 7)
+    elev, speed = _num(c["coreData_elevation"], 4, 1), _num(c["coreData_speed"], 2, 2, signed=False)
+    heading = _num(c["coreData_heading"], 3, 4, signed=False)
+    parts = [
+        b'{"metadata":{"bsmSource":"EV","logFileName":"', _text(m["logFileName"]),
+        b'","recordType":"bsmTx","securityResultCode":"success","receivedMessageDetails":{"locationData":{"latitude":"',
+        lat, b'","longitude":"', lon, b'","elevation":"', elev, b'","speed":"', speed, b'","heading":"', heading,
+        b'"},"rxSource":"NA"},"payloadType":"us.dot.its.jpo.ode.model.OdeBsmPayload","serialId":{"streamId":"',
+        _text(m["streamId"]), b'","bundleSize":', _num(m["bundleSize"], 5, signed=False),
+        b',"bundleId":', _num(m["bundleId"], 4, signed=False),
+        b',"recordId":', _num(m["recordId"], 5, signed=False), b',"serialNumber":', _num(m["serialNumber"], 9, signed=False),
+        b'},"odeReceivedAt":"', _iso(m["received_ms"]), b'","schemaVersion":6,"recordGeneratedAt":"', _iso(m["t_ms"]),
+        b'","recordGeneratedBy":"OBU","sanitized":false},"payload":{"dataType":"us.dot.its.jpo.ode.plugin.j2735.J2735Bsm",'
+        b'"data":{"coreData":{"msgCnt":', _num(c["coreData_msgCnt"], 3, signed=False), b',"id":"', _text(c["coreData_id"]),
+        b'","secMark":', _num(c["coreData_secMark"], 5, signed=False), b',"position":{"latitude":', lat,
+        b',"longitude":', lon, b',"elevation":', elev,
+        b'},"accelSet":{"accelLat":', _num(c["coreData_accelset_accelLat"], 2, 2),
+        b',"accelLong":', _num(c["coreData_accelset_accelLong"], 2, 2),
+        b',"accelVert":', _num(c["coreData_accelset_accelVert"], 1, 2),
+        b',"accelYaw":', _num(c["coreData_accelset_accelYaw"], 3, 2),
+        b'},"accuracy":{"semiMajor":', _num(c["coreData_accuracy_semiMajor"], 2, 2, signed=False),
+        b',"semiMinor":', _num(c["coreData_accuracy_semiMinor"], 2, 2, signed=False),
+        b',"orientation":', _num(c["coreData_accuracy_orientation"], 3, 4, signed=False),
+        b'},"transmission":"NEUTRAL","speed":', speed, b',"heading":', heading, b",", _BRAKES,
+        b',"size":{"width":', _num(c["coreData_size_width"], 4, signed=False),
+        b',"length":', _num(c["coreData_size_length"], 4, signed=False),
+        b'}},"partII":[{"id":"VehicleSafetyExtensions","value":{"pathHistory":{"crumbData":[',
+    ]
+    for j in range(CRUMBS):
+        parts += [b'{"elevationOffset":' if j == 0 else b',{"elevationOffset":', _num(cr["elev"][:, j], 3, 1),
+                  b',"latOffset":', _num(cr["lat"][:, j], 1, 7), b',"lonOffset":', _num(cr["lon"][:, j], 1, 7),
+                  b',"timeOffset":', _num(cr["time"][:, j], 3, 2, signed=False), b"}"]
+    parts += [b']},"pathPrediction":{"confidence":', _num(c["partII_pathPrediction_confidence"], 3, 1, signed=False),
+              b',"radiusOfCurve":', _num(c["partII_pathPrediction_radiusOfCurve"], 4, 1),
+              b"}}},", SUPPLEMENTAL[1:-1].encode(), b"]}}}\n"]
+    return parts
+
+
+def format_chunks(b: Block):
+    """Yield (NDJSON bytes, line lengths) for consecutive row chunks of the block."""
+    n = len(b.meta["t_ms"])
+    for a in range(0, n, CHUNK_ROWS):
+        z = min(n, a + CHUNK_ROWS)
+        sl = lambda d: {k: v[a:z] for k, v in d.items()}  # noqa: E731
+        mat = _join(_record_parts(sl(b.cols), sl(b.meta), sl(b.crumbs)), z - a)
+        yield mat.tobytes().translate(None, b"\x00"), np.count_nonzero(mat, axis=1)
+
+
+def format_lines(b: Block) -> tuple[bytes, np.ndarray]:
+    """The block's records as NDJSON bytes (one line each, in row order) and each line's length."""
+    parts = list(format_chunks(b))
+    if not parts:
+        return b"", np.zeros(0, np.int64)
+    return b"".join(p for p, _ in parts), np.concatenate([n for _, n in parts])
+
+
+# --------------------------------------------------------------------------- tables
+def to_table(b: Block) -> pa.Table:
+    """The block in the canonical BSM_SCHEMA, exactly what ingest makes of its NDJSON."""
+    c, m = b.cols, b.meta
+    n = len(m["t_ms"])
+    ts = pa.array(m["t_ms"], pa.timestamp("ms", tz="UTC"))
+    src = np.empty(n, dtype=object)
+    line = np.empty(n, dtype=np.int64)
+    for key, a, z in b.objects:
+        src[a:z] = key
+        line[a:z] = np.arange(1, z - a + 1)
+    cr = b.crumbs
+    flat = pa.StructArray.from_arrays(
+        [pa.array(cr["lat"].ravel()), pa.array(cr["lon"].ravel()), pa.array(cr["elev"].ravel()),
+         pa.array(cr["time"].ravel())], fields=list(CRUMB))
+    crumbs = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * CRUMBS), flat)
+    data = {
+        "metadata_generatedAt": ts,
+        "metadata_receivedAt": pa.array(m["received_ms"], pa.timestamp("ms", tz="UTC")),
+        "metadata_recordType": pa.array(np.full(n, "bsmTx")),
+        "metadata_schemaVersion": pa.array(np.full(n, 6, dtype=np.int8)),
+        "metadata_bsmSource": pa.array(np.full(n, "EV")),
+        "metadata_sanitized": pa.array(np.zeros(n, dtype=bool)),
+        "metadata_logFileName": pa.array(m["logFileName"].astype(str)),
+        "metadata_securityResultCode": pa.array(np.full(n, "success")),
+        "metadata_recordGeneratedBy": pa.array(np.full(n, "OBU")),
+        "metadata_payloadType": pa.array(np.full(n, "us.dot.its.jpo.ode.model.OdeBsmPayload")),
+        "metadata_serialId_streamId": pa.array(m["streamId"].astype(str)),
+        "metadata_serialId_bundleSize": m["bundleSize"],
+        "metadata_serialId_bundleId": m["bundleId"],
+        "metadata_serialId_recordId": m["recordId"],
+        "metadata_serialId_serialNumber": m["serialNumber"],
+        "metadata_rmd_latitude": c["coreData_position_lat"],
+        "metadata_rmd_longitude": c["coreData_position_long"],
+        "metadata_rmd_elevation": c["coreData_elevation"],
+        "metadata_rmd_speed": c["coreData_speed"],
+        "metadata_rmd_heading": c["coreData_heading"],
+        "metadata_rmd_rxSource": pa.array(np.full(n, "NA")),
+        **{k: (pa.array(v.astype(str)) if k == "coreData_id" else v) for k, v in c.items()},
+        "coreData_transmission": pa.array(np.full(n, "NEUTRAL")),
+        "coreData_brakes_wheelBrakes_leftFront": np.zeros(n, dtype=bool),
+        "coreData_brakes_wheelBrakes_rightFront": np.zeros(n, dtype=bool),
+        "coreData_brakes_wheelBrakes_leftRear": np.zeros(n, dtype=bool),
+        "coreData_brakes_wheelBrakes_rightRear": np.zeros(n, dtype=bool),
+        "coreData_brakes_wheelBrakes_unavailable": np.ones(n, dtype=bool),
+        **{f"coreData_brakes_{k}": pa.array(np.full(n, "unavailable")) for k in ("traction", "abs", "scs", "brakeBoost", "auxBrakes")},
+        "partII_pathHistory_crumbData": crumbs,
+        "partII_other": pa.array(np.full(n, SUPPLEMENTAL)),
+        "source_object": pa.array(src, pa.string()),
+        "source_line": line,
+    }
+    return conform(pa.table({k: (v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v)) for k, v in data.items()}))
+
+
+# --------------------------------------------------------------------------- drivers
+def _hours(start, days: int) -> list[int]:
+    t0 = layout.to_utc(start).replace(hour=0, minute=0, second=0, microsecond=0)
+    first = int(t0.timestamp() * 1000)
+    return [first + h * HOUR_MS for h in range(24 * days)]
+
+
+def _units(vehicles: int, rate_hz: float, records_per_hour: int | None, hours: list[int]) -> list[tuple[int, int, int]]:
+    """(hour_ms, block, blocks): continuous mode splits the fleet so a block stays <= BLOCK_ROWS."""
+    per_hour = vehicles * 3600 * rate_hz if records_per_hour is None else records_per_hour
+    blocks = max(1, min(vehicles, int(np.ceil(per_hour / BLOCK_ROWS)))) if records_per_hour is None else 1
+    return [(h, b, blocks) for h in hours for b in range(blocks)]
+
+
+def _simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour):
+    fleet = make_fleet(vehicles, rate_hz, seed)
+    for h, b, nb in _units(vehicles, rate_hz, records_per_hour, _hours(start, days)):
+        yield simulate_block(fleet, rate_hz, seed, h, records_per_hour, b, nb)
+
+
+def generate(start, days: int = 1, vehicles: int = 100, rate_hz: float = 0.1, seed: int = 7,
+             records_per_hour: int | None = None, truth: bool = False):
+    """The corpus in memory as one BSM_SCHEMA table (rows as written, `source_object` = the
+    relative key); with truth=True also a DataFrame of the true positions, row-aligned."""
+    blocks = list(_simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour))
+    table = pa.concat_tables([to_table(b) for b in blocks]) if blocks else BSM_SCHEMA.empty_table()
+    if not truth:
+        return table
+    return table, pd.DataFrame({k: np.concatenate([b.truth[k] for b in blocks]) for k in blocks[0].truth})
+
+
+def _write_unit(out: str, vehicles: int, rate_hz: float, seed: int, records_per_hour, unit) -> tuple[int, int]:
+    """Simulate one (hour, block) and stream its objects to disk chunk by chunk."""
+    h, b, nb = unit
+    blk = simulate_block(_fleet(vehicles, rate_hz, seed), rate_hz, seed, h, records_per_hour, b, nb)
+    objects = iter(blk.objects)
+    key, _, stop = next(objects, (None, 0, 0))
+    f, row = None, 0
+    try:
+        for blob, lengths in format_chunks(blk):
+            ends = np.r_[0, np.cumsum(lengths)]
+            i = 0  # row within this chunk
+            while i < len(lengths):
+                if f is None:
+                    path = Path(out) / key
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    f = open(path, "wb")
+                j = min(len(lengths), i + stop - row)
+                f.write(blob[ends[i]:ends[j]])
+                row += j - i
+                i = j
+                if row == stop:
+                    f.close()
+                    f = None
+                    key, _, stop = next(objects, (None, 0, 0))
+    finally:
+        if f is not None:
+            f.close()
+    return len(blk.meta["t_ms"]), len(blk.objects)
+
+
+@functools.lru_cache(maxsize=4)
+def _fleet(vehicles: int, rate_hz: float, seed: int) -> Fleet:
+    return make_fleet(vehicles, rate_hz, seed)
+
+
+def write_corpus(out, start, days: int = 1, vehicles: int = 100, rate_hz: float = 0.1, seed: int = 7,
+                 records_per_hour: int | None = None, progress: Callable[[str], None] | None = None,
+                 workers: int | None = None) -> dict:
+    """Write the corpus under `out` (bucket layout) and return the CLI summary. The bytes do not
+    depend on `workers` (default: all CPUs when there are more than ~100k records)."""
+    t0 = time.perf_counter()
+    if records_per_hour is not None and records_per_hour < 1:
+        raise ValueError("records_per_hour must be >= 1")
+    hours = _hours(start, days)
+    units = _units(vehicles, rate_hz, records_per_hour, hours)
+    per_hour = vehicles * 3600 * rate_hz if records_per_hour is None else records_per_hour
+    if workers is None:
+        workers = (os.cpu_count() or 1) if per_hour * len(hours) > 100_000 else 1
+    out = str(out)
+    fn = functools.partial(_write_unit, out, vehicles, rate_hz, seed, records_per_hour)
+    records = files = 0
+    if workers > 1 and len(units) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = pool.map(fn, units, chunksize=max(1, len(units) // (8 * workers)))
+            for i, (r, f) in enumerate(results, 1):
+                records, files = records + r, files + f
+                if progress and i % 24 == 0:
+                    progress(f"synth: {i}/{len(units)} hour blocks, {records:,} records")
+    else:
+        for i, u in enumerate(units, 1):
+            r, f = fn(u)
+            records, files = records + r, files + f
+            if progress and i % 24 == 0:
+                progress(f"synth: {i}/{len(units)} hour blocks, {records:,} records")
+    secs = time.perf_counter() - t0
+    return {"records": records, "valid": records, "quarantined": 0, "non_bsm": 0, "blank": 0,
+            "files": files, "seconds": round(secs, 3), "vehicles": vehicles, "hours": len(hours),
+            "records_per_s": round(records / secs) if secs > 0 else None}
