@@ -156,7 +156,7 @@ class Centreline:
                 np.minimum(best, self._segment_distance(px, py, seg), out=best)
         return best, dk[:, -1] > best + SAMPLE_SPACING_M / 2
 
-    def distance(self, x, y, k: int = 4) -> np.ndarray:
+    def distance(self, x, y, k: int = 5) -> np.ndarray:
         """Exact distance (m) of local points to the polyline, vectorized: k-nearest index
         samples with a proof check; points failing it (far from the road) retry with more
         candidates, then brute force over all segments."""
@@ -168,7 +168,7 @@ class Centreline:
         px, py = x.ravel()[rows], y.ravel()[rows]
         res = np.empty(px.shape)
         todo = np.arange(len(px))
-        for kk in (k, 64):
+        for kk in (k, 3 * k, 64):
             if not len(todo):
                 break
             best, proven = self._candidates(px[todo], py[todo], min(kk, len(self.sample_seg)))
