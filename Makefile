@@ -11,6 +11,7 @@ export JUPYTER_DATA_DIR := $(CURDIR)/.cache/jupyter
 export MPLCONFIGDIR     := $(CURDIR)/.cache/matplotlib
 export NUMBA_CACHE_DIR  := $(CURDIR)/.cache/numba
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+$(shell mkdir -p $(IPYTHONDIR) $(JUPYTER_DATA_DIR) $(MPLCONFIGDIR) $(NUMBA_CACHE_DIR))
 
 .PHONY: help install test pipeline bench lab synth-data clean
 
