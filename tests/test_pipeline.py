@@ -118,9 +118,10 @@ def test_pipeline_artefacts_hold_sensible_values(tiny_run):
     assert set(metrics["f1"]) == set(params.model.detectors)
     assert list((run_dir / "05_train" / "models").glob("*.joblib"))
 
-    for png in run_dir.rglob("*.png"):
-        _png_ok(png)
-    assert len(list(run_dir.rglob("*.png"))) >= 10
+    declared = {f"{st.name}/{o}" for st in pipeline.STAGES for o in st.outputs if o.endswith(".png")}
+    assert {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*.png")} == declared
+    for png in declared:
+        _png_ok(run_dir / png)
 
 
 def test_failing_stage_stops_the_run_and_names_its_notebook(tmp_path):
