@@ -61,8 +61,17 @@ class SklearnDetector:
         return self
 
     def score(self, X: pd.DataFrame) -> np.ndarray:
-        with _one_omp_thread():
-            proba = self.estimator.predict_proba(X[self.features].to_numpy(float))
+        # one thread: a forest summed by parallel threads adds its trees in a racy order,
+        # so the last bits of a score (and PR-AUC ties) would change from run to run
+        n_jobs = self.estimator.get_params().get("n_jobs")
+        if n_jobs not in (None, 1):
+            self.estimator.set_params(n_jobs=1)
+        try:
+            with _one_omp_thread():
+                proba = self.estimator.predict_proba(X[self.features].to_numpy(float))
+        finally:
+            if n_jobs not in (None, 1):
+                self.estimator.set_params(n_jobs=n_jobs)
         classes = list(self.estimator.classes_)
         return proba[:, classes.index(True)] if True in classes else np.zeros(len(X))
 
