@@ -86,3 +86,25 @@ def test_cli_experiment_on_the_synthetic_corpus(tmp_path):
     assert all(0 <= v <= 1 for d in summary["f1"].values() for v in d.values())
     assert "summary" in summary["quality_bar"] and summary["share"] == 0.3
     assert (out / "results.parquet").exists() and (out / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("share", [0.05, 0.3])
+def test_each_share_draws_attackers_first_then_a_stratified_vehicle_split(share):
+    from wydot_lab.frames import ID, to_frame
+
+    frame = to_frame(bsm_frames.corridor(vehicles=60, msgs=4, seed=3))
+    p = _params()
+    attackers, train, test = experiment.split_for_share(frame, p, share)
+    assert set(attackers) == set(experiment.draw_attackers(frame[ID], p, share))  # same draw, made before the split
+    assert not set(train[ID]) & set(test[ID]) and len(train) + len(test) == len(frame)
+    assert set(train[ID]) & set(attackers) and set(test[ID]) & set(attackers)  # attackers on both sides
+
+
+def test_scores_file_holds_every_test_message_score(corpus, tmp_path):
+    p = _params()
+    results = experiment.run(p, tmp_path, table=corpus)
+    scores = pd.read_parquet(tmp_path / "scores.parquet")
+    msg = results[results["level"] == "message"]
+    per_run = scores.groupby(["share", "attack", "detector"]).size()
+    assert (per_run.to_numpy() == msg.sort_values(["share", "attack", "detector"])["n"].to_numpy()).all()
+    assert scores["score"].notna().all() and set(scores["detector"]) == set(p.model.detectors)

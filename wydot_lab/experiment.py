@@ -96,6 +96,20 @@ def draw_attackers(ids: Any, params: config.Params, share: float) -> np.ndarray:
     return attacks.choose_attackers(ids, share, np.random.default_rng([params.attacks.seed, int(round(share * 1e6))]))
 
 
+def split_for_share(frame: pd.DataFrame, params: config.Params, share: float
+                    ) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """(attackers, clean train rows, clean test rows) of one attacker share.
+
+    Attackers are drawn first, over all vehicles; the vehicle-disjoint split is then
+    stratified on them, so even at 5% both sides hold attackers (an unstratified split
+    of ~100 vehicles left the test side without any, and every 5% score undefined)."""
+    attackers = draw_attackers(frame[ID], params, share)
+    marked = frame[[ID, TIME]].assign(is_attacker=frame[ID].isin(attackers).to_numpy())
+    m = params.model
+    train, test = models.split(marked, m.test_share, m.seed, by_day=m.split == "vehicle_day")
+    return attackers, frame.loc[train.index], frame.loc[test.index]
+
+
 def _specs(params: config.Params) -> list[dict]:
     specs = [k.model_dump() for k in params.attacks.kinds] or attacks.default_matrix()
     labels = [attacks.label(s) for s in specs]
@@ -125,16 +139,15 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
     for d in m.detectors:
         models.make_detector(d, m)  # fail early on an unknown detector
     by_day = m.split == "vehicle_day"
-    train_clean, test_clean = models.split(frame, m.test_share, m.seed, by_day=by_day)
-    train_ids, test_ids = set(train_clean[ID]), set(test_clean[ID])
-    train_rows, test_rows = train_clean.index, test_clean.index
-    _say(progress, f"experiment: {len(frame)} records, {frame[ID].nunique()} vehicles "
-                   f"({len(train_ids)} train / {len(test_ids)} test), {len(specs)} attacks x "
+    _say(progress, f"experiment: {len(frame)} records, {frame[ID].nunique()} vehicles, {len(specs)} attacks x "
                    f"{len(m.detectors)} detectors x {len(shares)} shares")
-    rows, imps = [], []
+    rows, imps, scores = [], [], []
     with _scheduler(params.dask) as sched:
         for si, share in enumerate(shares):
-            attackers = draw_attackers(frame[ID], params, share)
+            attackers, train_clean, test_clean = split_for_share(frame, params, share)
+            train_rows, test_rows = train_clean.index, test_clean.index
+            _say(progress, f"  share {share:g}: {len(attackers)} attackers; {train_clean[ID].nunique()} train / "
+                           f"{test_clean[ID].nunique()} test vehicles")
             for spec in specs:
                 lab = attacks.label(spec)
                 attacked = attacks.apply(frame, spec, attackers, attack_rng(params.attacks.seed, lab, share))
@@ -149,6 +162,12 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
                 for det_name in m.detectors:
                     det = models.make_detector(det_name, m).fit(train, train["is_attack"].to_numpy(bool))
                     res = models.evaluate(det, test)
+                    scores.append(pd.DataFrame({
+                        "share": share, "attack": lab, "detector": det_name,
+                        ID: test[ID].to_numpy(), TIME: test[TIME].to_numpy(),
+                        "is_attack": test["is_attack"].to_numpy(bool),
+                        "is_attack_cond": test["is_attack_cond"].to_numpy(bool),
+                        "score": det.score(test)}))
                     for level in LEVELS:
                         rows.append({**base, "detector": det_name, "level": level,
                                      **{k: res[level][k] for k in METRICS}})
@@ -164,6 +183,8 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
     results = pd.DataFrame(rows)
     _write(out, params, results, pd.DataFrame(imps, columns=["share", "attack", "detector", "feature",
                                                              "importance"]))
+    # every test message's score, so PR curves and thresholds can be drawn without re-running
+    pd.concat(scores, ignore_index=True).to_parquet(out / "scores.parquet", index=False)
     return results
 
 

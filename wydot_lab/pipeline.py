@@ -51,7 +51,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("04_attack_sim", inputs={"records_path": ("01_explore", "records.parquet")},
           outputs=("attacked.parquet", "attack_summary.csv", "attack_map.png", "attack_zoom.png")),
     Stage("05_train", inputs={"records_path": ("01_explore", "records.parquet")},
-          outputs=("metrics.json", "results.parquet", "importances.parquet", "models", "confusion_matrix.png",
+          outputs=("metrics.json", "results.parquet", "scores.parquet", "importances.parquet", "models", "confusion_matrix.png",
                    "pr_curves.png", "feature_importance.png")),
 )
 
