@@ -199,3 +199,41 @@ def test_continuous_mode_every_vehicle_every_hour():
 def test_too_many_runs_for_the_fleet_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="vehicles"):
         synth.write_corpus(tmp_path, "2021-04-01", days=1, vehicles=2, rate_hz=0.1, seed=1, records_per_hour=100)
+
+
+@pytest.mark.parametrize("int_digits,dec,signed", [(1, 7, True), (4, 1, True), (3, 2, False), (9, 0, False), (4, 0, True)])
+def test_number_formatter_matches_python_formatting(int_digits, dec, signed):
+    """The table-driven formatter spells every value as f"{x:.{dec}f}" (no "-0"), at any width mix."""
+    rng = np.random.default_rng([int_digits, dec])
+    top = 10.0**int_digits
+    mag = np.r_[0.0, 10.0 ** -dec / 3, 0.5, 9.0, 10.0, 999.0, 1000.0, 9999.0, 12_345.0,
+                top - 10.0**-dec, rng.uniform(0, top, 300), 10.0 ** rng.uniform(-dec, int_digits, 300)]
+    v = np.round(mag[mag < top - 10.0**-dec / 2], dec)
+    if not dec:
+        v = v.astype(np.int64)
+    if signed:
+        v = np.r_[v, -v, -0.0 * v[:1]] if dec else np.r_[v, -v]
+    row, slots = synth._template([b"<", synth._num(v, int_digits, dec, signed), b">\n"])
+    mat = np.tile(row, (len(v), 1))
+    for off, blk in slots:
+        mat[:, off:off + blk.shape[1]] = blk
+    got = mat.tobytes().replace(b"\x00", b"").decode().splitlines()
+    want = [f"<{x:.{dec}f}>".replace("<-0.", "<0.").replace("<-0>", "<0>") if float(x) > -10.0**-dec / 2
+            else f"<{x:.{dec}f}>" for x in v.tolist()]
+    assert got == want
+    with pytest.raises(ValueError, match="does not fit"):
+        synth._num(np.array([10.0**int_digits]), int_digits, dec, signed)
+
+
+def test_bucket_locate_equals_the_binary_search():
+    """synth's gather-based chainage lookup gives Centreline._locate's answer exactly, also at
+    the line ends, beyond them, on vertices and on bucket edges."""
+    rng = np.random.default_rng(3)
+    for east, d in ((True, "eastbound"), (False, "westbound")):
+        c = geo.load_centreline(d)
+        s = np.r_[-5.0, 0.0, c.length, c.length + 1.0, c.chainage, np.nextafter(c.chainage, -1.0),
+                  np.arange(0, c.length, synth.BUCKET_M), rng.uniform(0, c.length, 20_000)]
+        i, t = synth._locate(np.full(s.shape, east), s)
+        ref_i, ref_t = c._locate(s)
+        assert np.array_equal(i - (0 if east else synth._lines().offset), ref_i)
+        assert np.array_equal(t, ref_t)

@@ -117,13 +117,32 @@ def _period_ms(rate_hz: float) -> int:
 def kinematics(fleet: Fleet, v: np.ndarray, t_s: np.ndarray):
     """(odometer m, speed m/s, acceleration m/s^2) of vehicles v at seconds t_s since the epoch:
     the speed's two sinusoids integrate in closed form."""
-    w = 2 * np.pi / fleet.period[v]  # (n, 2)
-    arg = w * t_s[..., None] + fleet.phase[v]
+    w, arg, c = _phase(fleet, v, t_s)
     a = fleet.amp[v]
-    speed = fleet.v_mean[v] + (a * np.sin(arg)).sum(-1)
-    odo = fleet.u0[v] + fleet.v_mean[v] * t_s + (a / w * (np.cos(fleet.phase[v]) - np.cos(arg))).sum(-1)
-    accel = (a * w * np.cos(arg)).sum(-1)
-    return odo, speed, accel
+    s = a * np.sin(arg)
+    speed = fleet.v_mean[v] + (s[..., 0] + s[..., 1])
+    acc = a * w * c
+    return _odometer(fleet, v, t_s, w, c), speed, acc[..., 0] + acc[..., 1]
+
+
+def _phase(fleet: Fleet, v: np.ndarray, t_s: np.ndarray):
+    """(angular frequency, phase angle, its cosine), each t_s.shape + (2,); v indexes t_s's
+    first axis. cos is computed once and shared."""
+    extra = (None,) * (t_s.ndim - 1)
+    w = (2 * np.pi / fleet.period)[v][(slice(None), *extra)]
+    arg = w * t_s[..., None] + fleet.phase[v][(slice(None), *extra)]
+    return w, arg, np.cos(arg)
+
+
+def _odometer(fleet: Fleet, v: np.ndarray, t_s: np.ndarray, w=None, c=None) -> np.ndarray:
+    """Odometer only (path-history crumbs need no speed or acceleration), same arithmetic as
+    kinematics; per-vehicle constants are computed per vehicle, then gathered."""
+    if w is None:
+        w, _, c = _phase(fleet, v, t_s)
+    extra = (slice(None), *(None,) * (t_s.ndim - 1))
+    per_v = (fleet.amp / (2 * np.pi / fleet.period))[v][extra]
+    d = per_v * (np.cos(fleet.phase)[v][extra] - c)
+    return fleet.u0[v][extra] + fleet.v_mean[v][extra] * t_s + (d[..., 0] + d[..., 1])
 
 
 def place(odo: np.ndarray):
@@ -135,18 +154,70 @@ def place(odo: np.ndarray):
     return east, np.where(east, p, p - le)
 
 
-def _on_line(east: np.ndarray, s: np.ndarray, what: str):
-    """Evaluate Centreline.<what>(s) per row on the row's own carriageway."""
-    outs = None
-    for d, m in (("eastbound", east), ("westbound", ~east)):
-        if not m.any():
-            continue
-        vals = getattr(geo.load_centreline(d), what)(s[m])
-        if outs is None:
-            outs = [np.empty(s.shape) for _ in vals]
-        for o, v in zip(outs, vals):
-            o[m] = v
-    return outs
+@dataclass(frozen=True)
+class _Lines:
+    """Both carriageways' vertex arrays end to end (eastbound, a pad vertex, westbound, a pad
+    vertex), so one gather serves rows of either direction; per-segment arrays are indexed by
+    their first vertex. `bucket` maps chainage // BUCKET_M (westbound: + `wbucket`) to the last
+    vertex at or before the bucket's start: a search that costs a gather, not a binary search."""
+
+    offset: int  # index of the first westbound vertex
+    last: tuple  # index of the last segment of each direction
+    length: tuple  # metres, eastbound and westbound
+    wbucket: int
+    chainage: np.ndarray  # +inf at the pad vertices stops the forward search
+    bucket: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    ux: np.ndarray
+    uy: np.ndarray
+    bearing: np.ndarray
+
+
+BUCKET_M = 25.0
+
+
+@functools.lru_cache(maxsize=None)
+def _lines() -> _Lines:
+    e, w = geo.load_centreline("eastbound"), geo.load_centreline("westbound")
+    off = len(e.x) + 1
+    cat = lambda a, b, pad: np.r_[a, pad, b, pad]  # noqa: E731
+    ux, uy = cat(e.ux, w.ux, [0.0, 0.0]), cat(e.uy, w.uy, [0.0, 0.0])
+    buckets = [np.searchsorted(c.chainage, np.arange(int(c.length // BUCKET_M) + 2) * BUCKET_M, side="right") - 1 + o
+               for c, o in ((e, 0), (w, off))]
+    return _Lines(off, (len(e.x) - 2, off + len(w.x) - 2), (e.length, w.length), len(buckets[0]),
+                  cat(e.chainage, w.chainage, np.inf), np.concatenate(buckets),
+                  cat(e.lat, w.lat, np.nan), cat(e.lon, w.lon, np.nan), cat(e.x, w.x, np.nan), cat(e.y, w.y, np.nan),
+                  ux, uy, geo.bearing_deg(ux, uy))
+
+
+def _locate(east: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(vertex index into _lines(), fraction along its segment) of chainage s on each row's own
+    carriageway: the answer of Centreline._locate (binary search), bit for bit, found by a
+    bucket lookup plus a short vectorized forward walk."""
+    ln = _lines()
+    ch = ln.chainage
+    s = np.clip(s, 0.0, np.where(east, *ln.length))
+    b = (s * (1.0 / BUCKET_M)).astype(np.int64) - 1  # one bucket back: rounding can never overshoot
+    np.maximum(b, 0, out=b)
+    b[~east] += ln.wbucket
+    i = ln.bucket[b]
+    rows = np.arange(len(s))
+    while len(rows):  # advance while the next vertex is still at or before s
+        step = ch[i[rows] + 1] <= s[rows]
+        rows = rows[step]
+        i[rows] += 1
+    np.minimum(i, np.where(east, *ln.last), out=i)
+    seg = ch[i + 1] - ch[i]
+    return i, np.where(seg > 0, (s - ch[i]) / np.where(seg > 0, seg, 1.0), 0.0)
+
+
+def _latlon(i: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centreline.latlon_at given _locate's answer."""
+    ln = _lines()
+    return ln.lat[i] + t * (ln.lat[i + 1] - ln.lat[i]), ln.lon[i] + t * (ln.lon[i + 1] - ln.lon[i])
 
 
 def elevation_m(lon: np.ndarray, odo: np.ndarray) -> np.ndarray:
@@ -154,9 +225,10 @@ def elevation_m(lon: np.ndarray, odo: np.ndarray) -> np.ndarray:
     return np.interp(lon, _ELEV_LON, _ELEV_M) + 12.0 * np.sin(odo / 2500.0) + 5.0 * np.sin(odo / 700.0)
 
 
-def _heading_true(east, s, lon) -> np.ndarray:
-    _, _, b = _on_line(east, s, "position_at")
-    return np.mod(b + geo.convergence_deg(lon), 360.0)
+def _heading_true(east, s, convergence) -> np.ndarray:
+    """True bearing of travel (the carriageway's segment bearing + meridian convergence)."""
+    i, _ = _locate(east, s)
+    return np.mod(_lines().bearing[i] + convergence, 360.0)
 
 
 # --------------------------------------------------------------------------- one block of messages
@@ -219,12 +291,15 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
     t_s = t_ms / 1000.0
     odo, speed, accel = kinematics(fleet, v, t_s)
     east, s = place(odo)
-    tlat, tlon = _on_line(east, s, "latlon_at")
-    tx, ty, _ = _on_line(east, s, "position_at")
-    heading = _heading_true(east, s, tlon)
+    i, frac = _locate(east, s)
+    tlat, tlon = _latlon(i, frac)
+    ln = _lines()
+    tx, ty = ln.x[i] + frac * ln.ux[i], ln.y[i] + frac * ln.uy[i]
+    conv = geo.convergence_deg(tlon)
+    heading = np.mod(ln.bearing[i] + conv, 360.0)
     # curvature from the heading change over +-15 m -> yaw rate, lateral acceleration, radius
-    ahead = _heading_true(east, np.minimum(s + 15.0, np.where(east, *_lengths())), tlon)
-    behind = _heading_true(east, np.maximum(s - 15.0, 0.0), tlon)
+    ahead = _heading_true(east, np.minimum(s + 15.0, np.where(east, *_lengths())), conv)
+    behind = _heading_true(east, np.maximum(s - 15.0, 0.0), conv)
     kappa = np.radians(np.mod(ahead - behind + 180.0, 360.0) - 180.0) / 30.0  # 1/m, + = right turn
     yaw = np.degrees(kappa * speed)
     accel_lat = speed**2 * kappa
@@ -251,9 +326,8 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
     gaps = rng.uniform(0.5, 1.5, (n, CRUMBS))
     c_time = np.round(np.cumsum(gaps, 1) / gaps.sum(1, keepdims=True) * span * rng.uniform(0.9, 1.0, (n, 1)), 2)
     c_time = np.maximum(c_time, 0.01 * np.arange(1, CRUMBS + 1))
-    p_odo, _, _ = kinematics(fleet, np.repeat(v, CRUMBS), (t_s[:, None] - c_time).ravel())
-    p_east, p_s = place(p_odo)
-    p_lat, p_lon = _on_line(p_east, p_s, "latlon_at")
+    p_odo = _odometer(fleet, v, t_s[:, None] - c_time).ravel()
+    p_lat, p_lon = _latlon(*_locate(*place(p_odo)))
     p_elev = elevation_m(p_lon, p_odo)
     elev_r = np.round(elev, 1)
     crumbs = {  # past = reported + CRUMB_SIGN * offset, the convention of real WYDOT records
@@ -338,67 +412,98 @@ def _uuid_text(raw: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- column-wise NDJSON
-# A record is a fixed-width template row (constant JSON text) whose number fields are filled
-# column-wise from 4-digit lookup tables; NUL bytes mark unused field width and one
-# bytes.translate drops them. Rows are formatted in chunks that fit in cache.
-CHUNK_ROWS = 2048
+# A record is a fixed-width template row (the constant JSON text) with a slot per field. Each
+# field is formatted once for the whole block, column-wise, from a 4-digit lookup table; NUL
+# bytes pad a number on its left only where it is shorter than the widest value of the block,
+# so few NULs remain, and one bytes.replace per chunk (cost ~ number of NULs) drops them.
+# Chunks of rows keep the template matrix in cache.
+CHUNK_ROWS = 1024
+_MINUS, _DOT = ord("-"), ord(".")
 
 
 @functools.lru_cache(maxsize=None)
-def _tables_u32() -> tuple[np.ndarray, np.ndarray]:
-    """(zero-padded "0000".."9999", same with leading zeros as NUL but the last digit kept),
-    each as 10,000 uint32 so one gather fetches four characters."""
-    dig = np.array([f"{i:04d}" for i in range(10_000)], dtype="S4").view(np.uint8).reshape(10_000, 4)
-    lead = dig.copy()
-    for j in range(3):
-        lead[:, j] = np.where(np.arange(10_000) < 10 ** (3 - j), 0, lead[:, j])
-    return dig.copy().view(np.uint32).ravel(), lead.view(np.uint32).ravel()
+def _digit_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """4-character lookup tables as uint32 (one gather fetches four characters), index i:
+    DIG "0000".."9999"; LEAD the same with leading zeros as NUL (last digit kept); LEAD0 also
+    0 -> all NUL; SIGNED = LEAD for i < 10,000 and "-" + LEAD digits of i - 10,000 below 1,000
+    for i >= 10,000; WIDTH = characters (non-NUL) of each SIGNED entry."""
+    i = np.arange(20_000)
+    dig = np.array([f"{x:04d}" for x in range(10_000)], dtype="S4").view(np.uint8).reshape(-1, 4)
+    signed = np.array([f"{x:>4d}" if x < 10_000 else f"-{x - 10_000}"[:4].rjust(4) for x in i], dtype="S4")
+    signed = np.where(signed.view(np.uint8) == ord(" "), 0, signed.view(np.uint8)).astype(np.uint8).reshape(-1, 4)
+    lead0 = signed[:10_000].copy()
+    lead0[0, 3] = 0
+    width = np.count_nonzero(signed, axis=1).astype(np.uint8)
+    u32 = lambda a: np.ascontiguousarray(a).view(np.uint32).ravel()  # noqa: E731
+    return u32(dig), u32(signed[:10_000]), u32(lead0), u32(signed), width
 
 
-class _Table:
-    """table[idx] -> (n, 4) uint8 characters."""
-
-    def __init__(self, u32: np.ndarray):
-        self.u32 = u32
-
-    def __getitem__(self, idx) -> np.ndarray:
-        return self.u32[idx].view(np.uint8).reshape(-1, 4)
+def _chars(quads: np.ndarray, start: int = 0) -> np.ndarray:
+    """(n,) uint32 from a table -> (n, 4 - start) uint8 characters."""
+    return quads.view(np.uint8).reshape(-1, 4)[:, start:]
 
 
-def _tables() -> tuple[_Table, _Table]:
-    dig, lead = _tables_u32()
-    return _Table(dig), _Table(lead)
+def _digits(k: np.ndarray, width: int) -> np.ndarray:
+    """Non-negative ints below 10**width -> (n, width) zero-padded ASCII digits."""
+    dig = _digit_tables()[0]
+    nch = -(-width // 4)
+    quads = np.empty((len(k), nch), dtype=np.uint32)
+    for c in range(nch):  # c = 0: the lowest four digits
+        q = k // 10 ** (4 * c) if c else k
+        quads[:, nch - 1 - c] = dig[q % 10_000 if c < nch - 1 else q]
+    return quads.view(np.uint8)[:, 4 * nch - width:]
 
 
-def _num(v: np.ndarray, int_digits: int, dec: int = 0, signed: bool = True) -> np.ndarray:
-    """Numbers as (n, w) ASCII with NUL padding, fixed `dec` decimals like ODE's
-    ("2202.0", "-0.0004572", "30.88"); no leading zeros."""
-    dig, lead = _tables()
-    v = np.asarray(v)
-    k = np.rint(np.abs(v.astype(np.float64)) * 10**dec).astype(np.int64) if dec or v.dtype.kind == "f" else np.abs(v).astype(np.int64)
-    ip, fp = (k // 10**dec, k % 10**dec) if dec else (k, None)
-    if ip.size and ip.max() >= 10**int_digits:
+def _int_part(ip: np.ndarray, neg, int_digits: int, v: np.ndarray) -> list:
+    """Integer parts (>= 0) with a "-" where neg, no leading zeros, as field blocks no wider than
+    this batch needs (NUL pads the left)."""
+    dig, lead, lead0, signed, width = _digit_tables()
+    top = int(ip.max()) if len(ip) else 0
+    if top >= 10**int_digits:
         raise ValueError(f"value {v[np.argmax(ip)]} does not fit {int_digits} integer digits")
-    cols = []
-    if signed:
-        cols.append(np.where((v < 0) & (k > 0), ord("-"), 0).astype(np.uint8)[:, None])
-    nchunks = -(-int_digits // 4)
-    chunks = [(ip // 10 ** (4 * c)) % 10_000 for c in range(nchunks - 1, -1, -1)]  # most significant first
-    higher = np.zeros(len(k), dtype=bool)
-    for c, ch in enumerate(chunks):
-        width = int_digits - 4 * (nchunks - 1) if c == 0 else 4
-        last = c == nchunks - 1
-        block = lead[ch] if c == 0 else np.where(higher[:, None], dig[ch], lead[ch])
-        if not last:
-            block = np.where((block == ord("0")) & ~higher[:, None] & (ch == 0)[:, None], 0, block)
-        cols.append(block[:, 4 - width:])
-        higher |= ch > 0
-    if dec:
-        cols.append(np.full((len(k), 1), ord("."), dtype=np.uint8))
-        for c in range(-(-dec // 4) - 1, -1, -1):
-            width = min(4, dec - 4 * c)
-            cols.append(dig[(fp // 10 ** (4 * c)) % 10_000][:, 4 - width:])
-    return np.concatenate(cols, axis=1) if len(cols) > 1 else cols[0]
+    if neg is not None and not neg.any():
+        neg = None
+    if top < 1_000 or (neg is None and top < 10_000):  # one gather does it all (the usual case)
+        idx = ip if neg is None else ip + neg * 10_000
+        return [_chars(signed[idx], 4 - int(width[idx].max()) if len(idx) else 3)]
+    parts = [] if neg is None else [np.where(neg, _MINUS, 0).astype(np.uint8)[:, None]]  # NULs between "-" and digits go
+    nd = len(str(top))
+    nq = -(-nd // 4)
+    higher = None
+    for c in range(nq - 1, -1, -1):  # most significant quad first
+        q = ip // 10 ** (4 * c) if c else ip
+        q = q % 10_000 if c < nq - 1 else q
+        if c == nq - 1:
+            quads = (lead0 if c else lead)[q]
+        else:
+            quads = np.where(higher, dig[q], (lead0 if c else lead)[q])
+        higher = q > 0 if higher is None else higher | (q > 0)
+        parts.append(_chars(quads, 4 - (nd - 4 * (nq - 1)) if c == nq - 1 else 0))
+    return parts
+
+
+def _num(v: np.ndarray, int_digits: int, dec: int = 0, signed: bool = True) -> list:
+    """Numbers as record parts with fixed `dec` decimals like ODE's ("2202.0", "-0.0004572",
+    "30.88"), no leading zeros: integer part blocks, b".", fraction blocks. `int_digits` is
+    the most the field may need (a guard)."""
+    v = np.asarray(v)
+    if dec or v.dtype.kind == "f":
+        k = np.rint(v.astype(np.float64, copy=False) * 10**dec).astype(np.int64)  # = rint(|v| * 10**dec) with v's sign
+    else:
+        k = v.astype(np.int64)
+    neg = k < 0 if signed else None
+    np.abs(k, out=k)
+    if not dec:
+        return _int_part(k, neg, int_digits, v)
+    ip = k // 10**dec
+    fp = k - ip * 10**dec
+    dig = _digit_tables()[0]
+    if dec <= 4:
+        frac = [_chars(dig[fp], 4 - dec)]
+    else:
+        hi = fp // 10_000
+        frac = [_chars(dig[hi], 8 - dec), _chars(dig[fp - hi * 10_000])]
+    return [*_int_part(ip, neg, int_digits, v), b".", *frac]
 
 
 def _text(a: np.ndarray) -> np.ndarray:
@@ -407,36 +512,17 @@ def _text(a: np.ndarray) -> np.ndarray:
     return a.view(np.uint8).reshape(len(a), a.dtype.itemsize)
 
 
-def _iso(t_ms: np.ndarray) -> np.ndarray:
-    """Epoch ms -> (n, 24) 'YYYY-MM-DDTHH:MM:SS.mmmZ'."""
-    dig, _ = _tables()
+def _iso(t_ms: np.ndarray) -> list:
+    """Epoch ms -> record parts spelling 'YYYY-MM-DDTHH:MM:SS.mmmZ'."""
     t = EPOCH + t_ms.astype("timedelta64[ms]")
     days = t.astype("M8[D]")
     months = days.astype("M8[M]")
-    year = months.astype(np.int64) // 12 + 1970
-    month = months.astype(np.int64) % 12 + 1
-    day = (days - months).astype(np.int64) + 1
+    m = months.astype(np.int64)
+    ymd = _digits((m // 12 + 1970) * 10_000 + (m % 12 + 1) * 100 + (days - months).astype(np.int64) + 1, 8)
     ms_day = (t - days).astype(np.int64)
-    two = lambda x: dig[x][:, 2:]  # noqa: E731
-    return _join([dig[year], b"-", two(month), b"-", two(day), b"T", two(ms_day // 3_600_000), b":",
-                  two(ms_day // 60_000 % 60), b":", two(ms_day // 1000 % 60), b".", dig[ms_day % 1000][:, 1:], b"Z"],
-                 len(t_ms))
-
-
-def _join(parts: list, n: int) -> np.ndarray:
-    """Concatenate constant bytes and (n, w) uint8 blocks column-wise into one (n, W) matrix."""
-    row = np.concatenate([np.frombuffer(p, dtype=np.uint8) if isinstance(p, bytes) else np.zeros(p.shape[1], np.uint8)
-                          for p in parts])
-    mat = np.empty((n, len(row)), dtype=np.uint8)
-    mat[:] = row
-    off = 0
-    for p in parts:
-        if isinstance(p, bytes):
-            off += len(p)
-        else:
-            mat[:, off:off + p.shape[1]] = p
-            off += p.shape[1]
-    return mat
+    hms = _digits(ms_day // 3_600_000 * 10_000_000 + ms_day // 60_000 % 60 * 100_000 + ms_day % 60_000, 9)
+    return [ymd[:, :4], b"-", ymd[:, 4:6], b"-", ymd[:, 6:], b"T", hms[:, :2], b":", hms[:, 2:4], b":",
+            hms[:, 4:6], b".", hms[:, 6:], b"Z"]
 
 
 _BRAKES = (b'"brakes":{"wheelBrakes":{"leftFront":false,"rightFront":false,"unavailable":true,'
@@ -445,7 +531,7 @@ _BRAKES = (b'"brakes":{"wheelBrakes":{"leftFront":false,"rightFront":false,"unav
 
 
 def _record_parts(c: dict, m: dict, cr: dict) -> list:
-    """One v6 bsmTx record, key order as ODE writes it, as constant bytes and field blocks."""
+    """One v6 bsmTx record, key order as ODE writes it, as constant bytes and (n, w) field blocks."""
     lat, lon = _num(c["coreData_position_lat"], 2, 7), _num(c["coreData_position_long"], 3, 7)
     elev, speed = _num(c["coreData_elevation"], 4, 1), _num(c["coreData_speed"], 2, 2, signed=False)
     heading = _num(c["coreData_heading"], 3, 4, signed=False)
@@ -457,7 +543,7 @@ def _record_parts(c: dict, m: dict, cr: dict) -> list:
         _text(m["streamId"]), b'","bundleSize":', _num(m["bundleSize"], 5, signed=False),
         b',"bundleId":', _num(m["bundleId"], 4, signed=False),
         b',"recordId":', _num(m["recordId"], 5, signed=False), b',"serialNumber":', _num(m["serialNumber"], 9, signed=False),
-        b'},"odeReceivedAt":"', _iso(m["received_ms"]), b'","schemaVersion":6,"recordGeneratedAt":"', _iso(m["t_ms"]),
+        b'},"odeReceivedAt":"', *_iso(m["received_ms"]), b'","schemaVersion":6,"recordGeneratedAt":"', *_iso(m["t_ms"]),
         b'","recordGeneratedBy":"OBU","sanitized":false},"payload":{"dataType":"us.dot.its.jpo.ode.plugin.j2735.J2735Bsm",'
         b'"data":{"coreData":{"msgCnt":', _num(c["coreData_msgCnt"], 3, signed=False), b',"id":"', _text(c["coreData_id"]),
         b'","secMark":', _num(c["coreData_secMark"], 5, signed=False), b',"position":{"latitude":', lat,
@@ -474,7 +560,7 @@ def _record_parts(c: dict, m: dict, cr: dict) -> list:
         b',"length":', _num(c["coreData_size_length"], 4, signed=False),
         b'}},"partII":[{"id":"VehicleSafetyExtensions","value":{"pathHistory":{"crumbData":[',
     ]
-    for j in range(CRUMBS):
+    for j in range(CRUMBS):  # column by column: each crumb's own widest value sets its width
         parts += [b'{"elevationOffset":' if j == 0 else b',{"elevationOffset":', _num(cr["elev"][:, j], 3, 1),
                   b',"latOffset":', _num(cr["lat"][:, j], 1, 7), b',"lonOffset":', _num(cr["lon"][:, j], 1, 7),
                   b',"timeOffset":', _num(cr["time"][:, j], 3, 2, signed=False), b"}"]
@@ -484,22 +570,55 @@ def _record_parts(c: dict, m: dict, cr: dict) -> list:
     return parts
 
 
-def format_chunks(b: Block):
-    """Yield (NDJSON bytes, line lengths) for consecutive row chunks of the block."""
+def _flat(parts: list):
+    for p in parts:
+        if isinstance(p, list):
+            yield from p
+        else:
+            yield p
+
+
+def _template(parts: list) -> tuple[np.ndarray, list]:
+    """(constant template row with NUL slots, [(slot offset, field block)]); adjacent constants merge."""
+    row, slots, off = [], [], 0
+    for p in _flat(parts):
+        if isinstance(p, bytes):
+            row.append(np.frombuffer(p, dtype=np.uint8))
+        else:
+            slots.append((off, p))
+            row.append(np.zeros(p.shape[1], dtype=np.uint8))
+        off += len(row[-1])
+    return np.concatenate(row), slots
+
+
+def format_chunks(b: Block, ranges=None):
+    """For each (start, stop) row range (default: the whole block) yield a generator of the
+    NDJSON bytes of those rows, a chunk of rows at a time; fields are formatted once."""
     n = len(b.meta["t_ms"])
-    for a in range(0, n, CHUNK_ROWS):
-        z = min(n, a + CHUNK_ROWS)
-        sl = lambda d: {k: v[a:z] for k, v in d.items()}  # noqa: E731
-        mat = _join(_record_parts(sl(b.cols), sl(b.meta), sl(b.crumbs)), z - a)
-        yield mat.tobytes().translate(None, b"\x00"), np.count_nonzero(mat, axis=1)
+    row, slots = _template(_record_parts(b.cols, b.meta, b.crumbs))
+    buf = bytearray(min(CHUNK_ROWS, n) * len(row))  # the chunk matrix lives in a bytearray: no copy before replace
+    mat = np.frombuffer(buf, dtype=np.uint8).reshape(-1, len(row))
+    # each slot copied as one fixed-size item per row (void dtype): far cheaper than (rows, w) uint8
+    pairs = [(mat[:, off:off + f.shape[1]].view(f"V{f.shape[1]}")[:, 0], f.view(f"V{f.shape[1]}")[:, 0])
+             for off, f in slots]
+
+    def rows(start, stop):
+        for a in range(start, stop, CHUNK_ROWS):
+            z = min(stop, a + CHUNK_ROWS)
+            mat[:z - a] = row
+            for dst, src in pairs:
+                dst[:z - a] = src[a:z]
+            yield (buf if z - a == len(mat) else buf[:(z - a) * len(row)]).replace(b"\x00", b"")
+
+    for start, stop in ranges if ranges is not None else [(0, n)]:
+        yield rows(start, stop)
 
 
 def format_lines(b: Block) -> tuple[bytes, np.ndarray]:
     """The block's records as NDJSON bytes (one line each, in row order) and each line's length."""
-    parts = list(format_chunks(b))
-    if not parts:
-        return b"", np.zeros(0, np.int64)
-    return b"".join(p for p, _ in parts), np.concatenate([n for _, n in parts])
+    data = b"".join(blob for chunks in format_chunks(b) for blob in chunks)
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n")) + 1
+    return data, np.diff(ends, prepend=0)
 
 
 # --------------------------------------------------------------------------- tables
@@ -591,29 +710,12 @@ def _write_unit(out: str, vehicles: int, rate_hz: float, seed: int, records_per_
     """Simulate one (hour, block) and stream its objects to disk chunk by chunk."""
     h, b, nb = unit
     blk = simulate_block(_fleet(vehicles, rate_hz, seed), rate_hz, seed, h, records_per_hour, b, nb)
-    objects = iter(blk.objects)
-    key, _, stop = next(objects, (None, 0, 0))
-    f, row = None, 0
-    try:
-        for blob, lengths in format_chunks(blk):
-            ends = np.r_[0, np.cumsum(lengths)]
-            i = 0  # row within this chunk
-            while i < len(lengths):
-                if f is None:
-                    path = Path(out) / key
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    f = open(path, "wb")
-                j = min(len(lengths), i + stop - row)
-                f.write(blob[ends[i]:ends[j]])
-                row += j - i
-                i = j
-                if row == stop:
-                    f.close()
-                    f = None
-                    key, _, stop = next(objects, (None, 0, 0))
-    finally:
-        if f is not None:
-            f.close()
+    for (key, _, _), chunks in zip(blk.objects, format_chunks(blk, [(a, z) for _, a, z in blk.objects])):
+        path = Path(out) / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            for blob in chunks:
+                f.write(blob)
     return len(blk.meta["t_ms"]), len(blk.objects)
 
 
