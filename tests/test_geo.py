@@ -109,3 +109,19 @@ def test_vertices_have_zero_distance(direction):
 def test_bearings_and_angle_differences():
     np.testing.assert_allclose(geo.bearing_deg([0, 1, 0, -1, 1], [1, 0, -1, 0, 1]), [0, 90, 180, 270, 45])
     np.testing.assert_allclose(geo.angle_diff_deg([350, 10, 90, 0], [10, 350, 270, 180]), [20, 20, 180, 180])
+
+
+def test_distance_in_parallel_batches_equals_brute_force_across_batches():
+    """More points than one thread batch: every batch lands on its own rows (checked on a
+    sample spread over all batches), NaNs stay NaN."""
+    c = geo.load_centreline("eastbound")
+    rng = np.random.default_rng(5)
+    n = 2 * geo.BATCH + 1234
+    x, y, _ = c.position_at(rng.uniform(0, c.length, n))
+    scale = np.where(rng.random(n) < 0.05, 3_000.0, 20.0)
+    x, y = x + rng.normal(0, 1, n) * scale, y + rng.normal(0, 1, n) * scale
+    x[7] = np.nan
+    d = c.distance(x, y)
+    pick = np.r_[np.arange(3, n, n // 300), n - 1]
+    np.testing.assert_allclose(d[pick], _brute(c, x[pick], y[pick]), rtol=0, atol=1e-6)
+    assert np.isnan(d[7]) and np.isfinite(np.delete(d, 7)).all()

@@ -14,6 +14,8 @@ Distances to the centre line are exact (not sampled): see `Centreline.distance`.
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 
@@ -83,7 +85,9 @@ def angle_diff_deg(a, b) -> np.ndarray:
     return np.minimum(d, 360.0 - d)
 
 
-SAMPLE_SPACING_M = 40.0  # spacing of the index samples along each segment (see Centreline.distance)
+PIECE_M = 40.0  # the index cuts every segment into pieces at most this long (see Centreline.distance)
+CHUNK = 8_192  # points per batch of candidate-segment arithmetic (keeps the gathers in cache)
+BATCH = 65_536  # points per thread task (tree query + arithmetic)
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,9 +100,8 @@ class Centreline:
     x: np.ndarray
     y: np.ndarray
     chainage: np.ndarray  # metres along the line from its first vertex
-    tree: cKDTree  # over sample points placed every <= SAMPLE_SPACING_M along every segment
-    sample_seg: np.ndarray  # segment index of each tree sample
-    sample_seg2: np.ndarray  # the other segment at a vertex sample (same as sample_seg inside a segment)
+    tree: cKDTree  # over the midpoints of pieces <= PIECE_M long that tile every segment
+    piece_seg: np.ndarray  # segment index of each piece
     gaps: tuple = ()  # "segments" joining separate parts (union of both directions): not road
 
     @functools.cached_property
@@ -144,21 +147,59 @@ class Centreline:
         t = np.clip((rx * ux + ry * uy) * self.inv_len2[seg], 0.0, 1.0)
         return np.hypot(rx - t * ux, ry - t * uy)
 
+    @functools.cached_property
+    def _packed(self) -> np.ndarray:
+        """(segments, 5): start x, start y, ux, uy, 1/length^2, so one gather fetches a candidate."""
+        return np.column_stack([self.x[:-1], self.y[:-1], self.ux, self.uy, self.inv_len2])
+
+    def _nearest_of(self, px, py, seg) -> np.ndarray:
+        """Exact distance of each point to the nearest of its candidate segments seg (n, k)."""
+        out = np.empty(len(px))
+        for a in range(0, len(px), CHUNK):
+            z = min(len(px), a + CHUNK)
+            g = self._packed[seg[a:z]]  # (c, k, 5)
+            rx = px[a:z, None] - g[..., 0]
+            ry = py[a:z, None] - g[..., 1]
+            ux, uy = g[..., 2], g[..., 3]
+            t = rx * ux
+            t += ry * uy
+            t *= g[..., 4]
+            np.clip(t, 0.0, 1.0, out=t)
+            rx -= t * ux
+            ry -= t * uy
+            rx *= rx
+            ry *= ry
+            rx += ry
+            np.sqrt(rx.min(axis=1), out=out[a:z])
+        return out
+
     def _candidates(self, px, py, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Best exact distance over the segments of the k nearest samples, and whether it is
-        provably the minimum: every polyline point has a sample labelled with its segment
-        within h/2, so if the k-th sample is farther than best + h/2 no unseen segment is nearer."""
-        dk, idx = self.tree.query(np.column_stack([px, py]), k=k, workers=-1)
-        dk, idx = dk.reshape(len(px), k), idx.reshape(len(px), k)
-        best = np.full(px.shape, np.inf)
-        for j in range(k):
-            for seg in (self.sample_seg[idx[:, j]], self.sample_seg2[idx[:, j]]):
-                np.minimum(best, self._segment_distance(px, py, seg), out=best)
-        return best, dk[:, -1] > best + SAMPLE_SPACING_M / 2
+        """Best exact distance over the segments of the k nearest piece midpoints, and whether it
+        is provably the minimum: every polyline point is within PIECE_M / 2 of the midpoint of its
+        piece, so if the k-th midpoint is farther than best + PIECE_M / 2, no unseen segment is nearer.
+        Batches run on all CPUs (the tree query and numpy release the GIL)."""
+        best = np.empty(len(px))
+        proven = np.empty(len(px), dtype=bool)
+
+        def batch(a: int) -> None:
+            z = min(len(px), a + BATCH)
+            dk, idx = self.tree.query(np.column_stack([px[a:z], py[a:z]]), k=k)
+            dk, idx = dk.reshape(z - a, k), idx.reshape(z - a, k)
+            best[a:z] = self._nearest_of(px[a:z], py[a:z], self.piece_seg[idx])
+            np.greater(dk[:, -1], best[a:z] + PIECE_M / 2, out=proven[a:z])
+
+        starts = range(0, len(px), BATCH)
+        if len(starts) > 1:
+            with ThreadPoolExecutor(min(len(starts), os.cpu_count() or 1)) as pool:
+                list(pool.map(batch, starts))
+        else:
+            for a in starts:
+                batch(a)
+        return best, proven
 
     def distance(self, x, y, k: int = 5) -> np.ndarray:
         """Exact distance (m) of local points to the polyline, vectorized: k-nearest index
-        samples with a proof check; points failing it (far from the road) retry with more
+        pieces with a proof check; points failing it (far from the road) retry with more
         candidates, then brute force over all segments."""
         x = np.asarray(x, dtype=float)
         y = np.asarray(y, dtype=float)
@@ -171,7 +212,7 @@ class Centreline:
         for kk in (k, 3 * k, 64):
             if not len(todo):
                 break
-            best, proven = self._candidates(px[todo], py[todo], min(kk, len(self.sample_seg)))
+            best, proven = self._candidates(px[todo], py[todo], min(kk, len(self.piece_seg)))
             res[todo[proven]] = best[proven]
             todo = todo[~proven]
         segs = np.setdiff1d(np.arange(len(self.x) - 1), np.asarray(self.gaps, dtype=int))
@@ -182,20 +223,13 @@ class Centreline:
         return out
 
 
-def _index_samples(x: np.ndarray, y: np.ndarray):
-    """Points every <= SAMPLE_SPACING_M along each segment, each vertex once, labelled with the
-    one or two segments they lie on."""
+def _index_pieces(x: np.ndarray, y: np.ndarray, first_seg: int = 0):
+    """Midpoints of pieces <= PIECE_M long tiling every segment, and each piece's segment."""
     seglen = np.hypot(np.diff(x), np.diff(y))
-    n = np.ceil(seglen / SAMPLE_SPACING_M).astype(int)  # samples per segment incl. start, excl. end
+    n = np.maximum(np.ceil(seglen / PIECE_M).astype(int), 1)  # pieces per segment
     seg = np.repeat(np.arange(len(seglen)), n)
-    first = np.repeat(np.cumsum(n) - n, n)
-    t = (np.arange(len(seg)) - first) / n[seg]
-    sx = np.r_[x[seg] + t * (x[seg + 1] - x[seg]), x[-1]]
-    sy = np.r_[y[seg] + t * (y[seg + 1] - y[seg]), y[-1]]
-    seg = np.r_[seg, len(seglen) - 1]
-    seg2 = np.where(t == 0, np.maximum(seg[:-1] - 1, 0), seg[:-1])  # a vertex also ends the previous segment
-    seg2 = np.r_[seg2, len(seglen) - 1]
-    return sx, sy, seg, seg2
+    t = (np.arange(len(seg)) - np.repeat(np.cumsum(n) - n, n) + 0.5) / n[seg]
+    return x[seg] + t * (x[seg + 1] - x[seg]), y[seg] + t * (y[seg + 1] - y[seg]), seg + first_seg
 
 
 @functools.lru_cache(maxsize=None)
@@ -218,8 +252,8 @@ def load_centreline(direction: str) -> Centreline:
         lat, lon = lat[::-1].copy(), lon[::-1].copy()
     x, y = to_local(lat, lon)
     chainage = np.r_[0.0, np.cumsum(np.hypot(np.diff(x), np.diff(y)))]
-    sx, sy, seg, seg2 = _index_samples(x, y)
-    return Centreline(direction, lat, lon, x, y, chainage, cKDTree(np.column_stack([sx, sy])), seg, seg2)
+    mx, my, seg = _index_pieces(x, y)
+    return Centreline(direction, lat, lon, x, y, chainage, cKDTree(np.column_stack([mx, my])), seg)
 
 
 @functools.lru_cache(maxsize=None)
@@ -231,7 +265,7 @@ def _both_directions() -> Centreline:
     return Centreline(
         "both", cat(e.lat, w.lat), cat(e.lon, w.lon), cat(e.x, w.x), cat(e.y, w.y),
         cat(e.chainage, w.chainage), cKDTree(np.r_[e.tree.data, w.tree.data]),
-        cat(e.sample_seg, w.sample_seg + n), cat(e.sample_seg2, w.sample_seg2 + n), gaps=(n - 1,),
+        cat(e.piece_seg, w.piece_seg + n), gaps=(n - 1,),
     )
 
 
@@ -240,7 +274,7 @@ def distance_to_centreline(lat, lon, direction=None) -> np.ndarray:
     of names per point), or of the nearer one when direction is None."""
     x, y = to_local(lat, lon)
     if direction is None:
-        return _both_directions().distance(x, y)
+        return _both_directions().distance(x, y, k=6)  # the other carriageway adds close pieces
     if isinstance(direction, str):
         return load_centreline(direction).distance(x, y)
     direction = np.asarray(direction)
