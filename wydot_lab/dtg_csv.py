@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from wydot_lab import validate
-from wydot_lab.schema import BSM_SCHEMA, NON_BSM_SCHEMA, QUARANTINE_SCHEMA, TS
+from wydot_lab.schema import BSM_SCHEMA, NON_BSM_SCHEMA, QUARANTINE_SCHEMA, TS, conform
 
 DOWNLOAD_TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
 _BY_LOWER = {name.lower(): name for name in BSM_SCHEMA.names}
@@ -63,7 +63,7 @@ def _column(values: pd.Series, typ: pa.DataType) -> tuple[pa.Array, np.ndarray]:
 
 def ingest_csv(path: str | Path):
     """One CSV export -> IngestResult (records = data rows; blank rows are skipped by the CSV reader)."""
-    from wydot_lab.ingest import IngestError, IngestResult
+    from wydot_lab.ingest import IngestError, IngestResult, quarantine_table
 
     path = Path(path)
     raw = path.read_bytes()
@@ -105,10 +105,8 @@ def ingest_csv(path: str | Path):
         cols["coreData_position_lat"] = pa.array(pd.to_numeric(xy[1], errors="coerce"), pa.float64())
     cols["source_object"] = pa.array([str(path)] * n, pa.string())
     cols["source_line"] = pa.array(np.arange(2, n + 2), pa.int64())  # line 1 is the header
-    canon = pa.Table.from_arrays(
-        [cols.get(f.name, pa.nulls(n, f.type)) for f in BSM_SCHEMA], schema=BSM_SCHEMA
-    )
-    errors, warnings = validate.check(canon, gen_present, np.ones(n, bool))
+    canon = conform(pa.table(cols))
+    errors, warnings = validate.check(canon, gen_present)
     for src, mask in wrong.items():
         errors[f"wrong_type at {src}"] = mask
     bad, reasons = validate.reasons_per_row(errors)
@@ -117,18 +115,10 @@ def ingest_csv(path: str | Path):
         out = io.StringIO()
         csv.writer(out, lineterminator="").writerow(["" if v is None else v for v in df.iloc[i].tolist()])
         buf_rows.append(out.getvalue())
-    quarantine = pa.table(
-        {
-            "source_object": pa.array([str(path)] * len(buf_rows), pa.string()),
-            "source_line": pa.array(np.flatnonzero(bad) + 2, pa.int64()),
-            "line": pa.array(buf_rows, pa.string()),
-            "reasons": pa.array(reasons, pa.list_(pa.string())),
-        },
-        schema=QUARANTINE_SCHEMA,
-    )
-    rule_counts = {k.split(" at ")[0] if k.startswith("wrong_type") else k: 0 for k in errors}
+    quarantine = quarantine_table(str(path), (np.flatnonzero(bad) + 2).tolist(), buf_rows, reasons)
+    rule_counts: dict[str, int] = {}
     for k, v in {**errors, **warnings}.items():
-        key = "wrong_type" if k.startswith("wrong_type") else k
+        key = validate.rule_name(k)
         rule_counts[key] = rule_counts.get(key, 0) + int(v.sum())
     valid = canon.filter(pa.array(~bad))
     return IngestResult(valid, quarantine, NON_BSM_SCHEMA.empty_table(), 0, n, 1, rule_counts, [])

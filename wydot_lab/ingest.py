@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import mmap
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -66,7 +65,7 @@ class IngestResult:
     def quarantine_reasons(self) -> dict[str, int]:
         """Records per reason (a record with two reasons counts under both)."""
         flat = pc.list_flatten(self.quarantine.column("reasons")).to_pylist()
-        return dict(Counter(r.split(" at ")[0] for r in flat))
+        return dict(Counter(map(validate.rule_name, flat)))
 
     def write_quarantine(self, path: str | Path) -> None:
         pq.write_table(self.quarantine, str(path))
@@ -89,6 +88,18 @@ class IngestResult:
             rule_counts=dict(rules),
             file_issues=[i for r in results for i in r.file_issues],
         )
+
+
+def quarantine_table(source_object: str, lines: list[int], texts: list[str], reasons: list[list[str]]) -> pa.Table:
+    return pa.table(
+        {
+            "source_object": pa.array([source_object] * len(lines), pa.string()),
+            "source_line": pa.array(lines, pa.int64()),
+            "line": pa.array(texts, pa.string()),
+            "reasons": pa.array(reasons, pa.list_(pa.string())),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
 
 
 def empty_result() -> IngestResult:
@@ -134,9 +145,6 @@ def _text(line: bytes) -> str:
 
 # ---------------------------------------------------------------- flatten
 
-_NUM_COLS = [f.name for f in BSM_SCHEMA if f.name not in ("partII_pathHistory_crumbData",)]
-
-
 def _row(rec: parse.Record):
     md = rec.metadata or _EMPTY_MD
     cd = rec.payload.data.coreData
@@ -163,37 +171,21 @@ def _row(rec: parse.Record):
 
 _EMPTY_MD = parse.Metadata()
 _EMPTY_LOC = parse.LocationData()
-_ROW_COLS = [
-    "_generatedAt", "_receivedAt",
-    "metadata_recordType", "metadata_schemaVersion", "metadata_bsmSource", "metadata_sanitized",
-    "metadata_logFileName", "metadata_securityResultCode", "metadata_recordGeneratedBy",
-    "metadata_validSignature", "metadata_payloadType",
-    "metadata_serialId_streamId", "metadata_serialId_bundleSize", "metadata_serialId_bundleId",
-    "metadata_serialId_recordId", "metadata_serialId_serialNumber",
-    "metadata_rmd_latitude", "metadata_rmd_longitude", "metadata_rmd_elevation", "metadata_rmd_speed",
-    "metadata_rmd_heading", "metadata_rmd_rxSource",
-    "coreData_msgCnt", "coreData_id", "coreData_secMark", "coreData_position_lat", "coreData_position_long",
-    "coreData_elevation", "coreData_speed", "coreData_heading",
-    "coreData_accelset_accelLong", "coreData_accelset_accelLat", "coreData_accelset_accelVert",
-    "coreData_accelset_accelYaw", "coreData_accuracy_semiMajor", "coreData_accuracy_semiMinor",
-    "coreData_accuracy_orientation", "coreData_transmission",
-    "coreData_brakes_wheelBrakes_leftFront", "coreData_brakes_wheelBrakes_rightFront",
-    "coreData_brakes_wheelBrakes_leftRear", "coreData_brakes_wheelBrakes_rightRear",
-    "coreData_brakes_wheelBrakes_unavailable", "coreData_brakes_traction", "coreData_brakes_abs",
-    "coreData_brakes_scs", "coreData_brakes_brakeBoost", "coreData_brakes_auxBrakes",
-    "coreData_size_width", "coreData_size_length",
-]
+# `_row` yields the leading BSM_SCHEMA columns in schema order (the two times still as text)
+_ROW_COLS = BSM_SCHEMA.names[:50]
+assert _ROW_COLS[-1] == "coreData_size_length" and _ROW_COLS[:2] == ["metadata_generatedAt", "metadata_receivedAt"]
+_TIME_COLS = frozenset(_ROW_COLS[:2])
 _RMD_COLS = {"metadata_rmd_latitude", "metadata_rmd_longitude", "metadata_rmd_elevation",
              "metadata_rmd_speed", "metadata_rmd_heading"}
 # ODE sentinels that must never reach analysis as numbers
 SENTINELS = {
-    "coreData_secMark": (65535,),
-    "coreData_accelset_accelLong": (2001,),
-    "coreData_accelset_accelLat": (2001,),
-    "coreData_accelset_accelVert": (-127,),
-    "coreData_heading": (360.0,),
-    "coreData_speed": (163.82,),
-    "coreData_elevation": (-409.6,),
+    "coreData_secMark": 65535,
+    "coreData_accelset_accelLong": 2001,
+    "coreData_accelset_accelLat": 2001,
+    "coreData_accelset_accelVert": -127,
+    "coreData_heading": 360.0,
+    "coreData_speed": 163.82,
+    "coreData_elevation": -409.6,
 }
 
 
@@ -261,34 +253,25 @@ def _to_float(values: list) -> pa.Array:
         return pa.array(pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce"), type=pa.float64())
 
 
-def flatten(recs: list[parse.Record], source_object: str, lines: list[int], parts: list | None = None) -> tuple[pa.Table, np.ndarray]:
-    """Decoded BSM records -> canonical table (+ mask of rows whose generatedAt text was present).
-
-    `parts`: the `_part2` of each record when the caller already decoded them.
-    """
+def flatten(recs: list[parse.Record], source_object: str, lines: list[int], parts: list) -> tuple[pa.Table, np.ndarray]:
+    """Decoded BSM records and their `_part2` -> canonical table (+ mask of rows whose
+    generatedAt text was present)."""
     n = len(recs)
     if n == 0:
         return BSM_SCHEMA.empty_table(), np.zeros(0, bool)
     cols = list(zip(*[_row(r) for r in recs]))
     data: dict[str, pa.Array] = {}
     for name, values in zip(_ROW_COLS, cols):
-        if name.startswith("_"):
-            continue
-        typ = BSM_SCHEMA.field(name).type
-        if name in _RMD_COLS:
+        if name in _TIME_COLS:
+            data[name] = _parse_times(list(values))
+        elif name in _RMD_COLS:
             data[name] = _to_float(list(values))
         else:
-            data[name] = _safe_array(values, typ, name)
-    data["metadata_generatedAt"] = _parse_times(list(cols[0]))
-    data["metadata_receivedAt"] = _parse_times(list(cols[1]))
+            data[name] = _safe_array(values, BSM_SCHEMA.field(name).type)
     raw_present = np.array([v is not None for v in cols[0]], dtype=bool)
-    for name, sentinels in SENTINELS.items():
+    for name, sentinel in SENTINELS.items():
         arr = data[name]
-        for s in sentinels:
-            arr = pc.if_else(pc.equal(arr, pa.scalar(s, arr.type)), pa.scalar(None, arr.type), arr)
-        data[name] = arr
-    if parts is None:
-        parts = [_part2(r.payload.data.partII) for r in recs]
+        data[name] = pc.if_else(pc.equal(arr, pa.scalar(sentinel, arr.type)), pa.scalar(None, arr.type), arr)
     p_crumbs, p_roc, p_conf, p_other = zip(*parts)
     data["partII_pathHistory_crumbData"] = _crumb_array(list(p_crumbs))
     data["partII_pathPrediction_radiusOfCurve"] = pa.array(p_roc, type=pa.float64())
@@ -300,8 +283,9 @@ def flatten(recs: list[parse.Record], source_object: str, lines: list[int], part
     return table, raw_present
 
 
-def _safe_array(values, typ: pa.DataType, name: str) -> pa.Array:
-    """Integers beyond the column type (e.g. msgCnt 99999) become out-of-range floats, not crashes."""
+def _safe_array(values, typ: pa.DataType) -> pa.Array:
+    """Integers beyond the column type (e.g. msgCnt 99999) are clipped to its limits, which
+    the range rules still reject, instead of crashing the batch."""
     try:
         return pa.array(values, type=typ)
     except (pa.ArrowInvalid, OverflowError):
@@ -346,7 +330,7 @@ def _ingest_bytes(data: bytes, source_object: str, unknown_version: str) -> Inge
     numbered = whole if whole is not None else list(enumerate(lines, start=1))
     extra_q = []
     if tail_line is not None:
-        extra_q.append((len(lines) + 1, tail_line, [gz_issue.split(" ")[0]]))
+        extra_q.append((len(lines) + 1, tail_line, [validate.rule_name(gz_issue)]))
     result = _ingest_numbered(numbered, source_object, unknown_version, extra_q)
     result.files = 1
     result.file_issues = issues
@@ -355,7 +339,7 @@ def _ingest_bytes(data: bytes, source_object: str, unknown_version: str) -> Inge
 
 def _ingest_numbered(numbered: list[tuple[int, bytes]], source_object: str, unknown_version: str,
                      extra_q: list | None = None) -> IngestResult:
-    """The per-line core: decode, classify, flatten, validate (runs in a worker for big inputs)."""
+    """The per-line core: decode, classify, flatten, validate."""
     recs: list[parse.Record] = []
     rec_lines: list[int] = []
     rec_text: list[bytes] = []
@@ -416,27 +400,20 @@ def _ingest_numbered(numbered: list[tuple[int, bytes]], source_object: str, unkn
 
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     raw_present = np.concatenate(presents)
-    errors, warnings = validate.check(table, raw_present, np.ones(table.num_rows, bool))
+    errors, warnings = validate.check(table, raw_present)
     bad, reasons = validate.reasons_per_row(errors)
     rule_counts = {k: int(v.sum()) for k, v in {**errors, **warnings}.items()}
     for _, _, rs in q_rows:
         for r in rs:
-            key = r.split(" ")[0]
+            key = validate.rule_name(r)
             rule_counts[key] = rule_counts.get(key, 0) + 1
     bad_idx = np.flatnonzero(bad)
     for i, rs in zip(bad_idx, reasons):
         q_rows.append((rec_lines[i], rec_text[i], rs))
     valid = table.filter(pa.array(~bad)) if bad.any() else table
     q_rows.sort(key=lambda r: r[0])
-    quarantine = pa.table(
-        {
-            "source_object": pa.array([source_object] * len(q_rows), pa.string()),
-            "source_line": pa.array([r[0] for r in q_rows], pa.int64()),
-            "line": pa.array([_text(r[1]) for r in q_rows], pa.string()),
-            "reasons": pa.array([r[2] for r in q_rows], pa.list_(pa.string())),
-        },
-        schema=QUARANTINE_SCHEMA,
-    )
+    quarantine = quarantine_table(source_object, [r[0] for r in q_rows], [_text(r[1]) for r in q_rows],
+                                  [r[2] for r in q_rows])
     non_bsm = pa.table(
         {
             "source_object": pa.array([source_object] * len(nb_rows), pa.string()),
@@ -451,54 +428,6 @@ def _ingest_numbered(numbered: list[tuple[int, bytes]], source_object: str, unkn
 
 
 BATCH = 1024
-PARALLEL_MIN_BYTES = 32 << 20  # below this, worker start-up costs more than it saves
-
-
-def _pool(workers: int):
-    import concurrent.futures
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-
-
-def _ingest_span(path: str, start: int, stop: int, first_line: int, unknown_version: str) -> IngestResult:
-    """Worker: read and ingest bytes [start, stop) of a plain NDJSON file (the data never crosses a pipe)."""
-    gc.disable()  # same reasoning as in ingest_bytes
-    with open(path, "rb") as f:
-        f.seek(start)
-        chunk = f.read(stop - start)
-    return _ingest_numbered(list(enumerate(split_lines(chunk), start=first_line)), path, unknown_version)
-
-
-def _parallel_spans(path: Path, workers: int) -> list[tuple[int, int, int]] | None:
-    """(start, stop, first line) per worker for a big plain NDJSON file, or None to ingest it whole."""
-    size = path.stat().st_size
-    if workers < 2 or size < PARALLEL_MIN_BYTES:
-        return None
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        head = m[:4096]
-        if head.startswith(GZIP_MAGIC) or head.startswith(BOM):
-            return None
-        first = split_lines(head.split(b"\n", 1)[0] + b"\n")
-        try:
-            if not isinstance(parse.any_decoder.decode(first[0]), dict):
-                return None
-        except (msgspec.DecodeError, IndexError, RecursionError):
-            return None  # pretty-printed or odd: whole-file path handles it
-        cuts = [0]
-        for k in range(1, workers):
-            nl = m.find(b"\n", max(size * k // workers, cuts[-1]))
-            cuts.append(size if nl < 0 else nl + 1)
-        cuts.append(size)
-        spans, line = [], 1
-        for a, b in zip(cuts, cuts[1:]):
-            if b > a:
-                spans.append((a, b, line))
-                line += m[a:b].count(b"\n")
-    return spans
-
-
 def _whole_file_records(data: bytes, lines: list[bytes]):
     """Pre-2018 objects hold one pretty-printed JSON message (or an array): numbered records, else None."""
     nonblank = [ln for ln in lines if ln.strip()]
@@ -532,22 +461,14 @@ def iter_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def ingest_file(path: str | Path, unknown_version: str = "raise", workers: int = 1) -> IngestResult:
-    """One file; `workers` > 1 splits a big plain NDJSON file across processes (same result, same order)."""
+def ingest_file(path: str | Path, unknown_version: str = "raise") -> IngestResult:
+    """One file: a data.transportation.gov CSV export, or ODE output (NDJSON, pretty JSON, .gz)."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
         from wydot_lab import dtg_csv
 
         return dtg_csv.ingest_csv(path)
-    spans = _parallel_spans(path, workers)
-    if spans is None:
-        return ingest_bytes(path.read_bytes(), str(path), unknown_version=unknown_version)
-    n = len(spans)
-    with _pool(n) as pool:
-        parts = list(pool.map(_ingest_span, [str(path)] * n, *zip(*spans), [unknown_version] * n))
-    result = IngestResult.concat(parts)
-    result.files = 1
-    return result
+    return ingest_bytes(path.read_bytes(), str(path), unknown_version=unknown_version)
 
 
 def ingest_paths(

@@ -32,18 +32,6 @@ RANGES: dict[str, tuple[str, float, float]] = {
 # Wyoming's bounding box; I-80 runs through its south (a warning only)
 WYOMING = {"lat": (40.99, 45.01), "long": (-111.06, -104.05)}
 
-ERROR_RULES = (
-    "missing_coreData",
-    "missing_id",
-    "id_format",
-    "missing_position",
-    "missing_generatedAt",
-    "bad_timestamp",
-    *RANGES,
-)
-WARNING_RULES = ("outside_wyoming",)
-
-
 def _np(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(arr.to_numpy(zero_copy_only=False))
 
@@ -53,16 +41,22 @@ def _true(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return _np(pc.fill_null(mask, False)).astype(bool)
 
 
-def check(table: pa.Table, generated_raw_present: np.ndarray, has_core: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Evaluate every rule; returns (error masks, warning masks), True = rule failed."""
+def check(table: pa.Table, generated_raw_present: np.ndarray | None = None
+          ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Evaluate every rule; returns (error masks, warning masks), True = rule failed.
+
+    generated_raw_present: rows whose generatedAt *text* existed, which tells a missing
+    timestamp from an unparseable one (None: all present, e.g. for already-typed tables).
+    Parse-level reasons (not_json, missing_coreData, ...) are the parser's, not rules here."""
     n = table.num_rows
+    if generated_raw_present is None:
+        generated_raw_present = np.ones(n, bool)
     errors: dict[str, np.ndarray] = {}
-    errors["missing_coreData"] = ~has_core
     cid = table.column("coreData_id")
-    errors["missing_id"] = has_core & _true(pc.is_null(cid))
+    errors["missing_id"] = _true(pc.is_null(cid))
     errors["id_format"] = _true(pc.invert(pc.match_substring_regex(cid, r"^[0-9A-Fa-f]{8}$")))
     lat, lon = table.column("coreData_position_lat"), table.column("coreData_position_long")
-    errors["missing_position"] = has_core & _true(pc.or_(pc.is_null(lat), pc.is_null(lon)))
+    errors["missing_position"] = _true(pc.or_(pc.is_null(lat), pc.is_null(lon)))
     gen_null = _true(pc.is_null(table.column("metadata_generatedAt")))
     errors["missing_generatedAt"] = ~generated_raw_present
     errors["bad_timestamp"] = generated_raw_present & gen_null
@@ -80,6 +74,12 @@ def check(table: pa.Table, generated_raw_present: np.ndarray, has_core: np.ndarr
     for m in (*errors.values(), *warnings.values()):
         assert m.shape == (n,)
     return errors, warnings
+
+
+def rule_name(reason: str) -> str:
+    """The rule a quarantine reason names: "wrong_type at `$.x`" and "unknown_schema_version 9"
+    count under "wrong_type" and "unknown_schema_version"."""
+    return reason.split(" ", 1)[0]
 
 
 def reasons_per_row(errors: dict[str, np.ndarray]) -> tuple[np.ndarray, list[list[str]]]:
