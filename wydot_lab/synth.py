@@ -26,10 +26,11 @@ Semantics
   numpy Generators seeded by (seed, hour, block); no clock, no uuid4, no hash order.
 
 Speed: records are formatted column-wise into a fixed-width uint8 matrix (NUL = padding)
-that one `bytes.translate` compacts, and hours are spread over worker processes.
+that one `bytes.replace` per chunk compacts, and hours are spread over worker processes.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import os
@@ -89,7 +90,7 @@ def make_fleet(vehicles: int, rate_hz: float, seed: int) -> Fleet:
     truck = rng.random(vehicles) < TRUCK_SHARE
     v_mean = np.where(truck, rng.uniform(25.5, 27.5, vehicles), rng.uniform(30.0, 32.0, vehicles))
     amp = np.column_stack([rng.uniform(0.3, 1.0, vehicles), rng.uniform(0.1, 0.5, vehicles)])
-    lap = geo.load_centreline("eastbound").length + geo.load_centreline("westbound").length
+    lap = sum(_lines().length)
     period_ms = _period_ms(rate_hz)
     return Fleet(
         ids=np.array([f"{i:08X}" for i in ids], dtype="S8"),
@@ -147,9 +148,8 @@ def _odometer(fleet: Fleet, v: np.ndarray, t_s: np.ndarray, w=None, c=None) -> n
 
 def place(odo: np.ndarray):
     """Odometer -> (eastbound?, chainage) on a lap of eastbound then westbound."""
-    le = geo.load_centreline("eastbound").length
-    lap = le + geo.load_centreline("westbound").length
-    p = np.mod(odo, lap)
+    le, lw = _lines().length
+    p = np.mod(odo, le + lw)
     east = p < le
     return east, np.where(east, p, p - le)
 
@@ -215,7 +215,8 @@ def _locate(east: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _latlon(i: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centreline.latlon_at given _locate's answer."""
+    """(lat, lon) interpolated between the vertex coordinates at _locate's answer: no
+    projection call, and within 10 cm of the projected position (segments <= 3 km)."""
     ln = _lines()
     return ln.lat[i] + t * (ln.lat[i + 1] - ln.lat[i]), ln.lon[i] + t * (ln.lon[i + 1] - ln.lon[i])
 
@@ -298,7 +299,7 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
     conv = geo.convergence_deg(tlon)
     heading = np.mod(ln.bearing[i] + conv, 360.0)
     # curvature from the heading change over +-15 m -> yaw rate, lateral acceleration, radius
-    ahead = _heading_true(east, np.minimum(s + 15.0, np.where(east, *_lengths())), conv)
+    ahead = _heading_true(east, np.minimum(s + 15.0, np.where(east, *ln.length)), conv)
     behind = _heading_true(east, np.maximum(s - 15.0, 0.0), conv)
     kappa = np.radians(np.mod(ahead - behind + 180.0, 360.0) - 180.0) / 30.0  # 1/m, + = right turn
     yaw = np.degrees(kappa * speed)
@@ -391,11 +392,6 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
                f"{first:%Y-%m-%d-%H-%M-%S}-{uuids[j].decode()}")
         objects.append((key, int(a), int(b)))
     return Block(cols, crumbs, meta, truth, objects)
-
-
-@functools.lru_cache(maxsize=None)
-def _lengths() -> tuple[float, float]:
-    return geo.load_centreline("eastbound").length, geo.load_centreline("westbound").length
 
 
 def _uuid_text(raw: np.ndarray) -> np.ndarray:
@@ -614,13 +610,6 @@ def format_chunks(b: Block, ranges=None):
         yield rows(start, stop)
 
 
-def format_lines(b: Block) -> tuple[bytes, np.ndarray]:
-    """The block's records as NDJSON bytes (one line each, in row order) and each line's length."""
-    data = b"".join(blob for chunks in format_chunks(b) for blob in chunks)
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n")) + 1
-    return data, np.diff(ends, prepend=0)
-
-
 # --------------------------------------------------------------------------- tables
 def to_table(b: Block) -> pa.Table:
     """The block in the canonical BSM_SCHEMA, exactly what ingest makes of its NDJSON."""
@@ -740,16 +729,10 @@ def write_corpus(out, start, days: int = 1, vehicles: int = 100, rate_hz: float 
     out = str(out)
     fn = functools.partial(_write_unit, out, vehicles, rate_hz, seed, records_per_hour)
     records = files = 0
-    if workers > 1 and len(units) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = pool.map(fn, units, chunksize=max(1, len(units) // (8 * workers)))
-            for i, (r, f) in enumerate(results, 1):
-                records, files = records + r, files + f
-                if progress and i % 24 == 0:
-                    progress(f"synth: {i}/{len(units)} hour blocks, {records:,} records")
-    else:
-        for i, u in enumerate(units, 1):
-            r, f = fn(u)
+    parallel = workers > 1 and len(units) > 1
+    with ProcessPoolExecutor(workers) if parallel else contextlib.nullcontext() as pool:
+        results = pool.map(fn, units, chunksize=max(1, len(units) // (8 * workers))) if parallel else map(fn, units)
+        for i, (r, f) in enumerate(results, 1):
             records, files = records + r, files + f
             if progress and i % 24 == 0:
                 progress(f"synth: {i}/{len(units)} hour blocks, {records:,} records")
