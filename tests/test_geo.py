@@ -68,12 +68,6 @@ def test_position_at_lies_on_the_line_with_its_bearing():
     assert np.median(geo.angle_diff_deg(geo.bearing_deg(x2 - x, y2 - y)[ok], b[ok])) < 0.01
 
 
-def _brute(c, x, y):
-    segs = np.setdiff1d(np.arange(len(c.x) - 1), np.asarray(c.gaps, dtype=int))
-    return np.concatenate([c._segment_distance(x[i:i + 200, None], y[i:i + 200, None], segs[None, :]).min(axis=1)
-                           for i in range(0, len(x), 200)])
-
-
 @pytest.mark.parametrize("direction", geo.DIRECTIONS)
 def test_distance_equals_brute_force_near_and_far(direction):
     c = geo.load_centreline(direction)
@@ -82,7 +76,7 @@ def test_distance_equals_brute_force_near_and_far(direction):
     scale = np.r_[np.full(1000, 15.0), np.full(400, 300.0), np.full(100, 20_000.0)]
     x = x + rng.normal(0, 1, 1500) * scale
     y = y + rng.normal(0, 1, 1500) * scale
-    np.testing.assert_allclose(c.distance(x, y), _brute(c, x, y), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(c.distance(x, y), c.brute_distance(x, y), rtol=0, atol=1e-6)
 
 
 def test_distance_to_centreline_by_direction_and_nearest():
@@ -91,7 +85,7 @@ def test_distance_to_centreline_by_direction_and_nearest():
     x, y, _ = w.position_at(rng.uniform(0, w.length, 800))
     x, y = x + rng.normal(0, 50, 800), y + rng.normal(0, 50, 800)
     lat, lon = geo.from_local(x, y)
-    de, dw = _brute(e, x, y), _brute(w, x, y)
+    de, dw = e.brute_distance(x, y), w.brute_distance(x, y)
     np.testing.assert_allclose(geo.distance_to_centreline(lat, lon), np.fmin(de, dw), atol=1e-5)
     dirs = np.where(np.arange(800) % 2 == 0, "eastbound", "westbound")
     np.testing.assert_allclose(geo.distance_to_centreline(lat, lon, dirs), np.where(dirs == "eastbound", de, dw), atol=1e-5)
@@ -123,5 +117,5 @@ def test_distance_in_parallel_batches_equals_brute_force_across_batches():
     x[7] = np.nan
     d = c.distance(x, y)
     pick = np.r_[np.arange(3, n, n // 300), n - 1]
-    np.testing.assert_allclose(d[pick], _brute(c, x[pick], y[pick]), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(d[pick], c.brute_distance(x[pick], y[pick]), rtol=0, atol=1e-6)
     assert np.isnan(d[7]) and np.isfinite(np.delete(d, 7)).all()

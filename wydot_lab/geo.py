@@ -134,18 +134,22 @@ class Centreline:
         dx, dy = self.ux[i], self.uy[i]
         return self.x[i] + t * dx, self.y[i] + t * dy, bearing_deg(dx, dy)
 
-    def latlon_at(self, s) -> tuple[np.ndarray, np.ndarray]:
-        """(lat, lon) at chainage s, interpolated between the vertex coordinates: no projection
-        call, and within 10 cm of from_local(position_at(s)) on the shipped lines (segments <= 3 km)."""
-        i, t = self._locate(s)
-        return self.lat[i] + t * (self.lat[i + 1] - self.lat[i]), self.lon[i] + t * (self.lon[i + 1] - self.lon[i])
-
     def _segment_distance(self, px, py, seg) -> np.ndarray:
         """Exact distance of points to segment seg[i] (broadcasts)."""
         ax, ay, ux, uy = self.x[seg], self.y[seg], self.ux[seg], self.uy[seg]
         rx, ry = px - ax, py - ay
         t = np.clip((rx * ux + ry * uy) * self.inv_len2[seg], 0.0, 1.0)
         return np.hypot(rx - t * ux, ry - t * uy)
+
+    def brute_distance(self, px, py) -> np.ndarray:
+        """Exact distance of 1-d points to the polyline by checking every road segment (no index):
+        the fallback for points far from the road, and the reference the index is tested against."""
+        segs = np.setdiff1d(np.arange(len(self.x) - 1), np.asarray(self.gaps, dtype=int))[None, :]
+        px, py = np.asarray(px, dtype=float), np.asarray(py, dtype=float)
+        out = np.empty(px.shape)
+        for c in range(0, len(px), 256):  # 256 points x ~10,000 segments per step
+            out[c:c + 256] = self._segment_distance(px[c:c + 256, None], py[c:c + 256, None], segs).min(axis=1)
+        return out
 
     @functools.cached_property
     def _packed(self) -> np.ndarray:
@@ -215,10 +219,7 @@ class Centreline:
             best, proven = self._candidates(px[todo], py[todo], min(kk, len(self.piece_seg)))
             res[todo[proven]] = best[proven]
             todo = todo[~proven]
-        segs = np.setdiff1d(np.arange(len(self.x) - 1), np.asarray(self.gaps, dtype=int))
-        for c in range(0, len(todo), 256):  # rare: points tens of km from the road
-            t = todo[c:c + 256]
-            res[t] = self._segment_distance(px[t, None], py[t, None], segs[None, :]).min(axis=1)
+        res[todo] = self.brute_distance(px[todo], py[todo])  # rare: points tens of km from the road
         out.ravel()[rows] = res
         return out
 
