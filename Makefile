@@ -42,7 +42,7 @@ lab: $(STAMP) ## open JupyterLab on the notebooks
 
 synth-data: $(STAMP) ## regenerate the committed synthetic corpus in test_data/
 	rm -rf test_data/synthetic_wydot
-	$(VENV)/bin/wydot-lab synth --out test_data/synthetic_wydot --start 2021-04-01 --days 3 --vehicles 100 --rate 0.1 --seed 7 --records-per-hour 100
+	$(VENV)/bin/wydot-lab synth --params params/default.yaml --out test_data/synthetic_wydot
 
 clean: ## remove caches and outputs (keeps .venv)
 	rm -rf outputs data/cache .cache .pytest_cache

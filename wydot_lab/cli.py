@@ -23,20 +23,16 @@ def _log(msg: str) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> dict:
-    from wydot_lab import synth
+    from wydot_lab import config, synth
 
-    summary = synth.write_corpus(
-        args.out,
-        start=args.start,
-        days=args.days,
-        vehicles=args.vehicles,
-        rate_hz=args.rate,
-        seed=args.seed,
-        records_per_hour=args.records_per_hour,
-        workers=args.workers,
-        progress=_log,
-    )
-    return summary
+    # defaults: the `synth` section of --params (or its built-in defaults); given flags win
+    base = config.load(args.params).synth if args.params else config.SynthParams()
+    flags = {"start": args.start, "days": args.days, "vehicles": args.vehicles, "rate_hz": args.rate,
+             "seed": args.seed, "records_per_hour": args.records_per_hour}
+    sp = config.SynthParams(**{**base.model_dump(), **{k: v for k, v in flags.items() if v is not None}})
+    return synth.write_corpus(args.out, start=str(sp.start), days=sp.days, vehicles=sp.vehicles, rate_hz=sp.rate_hz,
+                              seed=sp.seed, records_per_hour=sp.records_per_hour, workers=args.workers,
+                              progress=_log)
 
 
 def _cmd_validate(args: argparse.Namespace) -> dict:
@@ -88,11 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synth", help="write a synthetic I-80 BSM corpus in the bucket layout")
     s.add_argument("--out", required=True)
-    s.add_argument("--start", required=True, help="YYYY-MM-DD (UTC)")
-    s.add_argument("--days", type=int, default=1)
-    s.add_argument("--vehicles", type=int, default=100)
-    s.add_argument("--rate", type=float, default=1.0, help="messages per second per vehicle")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--params", help="take the `synth` section of this params YAML as defaults")
+    s.add_argument("--start", help="YYYY-MM-DD (UTC); default 2021-04-01")
+    s.add_argument("--days", type=int, help="default 3")
+    s.add_argument("--vehicles", type=int, help="default 100")
+    s.add_argument("--rate", type=float, help="messages per second per vehicle (default 0.1)")
+    s.add_argument("--seed", type=int, help="default 7")
     s.add_argument("--records-per-hour", type=int, default=None,
                    help="observe this many messages per hour as runs of 20 consecutive messages "
                         "(default: every vehicle transmits all the time)")
@@ -147,14 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    errs: list[type[BaseException]] = [CliError, FileNotFoundError, ValueError, PermissionError]
-    try:
-        from wydot_lab.source import SourceError
+    from wydot_lab.source import SourceError  # imported late: it pulls in s3fs
 
-        errs.append(SourceError)
-    except ImportError:
-        pass
-    return tuple(errs)
+    return CliError, FileNotFoundError, ValueError, PermissionError, SourceError
 
 
 def main(argv: list[str] | None = None) -> int:

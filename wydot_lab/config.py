@@ -78,11 +78,14 @@ class DaskParams(_Strict):
 
 
 class SynthParams(_Strict):
+    """What `wydot-lab synth --params FILE` generates (`make synth-data` uses params/default.yaml)."""
+
     start: dt.date = dt.date(2021, 4, 1)
     days: int = Field(3, ge=1)
     vehicles: int = Field(100, ge=1)
     rate_hz: float = Field(0.1, gt=0)
     seed: int = 7
+    records_per_hour: int | None = Field(None, ge=1)  # runs of 20 messages; null: every vehicle transmits all the time
 
 
 class FeatureParams(_Strict):

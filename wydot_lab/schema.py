@@ -81,8 +81,6 @@ BSM_SCHEMA = pa.schema(
     ]
 )
 
-COLUMNS = BSM_SCHEMA.names
-
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("source_object", pa.string()),
@@ -102,10 +100,6 @@ NON_BSM_SCHEMA = pa.schema(
 )
 
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5, 6})
-
-
-def empty_table(schema: pa.Schema = BSM_SCHEMA) -> pa.Table:
-    return schema.empty_table()
 
 
 def conform(table: pa.Table, schema: pa.Schema = BSM_SCHEMA) -> pa.Table:
