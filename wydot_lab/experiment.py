@@ -161,13 +161,14 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
                         "test_attacked_messages": int(test["is_attack"].sum())}
                 for det_name in m.detectors:
                     det = models.make_detector(det_name, m).fit(train, train["is_attack"].to_numpy(bool))
-                    res = models.evaluate(det, test)
+                    score = det.score(test)
+                    res = models.evaluate(det, test, score)
                     scores.append(pd.DataFrame({
                         "share": share, "attack": lab, "detector": det_name,
                         ID: test[ID].to_numpy(), TIME: test[TIME].to_numpy(),
                         "is_attack": test["is_attack"].to_numpy(bool),
                         "is_attack_cond": test["is_attack_cond"].to_numpy(bool),
-                        "score": det.score(test)}))
+                        "score": score}))
                     for level in LEVELS:
                         rows.append({**base, "detector": det_name, "level": level,
                                      **{k: res[level][k] for k in METRICS}})

@@ -39,8 +39,11 @@ class RulesDetector:
     def score(self, X: pd.DataFrame) -> np.ndarray:
         return X["flag_count"].to_numpy(float)
 
+    def decide(self, score: np.ndarray) -> np.ndarray:
+        return score > 0
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.score(X) > 0
+        return self.decide(self.score(X))
 
 
 def _one_omp_thread() -> threadpool_limits:
@@ -58,25 +61,23 @@ class SklearnDetector:
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> "SklearnDetector":
         with _one_omp_thread():
             self.estimator.fit(X[self.features].to_numpy(float), np.asarray(y, bool))
+        # score on one thread: a forest summed by parallel threads adds its trees in a racy
+        # order, so the last bits of a score (and PR-AUC ties) would change from run to run
+        if "n_jobs" in self.estimator.get_params():
+            self.estimator.set_params(n_jobs=1)
         return self
 
     def score(self, X: pd.DataFrame) -> np.ndarray:
-        # one thread: a forest summed by parallel threads adds its trees in a racy order,
-        # so the last bits of a score (and PR-AUC ties) would change from run to run
-        n_jobs = self.estimator.get_params().get("n_jobs")
-        if n_jobs not in (None, 1):
-            self.estimator.set_params(n_jobs=1)
-        try:
-            with _one_omp_thread():
-                proba = self.estimator.predict_proba(X[self.features].to_numpy(float))
-        finally:
-            if n_jobs not in (None, 1):
-                self.estimator.set_params(n_jobs=n_jobs)
+        with _one_omp_thread():
+            proba = self.estimator.predict_proba(X[self.features].to_numpy(float))
         classes = list(self.estimator.classes_)
         return proba[:, classes.index(True)] if True in classes else np.zeros(len(X))
 
+    def decide(self, score: np.ndarray) -> np.ndarray:
+        return score >= 0.5
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.score(X) >= 0.5
+        return self.decide(self.score(X))
 
     def importances(self) -> dict[str, float]:
         imp = getattr(self.estimator, "feature_importances_", None)
@@ -204,10 +205,11 @@ def vehicle_level(ids: np.ndarray, y: np.ndarray, pred: np.ndarray, score: np.nd
     return g["y"].to_numpy(bool), (g["p"] >= VEHICLE_SHARE).to_numpy(), g["s"].to_numpy(float)
 
 
-def evaluate(detector: Any, test: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Message-, conditional-message- and vehicle-level metrics of a fitted detector."""
-    score = detector.score(test)
-    pred = detector.predict(test)
+def evaluate(detector: Any, test: pd.DataFrame, score: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Message-, conditional-message- and vehicle-level metrics of a fitted detector
+    (pass `score` when already computed: scoring a forest is the costly part)."""
+    score = detector.score(test) if score is None else score
+    pred = detector.decide(score)
     y = test["is_attack"].to_numpy(bool)
     out = {"message": binary_metrics(y, pred, score)}
     # conditional: attacked messages below tolerance are neither hits nor misses
