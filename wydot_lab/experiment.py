@@ -178,7 +178,7 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
                     if si == 0:
                         models.save_model(det, out / "models" / f"{lab}__{det_name}.joblib",
                                           {"attack": spec, "share": share, "params": config.to_dict(params)})
-                f1s = {r["detector"]: round(r["f1"], 3) for r in rows[-3 * len(m.detectors):]
+                f1s = {r["detector"]: round(r["f1"], 3) for r in rows[-len(LEVELS) * len(m.detectors):]
                        if r["level"] == "message"}
                 _say(progress, f"  share {share:g} {lab}: F1 {f1s}")
     results = pd.DataFrame(rows)
@@ -236,35 +236,31 @@ def quality_bar(results: pd.DataFrame, share: float) -> dict[str, Any]:
     return bars
 
 
-def _write(out: Path, params: config.Params, results: pd.DataFrame, imps: pd.DataFrame) -> None:
-    results.to_parquet(out / "results.parquet", index=False)
-    results.to_csv(out / "results.csv", index=False)
-    imps.to_parquet(out / "importances.parquet", index=False)
+def summary(params: config.Params, results: pd.DataFrame) -> dict[str, Any]:
+    """F1 tables (primary share, every share, vehicle level) and the quality bars."""
     primary = _shares(params)[0]
-    summary = {
-        "params": config.to_dict(params),
+    return {
         "split": params.model.split,
         "share": primary,
         "f1": f1_table(results, primary),
         "f1_by_share": {str(s): f1_table(results, s) for s in _shares(params)},
         "f1_vehicle": f1_table(results, primary, "vehicle"),
         "quality_bar": quality_bar(results, primary),
-        "results": results.to_dict(orient="records"),
     }
-    (out / "metrics.json").write_text(json.dumps(_clean(summary), indent=1, sort_keys=False) + "\n")
+
+
+def _write(out: Path, params: config.Params, results: pd.DataFrame, imps: pd.DataFrame) -> None:
+    results.to_parquet(out / "results.parquet", index=False)
+    results.to_csv(out / "results.csv", index=False)
+    imps.to_parquet(out / "importances.parquet", index=False)
+    metrics = {"params": config.to_dict(params), **summary(params, results),
+               "results": results.to_dict(orient="records")}
+    (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1, sort_keys=False) + "\n")
     (out / "params.json").write_text(json.dumps(config.to_dict(params), indent=1) + "\n")
 
 
 def run_cli(params: config.Params, out_dir: str | Path, progress: Progress = None) -> dict:
     """`wydot-lab experiment`: run the matrix; the summary is the JSON line the CLI prints."""
-    results = run(params, out_dir, progress)
-    primary = _shares(params)[0]
-    return _clean({
-        "f1": f1_table(results, primary),
-        "split": params.model.split,
-        "share": primary,
-        "f1_by_share": {str(s): f1_table(results, s) for s in _shares(params)},
-        "quality_bar": quality_bar(results, primary),
-        "out": str(out_dir),
-        "files": sorted(p.name for p in Path(out_dir).iterdir()),
-    })
+    summ = summary(params, run(params, out_dir, progress))
+    return _clean({**{k: summ[k] for k in ("f1", "split", "share", "f1_by_share", "quality_bar")},
+                   "out": str(out_dir), "files": sorted(p.name for p in Path(out_dir).iterdir())})
