@@ -9,6 +9,7 @@ network and are off unless asked for (`params.maps.tiles`), and only in the hvpl
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-LON = "coreData_position_long"
-LAT = "coreData_position_lat"
-VEHICLE = "coreData_id"
-TIME = "metadata_generatedAt"
+from wydot_lab.frames import ID as VEHICLE, LAT, LON, TIME, time_ns
+
 EARTH_RADIUS = 6378137.0  # the Web Mercator sphere
 
 CLEAN_ATTACKED = {"clean": "#2b6cb0", "attacked": "#e53e3e"}
@@ -76,7 +75,7 @@ def break_lines(df: pd.DataFrame, vehicle: str = VEHICLE, time: str = TIME,
         return pd.DataFrame({c: pd.Series(dtype="float32") for c in cols})
     d = df.sort_values([vehicle, time], kind="stable")
     ids = d[vehicle].to_numpy()
-    t = pd.to_datetime(d[time], utc=True).to_numpy(dtype="datetime64[ns]").astype("int64")
+    t = time_ns(d[time])
     new = np.zeros(len(d), dtype=bool)
     new[1:] = (ids[1:] != ids[:-1]) | (np.abs(np.diff(t)) > max_gap_s * 1e9)
     breaks = np.flatnonzero(new)
@@ -102,7 +101,12 @@ def break_lines(df: pd.DataFrame, vehicle: str = VEHICLE, time: str = TIME,
 
 def extent(df: Any, pad: float = 0.04) -> tuple[tuple[float, float], tuple[float, float]]:
     """x/y ranges (Mercator metres) of finite positions, padded; a 2 km box if there is one point."""
-    stats = [df["x"].min(), df["y"].min(), df["x"].max(), df["y"].max()]
+    return _extent_and_rows(df, pad)[0]
+
+
+def _extent_and_rows(df: Any, pad: float = 0.04):
+    """`extent` and the row count, in one pass over a dask frame (each pass re-reads the cache)."""
+    stats = [df["x"].min(), df["y"].min(), df["x"].max(), df["y"].max(), df.shape[0]]
     if hasattr(df, "map_partitions"):
         import dask
 
@@ -114,7 +118,7 @@ def extent(df: Any, pad: float = 0.04) -> tuple[tuple[float, float], tuple[float
     xr = (lo[0], max(hi[0], lo[0] + 2000.0))
     yr = (lo[1], max(hi[1], lo[1] + 2000.0))
     px, py = (xr[1] - xr[0]) * pad, (yr[1] - yr[0]) * pad
-    return (xr[0] - px, xr[1] + px), (yr[0] - py, yr[1] + py)
+    return ((xr[0] - px, xr[1] + px), (yr[0] - py, yr[1] + py)), int(stats[4])
 
 
 def equal_aspect(x_range: tuple[float, float], y_range: tuple[float, float],
@@ -268,12 +272,15 @@ def _centerline_layer(width: int, height: int, x_range, y_range) -> np.ndarray:
 
 
 def _ranges(df, width: int, height: int | None, x_range, y_range, max_height: int | None = None):
+    """Canvas (width, height, x_range, y_range) with square metres, and the frame's row count."""
     if x_range is None or y_range is None:
-        x_range, y_range = extent(df)
+        (x_range, y_range), rows = _extent_and_rows(df)
+    else:
+        rows = int(len(df))
     if height is None:
         height = fitted_height(x_range, y_range, width, max_h=max_height or width)
     x_range, y_range = equal_aspect(x_range, y_range, width, height)
-    return width, height, x_range, y_range
+    return width, height, x_range, y_range, rows
 
 
 def trajectory_map(df: Any, *, title: str = "Trajectories", width: int = 900,
@@ -285,7 +292,7 @@ def trajectory_map(df: Any, *, title: str = "Trajectories", width: int = 900,
     Lines are broken between vehicles and across gaps; `lines=False` draws points. Without
     `height`, the height follows the data's aspect ratio (metres stay square), capped at `max_height`.
     """
-    width, height, x_range, y_range = _ranges(df, width, height, x_range, y_range, max_height)
+    width, height, x_range, y_range, n = _ranges(df, width, height, x_range, y_range, max_height)
     if lines:
         if hasattr(df, "map_partitions"):  # each partition drawn alone: no joins across them
             meta = pd.DataFrame({"x": pd.Series(dtype="float32"), "y": pd.Series(dtype="float32")})
@@ -297,7 +304,6 @@ def trajectory_map(df: Any, *, title: str = "Trajectories", width: int = 900,
         agg = aggregate_points(df, width, height, x_range, y_range)
     image = shade(agg)
     bg = _centerline_layer(width, height, x_range, y_range) if centerline else None
-    n = int(len(df))
     fig = _frame(image, x_range, y_range, title, background=bg,
                  subtitle=f"{n:,} messages, {'lines' if lines else 'points'}; grey: I-80 centre line")
     if path is not None:
@@ -319,7 +325,7 @@ def attack_map(df: pd.DataFrame, *, category: str = "label", title: str = "Clean
     colors = dict(colors or CLEAN_ATTACKED)
     if not isinstance(df[category].dtype, pd.CategoricalDtype):
         df = df.assign(**{category: pd.Categorical(df[category], categories=list(colors))})
-    width, height, x_range, y_range = _ranges(df, width, height, x_range, y_range, max_height)
+    width, height, x_range, y_range, _ = _ranges(df, width, height, x_range, y_range, max_height)
     agg = aggregate_points(df, width, height, x_range, y_range, category=category)
     image = shade(agg, color_key=colors, spread=spread)
     bg = _centerline_layer(width, height, x_range, y_range) if centerline else None
@@ -331,14 +337,21 @@ def attack_map(df: pd.DataFrame, *, category: str = "label", title: str = "Clean
     return fig
 
 
-def save(fig, path: str | Path) -> Path:
-    """Write a figure as PNG (Agg canvas: works with no display)."""
+def png_bytes(fig) -> bytes:
+    """A figure as PNG bytes (Agg canvas: works with no display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", facecolor="white")
+    return buf.getvalue()
+
+
+def save(fig, path: str | Path) -> Path:
+    """Write a figure as PNG."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(p, format="png", facecolor="white")
+    p.write_bytes(png_bytes(fig))
     return p
 
 

@@ -8,7 +8,6 @@ under papermill nobody moves the slider and the params' date range is what runs.
 from __future__ import annotations
 
 import datetime as dt
-import io
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -114,16 +113,6 @@ def range_reload(params: Any, width: int | None = None, progress: Any = False) -
 # ------------------------------------------------------------------ the widget
 
 
-def figure_png(fig: Any) -> bytes:
-    """PNG bytes of a matplotlib figure (shown via IPython Image: works in and out of a kernel)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", facecolor="white")
-    return buf.getvalue()
-
-
 class DateRangePicker:
     """`SelectionRangeSlider` over the available dates; each change calls `reload(start, end)`.
 
@@ -176,6 +165,8 @@ class DateRangePicker:
         """Reload the selected range and replace the counts table and the map."""
         from IPython.display import HTML, Image
 
+        from wydot_lab import maps
+
         start, end = self.value
         self.status.value = f"<i>loading {start} .. {end}</i>"
         result = dict(self._reload(start, end))
@@ -186,7 +177,7 @@ class DateRangePicker:
         self.counts_out.outputs = ()
         self.counts_out.append_display_data(HTML(table.to_html()))
         self.map_out.outputs = ()
-        png = result.get("png") or (figure_png(result["figure"]) if result.get("figure") is not None else None)
+        png = result.get("png") or (maps.png_bytes(result["figure"]) if result.get("figure") is not None else None)
         if png:
             self.map_out.append_display_data(Image(data=png, format="png"))
         self.status.value = f"{start} .. {end}"
