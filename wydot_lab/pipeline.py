@@ -162,17 +162,12 @@ def _run_stage(pm, stage: Stage, i: int, n: int, nb_dir: Path, run_dir: Path, pa
     summary["stages"].append(record)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(src), str(executed), parameters=values, kernel_name=KERNEL,
-                            cwd=str(run_dir / stage.name), progress_bar=False, log_output=False,
-                            execution_timeout=timeout)
-    except pm.PapermillExecutionError as err:
+        _execute(pm, src, executed, values, run_dir / stage.name, timeout)
+    except Exception as err:  # a cell raised, or the kernel died, the notebook is missing, timeout ...
+        cell = isinstance(err, pm.PapermillExecutionError)
         record.update(status="failed", seconds=round(time.perf_counter() - t0, 3),
-                      error=f"{err.ename}: {_first_line(err.evalue)}")
-        progress(f"[{i}/{n}] {stage.name}: FAILED ({record['error']})")
-        raise PipelineError(f"stage {stage.name} failed ({record['error']}); see {executed}") from None
-    except Exception as err:  # kernel died, missing notebook, timeout ...
-        record.update(status="failed", seconds=round(time.perf_counter() - t0, 3),
-                      error=f"{type(err).__name__}: {_first_line(err)}")
+                      error=f"{err.ename}: {_first_line(err.evalue)}" if cell
+                      else f"{type(err).__name__}: {_first_line(err)}")
         progress(f"[{i}/{n}] {stage.name}: FAILED ({record['error']})")
         raise PipelineError(f"stage {stage.name} failed ({record['error']}); see {executed}") from None
     missing = [f for f in stage.outputs if not (run_dir / stage.name / f).exists()]
@@ -182,6 +177,12 @@ def _run_stage(pm, stage: Stage, i: int, n: int, nb_dir: Path, run_dir: Path, pa
         raise PipelineError(f"stage {stage.name} did not write {', '.join(missing)}; see {executed}")
     record["status"] = "ok"
     progress(f"[{i}/{n}] {stage.name}: ok in {record['seconds']:.1f}s")
+
+
+def _execute(pm, src: Path, executed: Path, values: dict, cwd: Path, timeout: float | None = None) -> None:
+    """papermill one notebook with the stage parameters, run in its output folder, quietly."""
+    pm.execute_notebook(str(src), str(executed), parameters=values, kernel_name=KERNEL, cwd=str(cwd),
+                        progress_bar=False, log_output=False, execution_timeout=timeout)
 
 
 def stage(name: str, stages: tuple[Stage, ...] = STAGES) -> Stage:
@@ -214,9 +215,8 @@ def require(stage_name: str, params_path: str | Path, progress: Callable[[str], 
                                   **{k: str(prod_out.parent / p / f) for k, (p, f) in producer.inputs.items()}))
             progress(f"{name}: {resolved} missing; running {producer.name} into {prod_out}")
             prod_out.mkdir(parents=True, exist_ok=True)
-            pm.execute_notebook(str(nb_dir / f"{producer.name}.ipynb"),
-                                str(prod_out.parent / f"{producer.name}.ipynb"), parameters=values,
-                                kernel_name=KERNEL, cwd=str(prod_out), progress_bar=False)
+            _execute(pm, nb_dir / f"{producer.name}.ipynb", prod_out.parent / f"{producer.name}.ipynb",
+                     values, prod_out)
         out[name] = str(resolved)
     return out
 
