@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wydot_lab import layout
-from wydot_lab.schema import BSM_SCHEMA, NON_BSM_SCHEMA, QUARANTINE_SCHEMA, SCHEMA_VERSION
+from wydot_lab.schema import BSM_SCHEMA, NON_BSM_SCHEMA, QUARANTINE_SCHEMA, SCHEMA_VERSION, conform
 
 MANIFEST = "manifest.json"
 CORRUPT_MARK = "manifest.corrupt.json"
@@ -151,8 +151,10 @@ class Cache:
             manifest = {"status": CORRUPT, "problem": "unreadable manifest"}
         return Partition(hour, path, manifest)
 
-    def partitions(self, start: dt.datetime | None = None, end: dt.datetime | None = None) -> list[Partition]:
-        """Partitions with a manifest in [start, end) (all if no bounds), by listing date folders."""
+    def hour_folders(self, start: dt.datetime | None = None, end: dt.datetime | None = None,
+                     leftovers: bool = False) -> list[tuple[dt.datetime, str]]:
+        """(hour, path) of the `hour=` folders in [start, end) (all if no bounds), listing only date folders
+        in range; `leftovers`: also the `.tmp-`/`.old-` folders of killed writers."""
         base = f"{self.root}/source={self.pilot}/type={self.message_type}"
         try:
             dates = sorted(p.rsplit("date=", 1)[1] for p in self.fs.ls(base, detail=False) if "/date=" in p
@@ -168,12 +170,17 @@ class Cache:
                 continue
             for p in sorted(self.fs.ls(self.date_path(day), detail=False)):
                 leaf = p.rstrip("/").rsplit("/", 1)[-1]
-                if not leaf.startswith("hour="):
+                if not (leaf.startswith("hour=") or leftovers and leaf.startswith((".tmp-hour=", ".old-hour="))):
                     continue
-                hour = dt.datetime(day.year, day.month, day.day, int(leaf[5:]), tzinfo=dt.timezone.utc)
+                hour = dt.datetime(day.year, day.month, day.day, int(leaf.split("hour=", 1)[1][:2]),
+                                   tzinfo=dt.timezone.utc)
                 if (start is None or hour >= start) and (end is None or hour < end):
-                    out.append(self.partition(hour))
+                    out.append((hour, p))
         return out
+
+    def partitions(self, start: dt.datetime | None = None, end: dt.datetime | None = None) -> list[Partition]:
+        """Partitions of the hour folders in [start, end) (all if no bounds)."""
+        return [self.partition(hour) for hour, _ in self.hour_folders(start, end)]
 
     def status(self, part: Partition, ttl_days: float | None = None, source_objects: list[dict] | None = None,
                now: dt.datetime | None = None, deep: bool = False) -> tuple[str, str]:
@@ -246,16 +253,16 @@ class Cache:
         self._sweep(hour)
         tmp = f"{parent}/.tmp-hour={hour:%H}-{uuid.uuid4().hex[:12]}"
         self.fs.makedirs(tmp, exist_ok=True)
+        tables = {"valid": valid, "quarantine": quarantine, "non_bsm": non_bsm}
+        tables = {k: FILES[k][1].empty_table() if t is None else t for k, t in tables.items()}  # None: empty
         files = {}
         if status != MISSING:
-            tables = {"valid": valid, "quarantine": quarantine, "non_bsm": non_bsm}
             for key, (name, schema) in FILES.items():
                 data = _parquet_bytes(tables[key], schema)
                 self.fs.pipe_file(f"{tmp}/{name}", data)
                 files[name] = {"sha256": _sha256(data), "size": len(data), "rows": tables[key].num_rows}
-        counts = {"valid": valid.num_rows if valid is not None else 0,
-                  "quarantined": quarantine.num_rows if quarantine is not None else 0,
-                  "non_bsm": non_bsm.num_rows if non_bsm is not None else 0, "blank": int(blank)}
+        counts = {"valid": tables["valid"].num_rows, "quarantined": tables["quarantine"].num_rows,
+                  "non_bsm": tables["non_bsm"].num_rows, "blank": int(blank)}
         counts["records"] = counts["valid"] + counts["quarantined"] + counts["non_bsm"] + counts["blank"]
         manifest = {
             "partition": final[len(self.root) + 1:],
@@ -330,15 +337,7 @@ class Cache:
             raise CorruptPartition(
                 f"cache partition {part.path} is corrupt ({problem}); it was hidden: run `wydot-lab ingest` "
                 "for this range to refetch it")
-        if table.schema != schema:
-            table = table.cast(schema) if table.schema.names == schema.names else _conform(table, schema)
-        return table
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    from wydot_lab.schema import conform
-
-    return conform(table, schema)
+        return table if table.schema == schema else conform(table, schema)
 
 
 def _protocols(fs) -> set:
@@ -352,10 +351,8 @@ def _object_set(objs: Iterable[dict]) -> set:
 
 def _parquet_bytes(table: pa.Table, schema: pa.Schema) -> bytes:
     """Deterministic Parquet bytes (same table -> same bytes, hence the same SHA-256)."""
-    if table is None:
-        table = schema.empty_table()
     if table.schema != schema:
-        table = _conform(table, schema)
+        table = conform(table, schema)
     sink = io.BytesIO()
     # snappy: zstd's per-column-chunk set-up costs more than its smaller files save on
     # 58 columns x 24 hourly files (measured: ~5.5 vs ~3 ms per file to read)
@@ -474,6 +471,22 @@ def available(cache: Cache, t0: dt.datetime, t1: dt.datetime, ttl_days: float | 
     return ok, problems
 
 
+def _servable(start, end, root: str, pilot: str, message_type: str, storage_options: dict | None,
+              ttl_days: float | None, strict: bool) -> tuple[Cache, list[Partition]]:
+    """The cache and its servable partitions of a range; hours it cannot serve raise (`strict`) or warn."""
+    t0, t1 = hour_range(start, end)
+    cache = Cache(root, pilot, message_type, storage_options)
+    parts, problems = available(cache, t0, t1, ttl_days=ttl_days)
+    if problems:
+        msg = (f"cache {root}: {len(problems)} of {len(layout.hours_between(t0, t1))} hours not complete: "
+               + ", ".join(f"{h} ({why})" for h, why in list(problems.items())[:6])
+               + (" ..." if len(problems) > 6 else "") + "; run `wydot-lab ingest` for this range")
+        if strict:
+            raise LookupError(msg)
+        warnings.warn(msg, CacheWarning, stacklevel=3)
+    return cache, parts
+
+
 def load(start, end, root: str, pilot: str = layout.DEFAULT_PILOT, message_type: str = layout.DEFAULT_TYPE,
          storage_options: dict | None = None, verify: bool = True, columns: list[str] | None = None,
          rows_per_partition: int = 2_000_000, ttl_days: float | None = None, strict: bool = False):
@@ -488,16 +501,7 @@ def load(start, end, root: str, pilot: str = layout.DEFAULT_PILOT, message_type:
     import dask
     import dask.dataframe as dd
 
-    t0, t1 = hour_range(start, end)
-    cache = Cache(root, pilot, message_type, storage_options)
-    parts, problems = available(cache, t0, t1, ttl_days=ttl_days)
-    if problems:
-        msg = (f"cache {root}: {len(problems)} of {len(layout.hours_between(t0, t1))} hours not complete: "
-               + ", ".join(f"{h} ({why})" for h, why in list(problems.items())[:6])
-               + (" ..." if len(problems) > 6 else "") + "; run `wydot-lab ingest` for this range")
-        if strict:
-            raise LookupError(msg)
-        warnings.warn(msg, CacheWarning, stacklevel=2)
+    cache, parts = _servable(start, end, root, pilot, message_type, storage_options, ttl_days, strict)
     meta = _pandas_meta()
     if columns is not None:
         meta = meta[columns]
@@ -510,15 +514,11 @@ def load(start, end, root: str, pilot: str = layout.DEFAULT_PILOT, message_type:
                            enforce_metadata=False, label="wydot-cache")
 
 
-def load_table(start, end, root: str, kind: str = "valid", **kw) -> pa.Table:
+def load_table(start, end, root: str, kind: str = "valid", pilot: str = layout.DEFAULT_PILOT,
+               message_type: str = layout.DEFAULT_TYPE, storage_options: dict | None = None, verify: bool = True,
+               ttl_days: float | None = None, strict: bool = False) -> pa.Table:
     """Same hours as `load`, as one Arrow table (`kind`: valid | quarantine | non_bsm)."""
-    t0, t1 = hour_range(start, end)
-    cache = Cache(root, kw.pop("pilot", layout.DEFAULT_PILOT), kw.pop("message_type", layout.DEFAULT_TYPE),
-                  kw.pop("storage_options", None))
-    parts, problems = available(cache, t0, t1, ttl_days=kw.pop("ttl_days", None))
-    if problems:
-        warnings.warn(f"cache {root}: hours not complete: {', '.join(problems)}", CacheWarning, stacklevel=2)
-    verify = kw.pop("verify", True)
+    cache, parts = _servable(start, end, root, pilot, message_type, storage_options, ttl_days, strict)
     return _read_parts(cache, parts, kind, verify)
 
 
@@ -572,26 +572,15 @@ def clear(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT, me
     """Remove partitions in range (all if no range), each under its lock, plus writer leftovers."""
     t0, t1 = hour_range(start, end) if start and end else (None, None)
     cache = Cache(root, pilot, message_type, storage_options)
-    base = f"{cache.root}/source={pilot}/type={message_type}"
     removed = 0
-    try:
-        dates = [p for p in cache.fs.ls(base, detail=False) if "/date=" in p]
-    except FileNotFoundError:
-        dates = []
-    for d in sorted(dates):
-        day = dt.date.fromisoformat(d.rsplit("date=", 1)[1])
-        for p in sorted(cache.fs.ls(d, detail=False)):
-            leaf = p.rstrip("/").rsplit("/", 1)[-1]
-            hh = leaf.split("hour=", 1)[1][:2] if "hour=" in leaf else None
-            if hh is None:
-                continue
-            hour = dt.datetime(day.year, day.month, day.day, int(hh), tzinfo=dt.timezone.utc)
-            if t0 is not None and not (t0 <= hour < t1):
-                continue
-            with cache.lock(hour):
-                if cache.fs.exists(p):
-                    cache.fs.rm(p, recursive=True)
-                    removed += leaf.startswith("hour=")
+    days = set()
+    for hour, path in cache.hour_folders(t0, t1, leftovers=True):
+        with cache.lock(hour):
+            if cache.fs.exists(path):
+                cache.fs.rm(path, recursive=True)
+                removed += path.rsplit("/", 1)[-1].startswith("hour=")
+        days.add(path.rsplit("/", 1)[0])
+    for d in sorted(days):
         if not cache.fs.ls(d, detail=False):
             cache.fs.rm(d, recursive=True)
     return {"removed": removed}

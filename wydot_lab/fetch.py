@@ -409,10 +409,7 @@ def _write_hour(cache: cache_mod.Cache, h: dt.datetime, folders: list[Folder], p
     if gaps:
         status = cache_mod.INCOMPLETE
         extra["missing_sources"] = [layout.hour_prefix(cache.pilot, cache.message_type, f.hour) for f in gaps]
-    from wydot_lab.schema import BSM_SCHEMA
-
-    return cache.write(h, valid if valid is not None else BSM_SCHEMA.empty_table(), own.quarantine, own.non_bsm,
-                       own.blank, objs, extra, status=status, locked=True)
+    return cache.write(h, valid, own.quarantine, own.non_bsm, own.blank, objs, extra, status=status, locked=True)
 
 
 # ---------------------------------------------------------------- notebook facade
