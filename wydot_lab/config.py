@@ -174,13 +174,19 @@ def from_dict(data: dict[str, Any], origin: str = "params") -> Params:
         raise ParamsError(_one_line(err, origin)) from None
 
 
-def load(path: str | Path) -> Params:
-    """Read and validate a params YAML (relative paths: cwd first, then the project root)."""
+def find(path: str | Path) -> Path:
+    """The params file a path names: relative paths try the cwd first, then the project root."""
     p = Path(path)
     if not p.exists() and not p.is_absolute():
         p = project_root() / p
     if not p.exists():
         raise ParamsError(f"{path}: no such params file")
+    return p.resolve()
+
+
+def load(path: str | Path) -> Params:
+    """Read and validate a params YAML (see `find` for where relative paths are looked up)."""
+    p = find(path)
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:

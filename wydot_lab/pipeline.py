@@ -122,10 +122,7 @@ def run(params_path: str | Path, out: str | Path | None = None,
     import papermill as pm
 
     params = config.load(params_path)  # a bad params file fails here, before any stage runs
-    params_file = Path(params_path)
-    if not params_file.exists():
-        params_file = config.project_root() / params_file
-    params_file = params_file.resolve()
+    params_file = config.find(params_path)
     nb_dir = Path(notebooks) if notebooks else notebooks_dir()
     run_dir = run_dir_for(params, out)
     run_dir.mkdir(parents=True, exist_ok=True)
