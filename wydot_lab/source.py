@@ -28,6 +28,14 @@ TRANSIENT_CODES = frozenset({
 DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "403", "Forbidden"})
 BAD_CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
                                   "TokenRefreshRequired"})
+# exception types (anywhere in the chain) that mean "try again later" / "no route to the endpoint"
+TRANSIENT_TYPES = frozenset({
+    "ReadTimeoutError", "ConnectTimeoutError", "ConnectionClosedError", "EndpointConnectionError",
+    "ServerDisconnectedError", "ClientPayloadError", "ClientOSError", "IncompleteRead", "ResponseStreamingError",
+    "FSTimeoutError", "TimeoutError", "ConnectionResetError", "ConnectionRefusedError", "ProxyConnectionError",
+    "HTTPClientError", "ServerTimeoutError"})
+UNREACHABLE_TYPES = frozenset({"EndpointConnectionError", "ConnectTimeoutError", "ConnectionRefusedError",
+                               "ProxyConnectionError", "ClientConnectorError"})
 
 
 class SourceError(RuntimeError):
@@ -200,20 +208,15 @@ def _names(err: BaseException) -> set[str]:
 
 def is_transient(err: BaseException) -> bool:
     """Throttling, 5xx, timeouts and dropped connections: worth another try."""
-    code = _error_code(err)
-    if code in TRANSIENT_CODES:
-        return True
-    names = _names(err)
-    transient_types = {"ReadTimeoutError", "ConnectTimeoutError", "ConnectionClosedError", "EndpointConnectionError",
-                       "ServerDisconnectedError", "ClientPayloadError", "ClientOSError", "IncompleteRead",
-                       "ResponseStreamingError", "FSTimeoutError", "TimeoutError", "ConnectionResetError",
-                       "ConnectionRefusedError", "ProxyConnectionError", "HTTPClientError", "ServerTimeoutError"}
-    return bool(names & transient_types)
+    return _error_code(err) in TRANSIENT_CODES or bool(_names(err) & TRANSIENT_TYPES)
 
 
 def _unreachable(err: BaseException) -> bool:
-    return bool(_names(err) & {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionRefusedError",
-                               "ProxyConnectionError", "ClientConnectorError"})
+    return bool(_names(err) & UNREACHABLE_TYPES)
+
+
+def _no_such_bucket(err: BaseException) -> bool:
+    return _error_code(err) == "NoSuchBucket" or "NoSuchBucket" in _names(err)
 
 
 def translate(err: BaseException, spec: SourceSpec, what: str | None = None,
@@ -251,7 +254,7 @@ def translate(err: BaseException, spec: SourceSpec, what: str | None = None,
                 "if the bucket bills the requester")
         return SourceError(f"{where}: access denied{' to ' + what if what else ''} (mode: {mode}); {hint}",
                            "access_denied", hour)
-    if code == "NoSuchBucket" or "NoSuchBucket" in names:
+    if _no_such_bucket(err):
         ep = f" at {redact_url(spec.endpoint_url)}" if spec.endpoint_url else ""
         return SourceError(
             f"{where}: no such bucket{ep} (mode: {mode}); check the name (the old "
@@ -309,30 +312,24 @@ class Source:
                 raise SourceError(f"{self.spec.display()}: source folder does not exist", "no_such_folder")
         else:
             prefix = f"{root}/{self.spec.pilot}"
-
-            def probe():
-                try:
-                    self.fs.ls(prefix, detail=False, refresh=True)
-                except FileNotFoundError as err:
-                    if _error_code(err) == "NoSuchBucket" or "NoSuchBucket" in _names(err):
-                        raise
-            with_retries(probe, self.spec, f"s3://{prefix}")
+            with_retries(lambda: self._ls(prefix), self.spec, f"s3://{prefix}")
         self._checked = True
+
+    def _ls(self, path: str) -> list[dict]:
+        """Entries of a folder, fresh from the store; an absent folder (not bucket) is empty."""
+        try:
+            return self.fs.ls(path, detail=True, refresh=True)
+        except FileNotFoundError as err:
+            if _no_such_bucket(err):
+                raise
+            return []
 
     def list_hour(self, hour: dt.datetime) -> list[ObjectInfo]:
         """Objects of one hour folder, sorted by key; an absent folder is an empty hour."""
         self.check()
         path = self.hour_path(hour)
         what = f"hour {hour:%Y-%m-%dT%H} ({self._url(path)}/)"
-
-        def ls():
-            try:
-                return self.fs.ls(path, detail=True, refresh=True) if self.spec.is_s3 else self.fs.ls(path, detail=True)
-            except FileNotFoundError as err:
-                if _error_code(err) == "NoSuchBucket" or "NoSuchBucket" in _names(err):
-                    raise
-                return []
-        entries = with_retries(ls, self.spec, what, hour)
+        entries = with_retries(lambda: self._ls(path), self.spec, what, hour)
         out = []
         root = self.spec.root.rstrip("/") + "/"
         for e in entries:
