@@ -43,7 +43,7 @@ def main() -> None:
     params = config.Params()
     ddf = dd.from_pandas(frame, npartitions=4)
     t0 = time.perf_counter()
-    features.featurize(ddf, params.features).compute(scheduler="threads")
+    features.featurize(ddf, params.features.window).compute(scheduler="threads")
     dask_rate = n / (time.perf_counter() - t0)
     peer = _peer(frame)
     print(f"features (pandas, {len(features.FEATURES)} features): {pandas_rate:,.0f} rec/s  "

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from wydot_lab import geo
-from wydot_lab.frames import CRUMB_SIGN, CRUMBS, ID, LAT, LON, TIME, shift_crumbs, time_ns
+from wydot_lab.frames import CRUMB_SIGN, CRUMBS, ID, LAT, LON, VehicleOrder, by_vehicle, floats, shift_crumbs
 
 SPEED, HEADING, ELEV = "coreData_speed", "coreData_heading", "coreData_elevation"
 SEMI_MAJOR = "coreData_accuracy_semiMajor"
@@ -156,27 +156,20 @@ def apply(frame: pd.DataFrame, spec: dict, attackers: Any, rng: np.random.Genera
 # ---------------------------------------------------------------- shared helpers
 
 
-@dataclass
-class _Ctx:
-    """Row bookkeeping every attack needs: vehicle codes, (id, time) order, attacker mask."""
+@dataclass(frozen=True)
+class _Ctx(VehicleOrder):
+    """Row bookkeeping every attack needs: the (id, time) order plus the attacker mask."""
 
-    n: int
-    order: np.ndarray  # row positions sorted by (id, time)
-    veh: np.ndarray  # vehicle code per row (index into sorted unique ids)
-    n_veh: int
     attacker: np.ndarray
-    first: np.ndarray  # in sorted order: row starts a vehicle
+
+    @property
+    def n(self) -> int:
+        return len(self.order)
 
 
 def _ctx(frame: pd.DataFrame) -> _Ctx:
-    ids = frame[ID].astype(str).to_numpy()
-    uniq, veh = np.unique(ids, return_inverse=True)
-    t = time_ns(frame[TIME])
-    order = np.lexsort((t, veh))
-    vs = veh[order]
-    first = np.ones(len(vs), bool)
-    first[1:] = vs[1:] != vs[:-1]
-    return _Ctx(len(frame), order, veh, len(uniq), frame["is_attacker"].to_numpy(bool), first)
+    vo = by_vehicle(frame)
+    return _Ctx(vo.order, vo.veh, vo.n_veh, vo.t_ns, vo.first, attacker=frame["is_attacker"].to_numpy(bool))
 
 
 def _per_message(ctx: _Ctx, draws: np.ndarray) -> np.ndarray:
@@ -184,14 +177,6 @@ def _per_message(ctx: _Ctx, draws: np.ndarray) -> np.ndarray:
     out = np.empty_like(draws)
     out[ctx.order] = draws
     return out
-
-
-def _finite(frame: pd.DataFrame, col: str) -> np.ndarray:
-    return np.isfinite(frame[col].to_numpy(dtype=float, na_value=np.nan))
-
-
-def _values(frame: pd.DataFrame, col: str) -> np.ndarray:
-    return frame[col].to_numpy(dtype=float, na_value=np.nan)
 
 
 def _put(out: pd.DataFrame, col: str, rows: np.ndarray, values: np.ndarray) -> None:
@@ -211,7 +196,7 @@ def _labelled(out: pd.DataFrame, attacked: np.ndarray, cond: np.ndarray, params:
 
 
 def _tolerance(frame: pd.DataFrame) -> np.ndarray:
-    sm = _values(frame, SEMI_MAJOR)
+    sm = floats(frame, SEMI_MAJOR)
     return np.where(np.isfinite(sm), sm, POS_TOL_M)
 
 
@@ -242,10 +227,11 @@ def _ring(rng: np.random.Generator, size: int, lo: float, hi: float) -> tuple[np
 
 
 def _move(frame: pd.DataFrame, ctx: _Ctx, rows: np.ndarray, fx: np.ndarray, fy: np.ndarray,
-          params: dict) -> pd.DataFrame:
-    """Report local positions (fx, fy) on `rows`; label by displacement vs the GPS tolerance."""
+          params: dict, true_xy: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
+    """Report local positions (fx, fy) on `rows`; label by displacement from the true local
+    positions `true_xy` (`_local(frame)`, passed in so it is projected once) vs the GPS tolerance."""
     out = frame.copy()
-    lat, lon = _values(frame, LAT), _values(frame, LON)
+    lat, lon = floats(frame, LAT), floats(frame, LON)
     rows = rows & np.isfinite(lat) & np.isfinite(lon)
     flat, flon = lat.copy(), lon.copy()
     if rows.any():
@@ -256,7 +242,7 @@ def _move(frame: pd.DataFrame, ctx: _Ctx, rows: np.ndarray, fx: np.ndarray, fy: 
     _put(out, LON, rows, flon)
     if params.get("careful"):
         out[CRUMBS] = _careful_crumbs(frame[CRUMBS], ctx, rows, flat - lat, flon - lon)
-    x, y = _local(frame)
+    x, y = true_xy
     nx, ny = x.copy(), y.copy()
     if rows.any():
         nx[rows], ny[rows] = geo.to_local(flat[rows], flon[rows])
@@ -265,7 +251,7 @@ def _move(frame: pd.DataFrame, ctx: _Ctx, rows: np.ndarray, fx: np.ndarray, fy: 
 
 
 def _local(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    x, y = geo.to_local(_values(frame, LAT), _values(frame, LON))
+    x, y = geo.to_local(floats(frame, LAT), floats(frame, LON))
     return np.asarray(x, float), np.asarray(y, float)
 
 
@@ -287,7 +273,7 @@ def _careful_crumbs(crumbs: pd.Series, ctx: _Ctx, rows: np.ndarray, dlat: np.nda
 
 def _speed_write(frame: pd.DataFrame, rows: np.ndarray, fake: np.ndarray, params: dict) -> pd.DataFrame:
     out = frame.copy()
-    true = _values(frame, SPEED)
+    true = floats(frame, SPEED)
     rows = rows & np.isfinite(true)
     fake = np.clip(_quantize(fake, SPEED_STEP), 0.0, SPEED_MAX)
     _put(out, SPEED, rows, fake)
@@ -302,7 +288,7 @@ def _speed_write(frame: pd.DataFrame, rows: np.ndarray, fake: np.ndarray, params
 def const_position(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     ctx = _ctx(frame)
     px, py = _corridor_points(rng, ctx.n_veh, params["radius_m"])
-    return _move(frame, ctx, ctx.attacker, px[ctx.veh], py[ctx.veh], params)
+    return _move(frame, ctx, ctx.attacker, px[ctx.veh], py[ctx.veh], params, _local(frame))
 
 
 def _offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict, per_message: bool) -> pd.DataFrame:
@@ -311,7 +297,7 @@ def _offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict, per_mes
     dx, dy = _ring(rng, ctx.n if per_message else ctx.n_veh, params["min_m"], params["max_m"])
     dx, dy = (_per_message(ctx, dx), _per_message(ctx, dy)) if per_message else (dx[ctx.veh], dy[ctx.veh])
     x, y = _local(frame)
-    return _move(frame, ctx, ctx.attacker, x + dx, y + dy, params)
+    return _move(frame, ctx, ctx.attacker, x + dx, y + dy, params, (x, y))
 
 
 @_register("const_offset", "true position + one fixed (dx, dy) per vehicle, random direction",
@@ -331,7 +317,8 @@ def random_offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -
 def random_position(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     ctx = _ctx(frame)
     px, py = _corridor_points(rng, ctx.n, params["radius_m"])
-    return _move(frame, ctx, ctx.attacker, _per_message(ctx, px), _per_message(ctx, py), params)
+    return _move(frame, ctx, ctx.attacker, _per_message(ctx, px), _per_message(ctx, py), params,
+                 _local(frame))
 
 
 @_register("position_swap", "the position of another random message of the corpus", position=True)
@@ -342,7 +329,7 @@ def position_swap(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -
     if len(valid) < 2:
         return _labelled(frame.copy(), np.zeros(ctx.n, bool), np.zeros(ctx.n, bool), params)
     pick = valid[_per_message(ctx, rng.integers(0, len(valid), size=ctx.n))]
-    return _move(frame, ctx, ctx.attacker, x[pick], y[pick], params)
+    return _move(frame, ctx, ctx.attacker, x[pick], y[pick], params, (x, y))
 
 
 @_register("eventual_stop", "after a random moment, its frozen position with speed 0",
@@ -353,8 +340,7 @@ def eventual_stop(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -
     trig = att_s & (rng.uniform(size=ctx.n) < params["p"])
     # per vehicle: stopped from its first trigger on (cumulative count reset at each vehicle)
     cum = np.cumsum(trig)
-    start = np.maximum.accumulate(np.where(ctx.first, np.arange(ctx.n), 0))
-    before = np.r_[0, cum][start]
+    before = np.r_[0, cum][ctx.start]
     stopped_s = (cum - before) > 0
     first_trig = trig & ((cum - before) == 1)
     src_s = np.maximum.accumulate(np.where(first_trig, np.arange(ctx.n), 0))
@@ -363,8 +349,8 @@ def eventual_stop(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -
     src = np.zeros(ctx.n, int)
     src[ctx.order] = ctx.order[src_s]
     x, y = _local(frame)
-    out = _move(frame, ctx, stopped, x[src], y[src], params)
-    speed = _values(frame, SPEED)
+    out = _move(frame, ctx, stopped, x[src], y[src], params, (x, y))
+    speed = floats(frame, SPEED)
     has_speed = stopped & np.isfinite(speed)
     _put(out, SPEED, has_speed, np.zeros(ctx.n))
     moving = np.where(np.isfinite(speed), speed > MOVING_MPS, out["is_attack_cond"].to_numpy(bool))
@@ -387,7 +373,7 @@ def speed_offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict) ->
     ctx = _ctx(frame)
     off = rng.uniform(params["min_mps"], params["max_mps"], size=ctx.n_veh)
     off *= rng.choice(np.array([-1.0, 1.0]), size=ctx.n_veh)
-    return _speed_write(frame, ctx.attacker, _values(frame, SPEED) + off[ctx.veh], params)
+    return _speed_write(frame, ctx.attacker, floats(frame, SPEED) + off[ctx.veh], params)
 
 
 @_register("random_speed", "a fresh random speed per message", {"min_mps": 2.235, "max_mps": 35.763})
@@ -400,11 +386,11 @@ def random_speed(frame: pd.DataFrame, rng: np.random.Generator, params: dict) ->
 @_register("heading_reversal", "heading + 180 degrees")
 def heading_reversal(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     out = frame.copy()
-    h = _values(frame, HEADING)
+    h = floats(frame, HEADING)
     rows = frame["is_attacker"].to_numpy(bool) & np.isfinite(h)
     fake = _quantize((h + 180.0) % 360.0, HEADING_STEP) % 360.0
     _put(out, HEADING, rows, fake)
-    speed = _values(frame, SPEED)
+    speed = floats(frame, SPEED)
     return _labelled(out, rows, ~(speed <= MOVING_MPS), params)
 
 
@@ -417,7 +403,7 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
         return _labelled(out, np.zeros(ctx.n, bool), np.zeros(ctx.n, bool), params)
     victim = rng.integers(0, ctx.n_veh - 1, size=ctx.n_veh)
     victim = victim + (victim >= np.arange(ctx.n_veh))  # never itself
-    t = time_ns(frame[TIME])
+    t = ctx.t_ns
     uniq_t = np.unique(t)
     # sorted key (vehicle, time rank) -> last row of the victim at or before t - delay
     keys = (ctx.veh * (len(uniq_t) + 1) + np.searchsorted(uniq_t, t))[ctx.order]
@@ -431,7 +417,7 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
         out[col] = pd.Series(frame[col].array.take(src), index=frame.index)
     x, y = _local(frame)
     moved = np.hypot(x[src] - x, y[src] - y)
-    dv = np.abs(_values(frame, SPEED)[src] - _values(frame, SPEED))
+    dv = np.abs(floats(frame, SPEED)[src] - floats(frame, SPEED))
     cond = (moved > _tolerance(frame)) | (dv > SPEED_TOL_MPS)
     return _labelled(out, ctx.attacker.copy(), cond, params)
 

@@ -82,7 +82,7 @@ def featurize(frame: pd.DataFrame, params: config.Params, scheduler: Any = "thre
 
     nparts = params.dask.npartitions or max(1, len(frame) // ROWS_PER_PARTITION)
     ddf = dd.from_pandas(frame, npartitions=nparts, sort=False)
-    out = features.featurize(ddf, params.features).compute(scheduler=scheduler)
+    out = features.featurize(ddf, params.features.window).compute(scheduler=scheduler)
     return out.loc[frame.index]
 
 

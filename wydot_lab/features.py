@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from wydot_lab import geo
-from wydot_lab.frames import CRUMB_SIGN, CRUMBS, ID, LAT, LON, TIME, first_crumbs, time_ns
+from wydot_lab.frames import CRUMB_SIGN, CRUMBS, ID, LAT, LON, TIME, by_vehicle, first_crumbs, floats
 
 # F2MD legacy thresholds, units adapted (DOMAIN.md section 4)
 SPEED_CAP_MPS = 35.8  # privacy-filter cap; genuine published data never exceeds it
@@ -77,24 +77,11 @@ REFERENCE = ["x_m", "y_m", "elevation_m"]  # position_only reference detector on
 LABEL_COLUMNS = ("is_attacker", "is_attack", "is_attack_cond", "attack_type")
 
 
-def _window(params: Any) -> int:
-    if params is None:
-        return 5
-    if isinstance(params, int):
-        return params
-    return int(getattr(params, "window", None) or getattr(getattr(params, "features", None), "window", 5))
-
-
-def _f(frame: pd.DataFrame, col: str) -> np.ndarray:
-    return frame[col].to_numpy(dtype=float, na_value=np.nan)
-
-
 class _Groups:
     """Sorted rows' vehicle boundaries, for shifts and rolling windows that never cross vehicles."""
 
-    def __init__(self, first: np.ndarray):
-        self.first = first
-        self.start = np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
+    def __init__(self, first: np.ndarray, start: np.ndarray):
+        self.first, self.start = first, start
 
     def prev(self, v: np.ndarray) -> np.ndarray:
         out = np.r_[np.nan, v[:-1]] if len(v) else v.astype(float)
@@ -130,7 +117,7 @@ def _crumb_features(frame: pd.DataFrame, x: np.ndarray, y: np.ndarray, dt: np.nd
     if c is None:
         nan = np.full(n, np.nan)
         return {"crumb_prev_err_m": nan, "crumb_speed_residual_mps": nan, "crumb_heading_diff_deg": nan}
-    lat, lon = _f(frame, LAT)[:, None], _f(frame, LON)[:, None]
+    lat, lon = floats(frame, LAT)[:, None], floats(frame, LON)[:, None]
     cx, cy = geo.to_local(lat + CRUMB_SIGN * c["lat"], lon + CRUMB_SIGN * c["lon"])
     dx, dy = np.asarray(cx, float) - x[:, None], np.asarray(cy, float) - y[:, None]
     # path through (age 0, offset 0) and the crumbs, sampled at the previous message's age
@@ -155,27 +142,23 @@ def _crumb_features(frame: pd.DataFrame, x: np.ndarray, y: np.ndarray, dt: np.nd
             "crumb_heading_diff_deg": hdiff}
 
 
-def featurize_frame(frame: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
     """Pandas entry point: canonical frame (labels optional) -> one feature row per message.
 
     Output is sorted by (coreData_id, time) and keeps the input index, so it aligns with
-    the input; columns are id, time, any label columns, `REFERENCE` and `FEATURES`.
+    the input; columns are id, time, any label columns, `REFERENCE` and `FEATURES`;
+    `window` is the rolling window in messages (`params.features.window`).
     """
-    w = _window(params)
-    tns = time_ns(frame[TIME])
-    ids = frame[ID].astype(str).to_numpy()
-    order = np.lexsort((tns, ids))
-    f = frame.iloc[order]
-    tns, ids = tns[order], ids[order]
+    vo = by_vehicle(frame)
+    f = frame.iloc[vo.order]
+    tns, first = vo.t_ns[vo.order], vo.first
     n = len(f)
-    first = np.ones(n, bool)
-    first[1:] = ids[1:] != ids[:-1]
-    g = _Groups(first)
+    g = _Groups(first, vo.start)
 
-    lat, lon = _f(f, LAT), _f(f, LON)
+    lat, lon = floats(f, LAT), floats(f, LON)
     x, y = (np.asarray(a, float) for a in geo.to_local(lat, lon)) if n else (np.zeros(0), np.zeros(0))
-    speed, heading = _f(f, "coreData_speed"), _f(f, "coreData_heading")
-    sm = _f(f, "coreData_accuracy_semiMajor")
+    speed, heading = floats(f, "coreData_speed"), floats(f, "coreData_heading")
+    sm = floats(f, "coreData_accuracy_semiMajor")
     sm_ = np.where(np.isfinite(sm), sm, DEFAULT_SEMI_MAJOR_M)
     dt = (tns - np.r_[tns[:1], tns[:-1]]) / 1e9
     dt[first] = np.nan
@@ -197,17 +180,17 @@ def featurize_frame(frame: pd.DataFrame, params: Any = None) -> pd.DataFrame:
             dt_s=dt, dist_m=dist, implied_speed_mps=implied, speed_mps=speed, speed_residual_mps=resid,
             heading_bearing_diff_deg=hb, delta_speed_mps=dv, delta_heading_deg=np.abs(dh_signed),
             accel_implied_mps2=acc, delta_accel_mps2=acc - g.prev(acc),
-            accel_residual_mps2=_f(f, "coreData_accelset_accelLong") - acc,
-            yaw_residual_dps=np.where(dt > 0, dh_signed / dt, np.nan) - _f(f, "coreData_accelset_accelYaw"),
+            accel_residual_mps2=floats(f, "coreData_accelset_accelLong") - acc,
+            yaw_residual_dps=np.where(dt > 0, dh_signed / dt, np.nan) - floats(f, "coreData_accelset_accelYaw"),
         )
-    out["speed_residual_mean_w"], out["speed_residual_std_w"] = g.rolling(resid, w)
-    out["heading_bearing_diff_mean_w"] = g.rolling(hb, w)[0]
-    out["speed_std_w"] = g.rolling(speed, w)[1]
+    out["speed_residual_mean_w"], out["speed_residual_std_w"] = g.rolling(resid, window)
+    out["heading_bearing_diff_mean_w"] = g.rolling(hb, window)[0]
+    out["speed_std_w"] = g.rolling(speed, window)[1]
     dcl = np.asarray(geo.distance_to_centreline(lat, lon), float) if n else np.zeros(0)
     out["dist_centreline_m"] = dcl
-    out["dist_centreline_mean_w"] = g.rolling(dcl, w)[0]
+    out["dist_centreline_mean_w"] = g.rolling(dcl, window)[0]
     out["semi_major_m"] = sm
-    out["semi_minor_m"] = _f(f, "coreData_accuracy_semiMinor")
+    out["semi_minor_m"] = floats(f, "coreData_accuracy_semiMinor")
     out.update(_crumb_features(f, x, y, dt, px, py, heading, speed))
 
     noise = sm_ + g.prev(sm_)
@@ -234,7 +217,7 @@ def featurize_frame(frame: pd.DataFrame, params: Any = None) -> pd.DataFrame:
     for c in LABEL_COLUMNS:
         if c in f:
             res[c] = f[c].to_numpy()
-    res["x_m"], res["y_m"], res["elevation_m"] = x, y, _f(f, "coreData_elevation")
+    res["x_m"], res["y_m"], res["elevation_m"] = x, y, floats(f, "coreData_elevation")
     for name in FEATURES:
         res[name] = np.asarray(out[name], dtype=float)
     return res
@@ -242,7 +225,7 @@ def featurize_frame(frame: pd.DataFrame, params: Any = None) -> pd.DataFrame:
 
 def _sudden(f: pd.DataFrame, x: np.ndarray, y: np.ndarray, dt: np.ndarray) -> np.ndarray:
     """First message of a run, reported within SUDDEN_APPEARANCE_M of its known receiver."""
-    rlat, rlon = _f(f, "metadata_rmd_latitude"), _f(f, "metadata_rmd_longitude")
+    rlat, rlon = floats(f, "metadata_rmd_latitude"), floats(f, "metadata_rmd_longitude")
     known = np.isfinite(rlat) & np.isfinite(rlon) & ((rlat != 0) | (rlon != 0))
     if not known.any():
         return np.zeros(len(f), bool)
@@ -253,13 +236,13 @@ def _sudden(f: pd.DataFrame, x: np.ndarray, y: np.ndarray, dt: np.ndarray) -> np
     return known & new_run & (np.hypot(x - rx, y - ry) < SUDDEN_APPEARANCE_M)
 
 
-def featurize(ddf: Any, params: Any = None) -> Any:
+def featurize(ddf: Any, window: int = 5) -> Any:
     """Dask entry point: shuffle on coreData_id (each vehicle in one partition; nothing to
     move when there is one partition), then `featurize_frame` per partition. Lazy."""
-    meta = featurize_frame(ddf._meta, params)
+    meta = featurize_frame(ddf._meta, window)
     if ddf.npartitions > 1:
         ddf = ddf.shuffle(on=ID, shuffle_method="tasks")  # p2p cannot carry the Arrow list column
-    return ddf.map_partitions(featurize_frame, params, meta=meta)
+    return ddf.map_partitions(featurize_frame, window, meta=meta)
 
 
 def markdown() -> str:

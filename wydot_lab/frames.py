@@ -6,6 +6,9 @@ compute, never row by row in Python.
 """
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -38,6 +41,38 @@ def to_table(frame: pd.DataFrame) -> pa.Table:
 def time_ns(series: pd.Series) -> np.ndarray:
     """Timestamps as int64 nanoseconds since the epoch (UTC)."""
     return pd.to_datetime(series, utc=True).dt.as_unit("ns").astype("int64").to_numpy()
+
+
+def floats(frame: pd.DataFrame, col: str) -> np.ndarray:
+    """A column as float64, NaN where null."""
+    return frame[col].to_numpy(dtype=float, na_value=np.nan)
+
+
+@dataclass(frozen=True)
+class VehicleOrder:
+    """Rows sorted by (coreData_id, time): what per-vehicle shifts, windows and draws need."""
+
+    order: np.ndarray  # row positions in (id, time) order
+    veh: np.ndarray  # vehicle code per row (index into the sorted unique ids)
+    n_veh: int
+    t_ns: np.ndarray  # time per row, int64 ns
+    first: np.ndarray  # in sorted order: the row starts a vehicle
+
+    @functools.cached_property
+    def start(self) -> np.ndarray:
+        """In sorted order: the position where the row's vehicle starts."""
+        return np.maximum.accumulate(np.where(self.first, np.arange(len(self.first)), 0))
+
+
+def by_vehicle(frame: pd.DataFrame) -> VehicleOrder:
+    """The (coreData_id, time) order of a frame, rows of equal key kept in input order."""
+    uniq, veh = np.unique(frame[ID].astype(str).to_numpy(), return_inverse=True)
+    t = time_ns(frame[TIME])
+    order = np.lexsort((t, veh))
+    vs = veh[order]
+    first = np.ones(len(vs), bool)
+    first[1:] = vs[1:] != vs[:-1]
+    return VehicleOrder(order, veh, len(uniq), t, first)
 
 
 def crumb_array(series: pd.Series) -> pa.ListArray:
