@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -87,6 +89,7 @@ class Plan:
     status: dict[dt.datetime, tuple[str, str]]
     listings: dict[dt.datetime, list[ObjectInfo]]
     failed_folders: dict[dt.datetime, SourceError]
+    manifests: dict[dt.datetime, dict | None]  # as read while planning: a fetch does not read them again
     price_per_gb: float
     offline: bool = False
 
@@ -110,9 +113,7 @@ class Plan:
     def summary(self) -> dict:
         objs = self.objects()
         nbytes = sum(o.size for o in objs)
-        reasons: dict[str, int] = {}
-        for h in self.hours:
-            reasons[self.status[h][0]] = reasons.get(self.status[h][0], 0) + 1
+        reasons = dict(Counter(self.status[h][0] for h in self.hours))
         return {
             "source": self.source, "mode": self.mode, "cache": self.cache_root,
             "start": self.t0.isoformat(), "end": self.t1.isoformat(),
@@ -174,9 +175,10 @@ def plan(source: Source, cache: cache_mod.Cache, start, end, ttl_days: float | N
     hours = layout.hours_between(t0, t1)
     listings, failed = ({}, {}) if offline else _list_folders(
         source, layout.hours_between(t0, t1, pad=1), workers, progress, allow_partial)
-    status = {}
+    status, manifests = {}, {}
     for h in hours:
         part = cache.partition(h)
+        manifests[h] = part.manifest
         objs = None if offline else _neighbour_objects(listings, h)
         st = cache.status(part, ttl_days=ttl_days, source_objects=objs, now=now, deep=deep)
         if st[0] == cache_mod.FRESH and not offline and objs is None:
@@ -185,7 +187,7 @@ def plan(source: Source, cache: cache_mod.Cache, start, end, ttl_days: float | N
             cache.mark_corrupt(part, st[1])
         status[h] = st
     return Plan(source.spec.display(), source.spec.mode(), cache.root_url, t0, t1, hours, status, listings, failed,
-                price_per_gb, offline)
+                manifests, price_per_gb, offline)
 
 
 # ---------------------------------------------------------------- download + ingest
@@ -307,7 +309,7 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
         if offline and p.to_fetch:
             raise SourceError(f"offline: {len(p.to_fetch)} hours not servable from cache {cache.root_url}: "
                               + ", ".join(f"{_label(h)} ({p.status[h][0]})" for h in p.to_fetch[:5]), "offline")
-        manifests = [cache.partition(h).manifest for h in p.cached]
+        manifests = [p.manifests[h] for h in p.cached]
         out = {**_sum_counts(manifests), "files": _files_in_range(manifests, p), "cached": len(p.cached),
                "fetched": 0, "missing": [], "incomplete": []}
         if dry_run:
@@ -325,9 +327,10 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
             stack.enter_context(cache.lock(h))
         for h in wanted:  # another process may have written it while we waited
             objs = _neighbour_objects(p.listings, h)
-            if objs is not None and cache.status(cache.partition(h), ttl_days, objs, now=now, deep=deep)[0] == \
-                    cache_mod.FRESH:
+            part = cache.partition(h) if objs is not None else None
+            if part is not None and cache.status(part, ttl_days, objs, now=now, deep=deep)[0] == cache_mod.FRESH:
                 p.status[h] = (cache_mod.FRESH, "written by a concurrent run")
+                p.manifests[h] = part.manifest
                 cached_by_other.append(h)
         todo = set(p.to_fetch)
         dl = _Downloader(source, p, workers, progress, allow_partial)
@@ -343,7 +346,7 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
         for f in dl.forget_before(p.t1 + 2 * HOUR):
             _account(f, todo, in_range, acc, missing_hours)
         acc["objects_downloaded"], acc["bytes_downloaded"] = dl.objects, dl.bytes
-    manifests = [written.get(h) or cache.partition(h).manifest for h in p.hours]
+    manifests = [written.get(h) or p.manifests[h] for h in p.hours]
     manifests = [m for m in manifests if m]
     missing = [_label(h) for h, m in written.items() if m["status"] == cache_mod.MISSING]
     incomplete = [_label(h) for h, m in written.items() if m["status"] == cache_mod.INCOMPLETE]
@@ -352,19 +355,11 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
     return {**_sum_counts(manifests), "files": _files_in_range(manifests, p),
             "cached": len(p.hours) - len(written), "fetched": len(written) - len(missing),
             "missing": missing, "incomplete": incomplete, **acc,
-            "refetched": {k: v for k, v in _reason_counts(p, written).items()},
+            "refetched": dict(Counter(p.status[h][0] for h in written)),
             "cached_by_concurrent_run": len(cached_by_other),
             "source": p.source, "mode": p.mode, "cache_root": p.cache_root,
             "start": p.t0.isoformat(), "end": p.t1.isoformat(),
             "seconds": round(time.perf_counter() - t_start, 3)}
-
-
-def _reason_counts(p: Plan, written: dict) -> dict:
-    out: dict[str, int] = {}
-    for h in written:
-        st = p.status[h][0]
-        out[st] = out.get(st, 0) + 1
-    return out
 
 
 def _files_in_range(manifests: list[dict], p: Plan) -> int:
@@ -415,7 +410,7 @@ def _write_hour(cache: cache_mod.Cache, h: dt.datetime, folders: list[Folder], p
 # ---------------------------------------------------------------- notebook facade
 
 
-def _from_params(params, **overrides):
+def _from_params(params):
     from wydot_lab.config import resolve_path
 
     spec = SourceSpec.from_params(params.source)
@@ -469,7 +464,7 @@ def load_range(params, progress: Progress = True, refresh: bool = True):
 
 def run_ingest_cli(args, progress: Progress) -> dict:
     """`wydot-lab ingest`: args from the `ingest` subparser of cli.py."""
-    spec = SourceSpec(url=args.source if "://" in args.source else _abspath(args.source), pilot=args.pilot,
+    spec = SourceSpec(url=args.source if "://" in args.source else os.path.abspath(args.source), pilot=args.pilot,
                       message_type=args.message_type, region=args.region, profile=args.profile,
                       anonymous=args.anonymous, requester_pays=args.requester_pays, endpoint_url=args.endpoint_url)
     if args.anonymous and args.profile:
@@ -480,12 +475,6 @@ def run_ingest_cli(args, progress: Progress) -> dict:
                     dry_run=args.dry_run, price_per_gb=args.price_per_gb, offline=getattr(args, "offline", False),
                     workers=getattr(args, "workers", 8), progress=progress)
     return summary
-
-
-def _abspath(p: str) -> str:
-    import os
-
-    return os.path.abspath(p)
 
 
 def run_cache_cli(args, progress: Progress) -> dict:
@@ -500,7 +489,7 @@ def run_cache_cli(args, progress: Progress) -> dict:
             _say(progress, f"{r['hour']}  {r['status']:<10} valid={r['valid']:<7} quarantined={r['quarantined']:<5} "
                            f"bytes={r['bytes']:<9} created={r['created']}")
         return {"action": "ls", "partitions": len(rows), "bytes": sum(r["bytes"] for r in rows),
-                "status_counts": _count_by(rows, "status"), "valid": sum(r["valid"] for r in rows),
+                "status_counts": dict(Counter(r["status"] for r in rows)), "valid": sum(r["valid"] for r in rows),
                 "rows": rows}
     if args.action == "verify":
         res = cache_mod.verify(args.cache, args.start, args.end, **kw)
@@ -510,9 +499,3 @@ def run_cache_cli(args, progress: Progress) -> dict:
     res = cache_mod.clear(args.cache, args.start, args.end, **kw)
     return {"action": "clear", **res}
 
-
-def _count_by(rows: list[dict], key: str) -> dict:
-    out: dict[str, int] = {}
-    for r in rows:
-        out[r[key]] = out.get(r[key], 0) + 1
-    return out
