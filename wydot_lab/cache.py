@@ -92,7 +92,7 @@ class Partition:
 
     @property
     def label(self) -> str:
-        return f"{self.hour:%Y-%m-%dT%H}"
+        return layout.hour_label(self.hour)
 
     def counts(self) -> dict:
         m = self.manifest or {}
@@ -364,26 +364,6 @@ def _parquet_bytes(table: pa.Table, schema: pa.Schema) -> bytes:
 # ---------------------------------------------------------------- range helpers
 
 
-def hour_range(start, end) -> tuple[dt.datetime, dt.datetime]:
-    """[t0, t1) hours: dates (or YYYY-MM-DD strings) are an inclusive day range, datetimes are bounds."""
-    if isinstance(start, dt.datetime) or isinstance(end, dt.datetime) or (
-            isinstance(start, str) and "T" in start) or (isinstance(end, str) and "T" in end):
-        t0 = layout.floor_hour(layout.to_utc(start))
-        t1 = layout.to_utc(end)
-        if t1 > layout.floor_hour(t1):
-            t1 = layout.floor_hour(t1) + dt.timedelta(hours=1)
-        if t1 <= t0:
-            raise ValueError(f"end {end} is not after start {start}")
-        return t0, t1
-    s = dt.date.fromisoformat(start) if isinstance(start, str) else start
-    e = dt.date.fromisoformat(end) if isinstance(end, str) else end
-    return layout.date_range_bounds(s, e)
-
-
-def _hour_label(h: dt.datetime) -> str:
-    return f"{h:%Y-%m-%dT%H}"
-
-
 # ---------------------------------------------------------------- load
 
 
@@ -454,7 +434,7 @@ def available(cache: Cache, t0: dt.datetime, t1: dt.datetime, ttl_days: float | 
     for h in layout.hours_between(t0, t1):
         p = found.get(h)
         if p is None:
-            problems[_hour_label(h)] = ABSENT
+            problems[layout.hour_label(h)] = ABSENT
             continue
         st, why = cache.status(p, ttl_days=ttl_days, now=now)
         if st == CORRUPT:
@@ -465,16 +445,16 @@ def available(cache: Cache, t0: dt.datetime, t1: dt.datetime, ttl_days: float | 
         if st in (FRESH, INCOMPLETE):
             ok.append(p)
             if st == INCOMPLETE:
-                problems[_hour_label(h)] = f"{INCOMPLETE}: {why}"
+                problems[layout.hour_label(h)] = f"{INCOMPLETE}: {why}"
         else:
-            problems[_hour_label(h)] = f"{st}: {why}"
+            problems[layout.hour_label(h)] = f"{st}: {why}"
     return ok, problems
 
 
 def _servable(start, end, root: str, pilot: str, message_type: str, storage_options: dict | None,
               ttl_days: float | None, strict: bool) -> tuple[Cache, list[Partition]]:
     """The cache and its servable partitions of a range; hours it cannot serve raise (`strict`) or warn."""
-    t0, t1 = hour_range(start, end)
+    t0, t1 = layout.hour_range(start, end)
     cache = Cache(root, pilot, message_type, storage_options)
     parts, problems = available(cache, t0, t1, ttl_days=ttl_days)
     if problems:
@@ -528,7 +508,7 @@ def load_table(start, end, root: str, kind: str = "valid", pilot: str = layout.D
 def ls(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT, message_type: str = layout.DEFAULT_TYPE,
        storage_options: dict | None = None, ttl_days: float | None = None) -> list[dict]:
     """One row per partition: hour, status, counts, bytes, created, age."""
-    t0, t1 = hour_range(start, end) if start and end else (None, None)
+    t0, t1 = layout.hour_range(start, end) if start and end else (None, None)
     cache = Cache(root, pilot, message_type, storage_options)
     rows = []
     now = _utc_now()
@@ -548,7 +528,7 @@ def ls(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT, messa
 def verify(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT,
            message_type: str = layout.DEFAULT_TYPE, storage_options: dict | None = None, mark: bool = True) -> dict:
     """Full SHA-256 check of every partition; corrupt ones are hidden for refetch (`mark`)."""
-    t0, t1 = hour_range(start, end) if start and end else (None, None)
+    t0, t1 = layout.hour_range(start, end) if start and end else (None, None)
     cache = Cache(root, pilot, message_type, storage_options)
     ok, bad = 0, {}
     for p in cache.partitions(t0, t1):
@@ -570,7 +550,7 @@ def verify(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT,
 def clear(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT, message_type: str = layout.DEFAULT_TYPE,
           storage_options: dict | None = None) -> dict:
     """Remove partitions in range (all if no range), each under its lock, plus writer leftovers."""
-    t0, t1 = hour_range(start, end) if start and end else (None, None)
+    t0, t1 = layout.hour_range(start, end) if start and end else (None, None)
     cache = Cache(root, pilot, message_type, storage_options)
     removed = 0
     days = set()
@@ -587,4 +567,4 @@ def clear(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT, me
 
 
 __all__ = ["Cache", "Partition", "CorruptPartition", "CacheWarning", "load", "load_table", "ls", "verify", "clear",
-           "hour_range", "available", "code_version"]
+           "available", "code_version"]

@@ -43,10 +43,6 @@ FATAL_KINDS = frozenset({"missing_credentials", "profile_not_found", "bad_creden
 Progress = bool | Callable[[str], None]
 
 
-def _label(h: dt.datetime) -> str:
-    return f"{h:%Y-%m-%dT%H}"
-
-
 def _say(progress: Progress, msg: str) -> None:
     if callable(progress):
         progress(msg)
@@ -70,7 +66,7 @@ def _ranges(hours: list[dt.datetime]) -> list[str]:
         run.append(h)
     if run:
         out.append(run)
-    return [_label(r[0]) if len(r) == 1 else f"{_label(r[0])}..{_label(r[-1])}" for r in out]
+    return [layout.hour_label(r[0]) if len(r) == 1 else f"{layout.hour_label(r[0])}..{layout.hour_label(r[-1])}" for r in out]
 
 
 # ---------------------------------------------------------------- plan
@@ -171,7 +167,7 @@ def plan(source: Source, cache: cache_mod.Cache, start, end, ttl_days: float | N
     deep: verify SHA-256 of cached files (cheap next to any download), else sizes only.
     offline: no listing; cached hours are trusted without an ETag check.
     """
-    t0, t1 = cache_mod.hour_range(start, end)
+    t0, t1 = layout.hour_range(start, end)
     hours = layout.hours_between(t0, t1)
     listings, failed = ({}, {}) if offline else _list_folders(
         source, layout.hours_between(t0, t1, pad=1), workers, progress, allow_partial)
@@ -308,7 +304,7 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
     if dry_run or offline:
         if offline and p.to_fetch:
             raise SourceError(f"offline: {len(p.to_fetch)} hours not servable from cache {cache.root_url}: "
-                              + ", ".join(f"{_label(h)} ({p.status[h][0]})" for h in p.to_fetch[:5]), "offline")
+                              + ", ".join(f"{layout.hour_label(h)} ({p.status[h][0]})" for h in p.to_fetch[:5]), "offline")
         manifests = [p.manifests[h] for h in p.cached]
         out = {**_sum_counts(manifests), "files": _files_in_range(manifests, p), "cached": len(p.cached),
                "fetched": 0, "missing": [], "incomplete": []}
@@ -348,8 +344,8 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
         acc["objects_downloaded"], acc["bytes_downloaded"] = dl.objects, dl.bytes
     manifests = [written.get(h) or p.manifests[h] for h in p.hours]
     manifests = [m for m in manifests if m]
-    missing = [_label(h) for h, m in written.items() if m["status"] == cache_mod.MISSING]
-    incomplete = [_label(h) for h, m in written.items() if m["status"] == cache_mod.INCOMPLETE]
+    missing = [layout.hour_label(h) for h, m in written.items() if m["status"] == cache_mod.MISSING]
+    incomplete = [layout.hour_label(h) for h, m in written.items() if m["status"] == cache_mod.INCOMPLETE]
     if missing or incomplete:
         _say(progress, f"partial run: missing hours {missing or '-'}; incomplete hours {incomplete or '-'}")
     return {**_sum_counts(manifests), "files": _files_in_range(manifests, p),

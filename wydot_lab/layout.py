@@ -62,3 +62,24 @@ def hour_of_key(key: str) -> dt.datetime | None:
         return None
     y, mo, d, h = (int(g) for g in m.groups())
     return dt.datetime(y, mo, d, h, tzinfo=dt.timezone.utc)
+
+
+def hour_range(start, end) -> tuple[dt.datetime, dt.datetime]:
+    """[t0, t1) hours: dates (or YYYY-MM-DD strings) are an inclusive day range, datetimes are bounds."""
+    if isinstance(start, dt.datetime) or isinstance(end, dt.datetime) or (
+            isinstance(start, str) and "T" in start) or (isinstance(end, str) and "T" in end):
+        t0 = floor_hour(to_utc(start))
+        t1 = to_utc(end)
+        if t1 > floor_hour(t1):
+            t1 = floor_hour(t1) + dt.timedelta(hours=1)
+        if t1 <= t0:
+            raise ValueError(f"end {end} is not after start {start}")
+        return t0, t1
+    s = dt.date.fromisoformat(start) if isinstance(start, str) else start
+    e = dt.date.fromisoformat(end) if isinstance(end, str) else end
+    return date_range_bounds(s, e)
+
+
+def hour_label(hour: dt.datetime) -> str:
+    """How an hour is named in manifests, summaries and messages: `2021-04-01T07`."""
+    return f"{hour:%Y-%m-%dT%H}"
