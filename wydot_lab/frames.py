@@ -65,8 +65,11 @@ class VehicleOrder:
 
 
 def by_vehicle(frame: pd.DataFrame) -> VehicleOrder:
-    """The (coreData_id, time) order of a frame, rows of equal key kept in input order."""
-    uniq, veh = np.unique(frame[ID].astype(str).to_numpy(), return_inverse=True)
+    """The (coreData_id, time) order of a frame, rows of equal key kept in input order.
+
+    Vehicle codes by hashing, then sorting only the unique ids (sorting every row's id
+    string as a Python object took ~0.5 s per 400k rows)."""
+    veh, uniq = pd.factorize(frame[ID].astype(str), sort=True, use_na_sentinel=False)
     t = time_ns(frame[TIME])
     order = np.lexsort((t, veh))
     vs = veh[order]

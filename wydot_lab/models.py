@@ -139,15 +139,12 @@ def split(frame: pd.DataFrame, test_share: float, seed: int, by_day: bool = Fals
     """Vehicle-disjoint train/test on coreData_id, stratified by `is_attacker` when the frame
     has it (so a 5% attacker share still puts attackers on both sides); with `by_day`, the
     test days are also drawn apart and each side keeps only its own days."""
-    groups = frame[ID].astype(str).to_numpy()
-    vehicles, inverse = np.unique(groups, return_inverse=True)
+    inverse, vehicles = pd.factorize(frame[ID].astype(str), sort=True)  # hashing: no per-row string sort
     if len(vehicles) < 2:
         raise ValueError("a vehicle-disjoint split needs at least two vehicles")
+    strata = np.zeros(len(vehicles), dtype=bool)
     if "is_attacker" in frame.columns:
-        strata = np.zeros(len(vehicles), dtype=bool)
         np.logical_or.at(strata, inverse, frame["is_attacker"].to_numpy(bool))
-    else:
-        strata = np.zeros(len(vehicles), dtype=bool)
     rng = np.random.default_rng(seed)
     test_vehicle = np.zeros(len(vehicles), dtype=bool)
     for value in (False, True):
