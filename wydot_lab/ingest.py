@@ -6,6 +6,7 @@ and every reason, and non-BSM records (TIM, ...) are kept aside by type.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import zlib
@@ -26,6 +27,8 @@ from wydot_lab.schema import BSM_SCHEMA, CRUMB, NON_BSM_SCHEMA, QUARANTINE_SCHEM
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 NOTE_SUFFIXES = {".md", ".rst"}  # provenance notes beside data (SOURCES.md) are not records
+BATCH = 1024  # records flattened at a time: small enough to stay in cache
+STREAM_CHUNK = 4 << 20  # bytes read at a time from a big NDJSON file
 
 
 class IngestError(ValueError):
@@ -127,20 +130,29 @@ def _gunzip(data: bytes) -> tuple[bytes, str | None]:
     return b"".join(out), None
 
 
-def split_lines(data: bytes) -> list[bytes]:
-    """NDJSON lines with BOM and CR removed (CRLF files, no trailing newline: all fine)."""
-    if data.startswith(BOM):
-        data = data[len(BOM):]
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    if b"\r" not in data:
-        return lines
-    return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+def split_lines(data: bytes, strip_bom: bool = True) -> list[memoryview]:
+    """NDJSON lines as zero-copy views of `data`, BOM and CR removed (CRLF files, no trailing
+    newline: all fine). Views, not copies: cutting 200 MB into bytes objects cost ~3x the
+    newline search, and the decoder reads a view as fast as bytes."""
+    view = memoryview(data)
+    find = data.find
+    start = len(BOM) if strip_bom and data.startswith(BOM) else 0
+    size = len(data)
+    has_cr = b"\r" in data
+    lines: list[memoryview] = []
+    append = lines.append
+    while start < size:
+        end = find(b"\n", start)
+        if end < 0:
+            end = size
+        stop = end - 1 if has_cr and end > start and data[end - 1] == 13 else end
+        append(view[start:stop])
+        start = end + 1
+    return lines
 
 
-def _text(line: bytes) -> str:
-    return line.decode("utf-8", errors="backslashreplace")
+def _text(line: bytes | memoryview) -> str:
+    return str(line, "utf-8", errors="backslashreplace")
 
 
 # ---------------------------------------------------------------- flatten
@@ -177,6 +189,10 @@ assert _ROW_COLS[-1] == "coreData_size_length" and _ROW_COLS[:2] == ["metadata_g
 _TIME_COLS = frozenset(_ROW_COLS[:2])
 _RMD_COLS = {"metadata_rmd_latitude", "metadata_rmd_longitude", "metadata_rmd_elevation",
              "metadata_rmd_speed", "metadata_rmd_heading"}
+# the `_row` tuple as one Arrow struct: times and receiver position still text, as ODE writes them
+_ROW_TYPE = pa.struct([(name, pa.string() if name in _TIME_COLS or name in _RMD_COLS else BSM_SCHEMA.field(name).type)
+                       for name in _ROW_COLS])
+_ROW_FIELD_TYPES = [f.type for f in _ROW_TYPE]
 # ODE sentinels that must never reach analysis as numbers
 SENTINELS = {
     "coreData_secMark": 65535,
@@ -230,13 +246,14 @@ def _crumb_array(crumb_lists: list) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~valid))
 
 
-def _parse_times(raw: list) -> pa.Array:
+def _parse_times(raw: pa.Array | list) -> pa.Array:
     """ISO-8601 texts (`Z`, `Z[UTC]`, 0-9 fraction digits) -> timestamp[ms, UTC]; unparseable -> null.
 
     Arrow's C++ cast handles the well-formed batch; only a batch holding a bad
     text takes the slower pandas path, which nulls just the bad ones.
     """
-    arr = pc.replace_substring(pa.array(raw, type=pa.string()), "[UTC]", "")
+    arr = raw if isinstance(raw, pa.Array) else pa.array(raw, type=pa.string())
+    arr = pc.replace_substring(arr, "[UTC]", "")
     try:
         ns = pc.cast(arr, pa.timestamp("ns", tz="UTC"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -245,11 +262,13 @@ def _parse_times(raw: list) -> pa.Array:
     return pc.cast(ns, pa.timestamp("ms", tz="UTC"), safe=False)
 
 
-def _to_float(values: list) -> pa.Array:
+def _to_float(values: pa.Array | list) -> pa.Array:
     """Receiver-side strings ("0", "unavailable") -> float or null."""
     try:
-        return pc.cast(pa.array(values, type=pa.string()), pa.float64())
+        return pc.cast(values if isinstance(values, pa.Array) else pa.array(values, type=pa.string()), pa.float64())
     except (pa.ArrowInvalid, pa.ArrowTypeError):
+        if isinstance(values, pa.Array):
+            values = values.to_pylist()
         return pa.array(pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce"), type=pa.float64())
 
 
@@ -259,16 +278,20 @@ def flatten(recs: list[parse.Record], source_object: str, lines: list[int], part
     n = len(recs)
     if n == 0:
         return BSM_SCHEMA.empty_table(), np.zeros(0, bool)
-    cols = list(zip(*[_row(r) for r in recs]))
+    rows = [_row(r) for r in recs]
+    try:  # one C++ pass over the row tuples
+        columns = pa.array(rows, type=_ROW_TYPE).flatten()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # an odd value: column by column
+        columns = [_safe_array(values, typ) for values, typ in zip(zip(*rows), _ROW_FIELD_TYPES)]
     data: dict[str, pa.Array] = {}
-    for name, values in zip(_ROW_COLS, cols):
+    for name, values in zip(_ROW_COLS, columns):
         if name in _TIME_COLS:
-            data[name] = _parse_times(list(values))
+            data[name] = _parse_times(values)
         elif name in _RMD_COLS:
-            data[name] = _to_float(list(values))
+            data[name] = _to_float(values)
         else:
-            data[name] = _safe_array(values, BSM_SCHEMA.field(name).type)
-    raw_present = np.array([v is not None for v in cols[0]], dtype=bool)
+            data[name] = values
+    raw_present = columns[0].is_valid().to_numpy(zero_copy_only=False)
     for name, sentinel in SENTINELS.items():
         arr = data[name]
         data[name] = pc.if_else(pc.equal(arr, pa.scalar(sentinel, arr.type)), pa.scalar(None, arr.type), arr)
@@ -285,7 +308,13 @@ def flatten(recs: list[parse.Record], source_object: str, lines: list[int], part
 
 def _safe_array(values, typ: pa.DataType) -> pa.Array:
     """Integers beyond the column type (e.g. msgCnt 99999) are clipped to its limits, which
-    the range rules still reject, instead of crashing the batch."""
+    the range rules still reject, instead of crashing the batch. Text columns that hold a
+    number (receiver position as 41.1 instead of "41.1") stay as objects for `_to_float`."""
+    if pa.types.is_string(typ):
+        try:
+            return pa.array(values, type=typ)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return list(values)
     try:
         return pa.array(values, type=typ)
     except (pa.ArrowInvalid, OverflowError):
@@ -304,10 +333,16 @@ def ingest_bytes(data: bytes, source_object: str, unknown_version: str = "raise"
     The cyclic GC is paused meanwhile: decoded records hold no cycles, and GC passes
     over tens of thousands of fresh objects otherwise cost more than the parse.
     """
+    with _gc_paused():
+        return _ingest_bytes(data, source_object, unknown_version)
+
+
+@contextlib.contextmanager
+def _gc_paused():
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _ingest_bytes(data, source_object, unknown_version)
+        yield
     finally:
         if was_enabled:
             gc.enable()
@@ -327,114 +362,135 @@ def _ingest_bytes(data: bytes, source_object: str, unknown_version: str) -> Inge
     if not lines and tail_line is None:
         issues.append((source_object, "empty_file"))
     whole = _whole_file_records(data, lines)
-    numbered = whole if whole is not None else list(enumerate(lines, start=1))
-    extra_q = []
+    lines_in = _Lines(source_object, unknown_version)
+    lines_in.feed(whole if whole is not None else enumerate(lines, start=1))
     if tail_line is not None:
-        extra_q.append((len(lines) + 1, tail_line, [validate.rule_name(gz_issue)]))
-    result = _ingest_numbered(numbered, source_object, unknown_version, extra_q)
-    result.files = 1
-    result.file_issues = issues
-    return result
+        lines_in.set_aside(len(lines) + 1, tail_line, [validate.rule_name(gz_issue)])
+    return lines_in.result(issues)
 
 
-def _ingest_numbered(numbered: list[tuple[int, bytes]], source_object: str, unknown_version: str,
-                     extra_q: list | None = None) -> IngestResult:
-    """The per-line core: decode, classify, flatten, validate."""
-    recs: list[parse.Record] = []
-    rec_lines: list[int] = []
-    rec_text: list[bytes] = []
-    parts: list = []
-    q_rows: list[tuple[int, bytes, list[str]]] = []
-    nb_rows: list[tuple[int, str, bytes]] = []
-    blank = 0
-    decode = parse.record_decoder.decode
-    tables: list[pa.Table] = []
-    presents: list[np.ndarray] = []
+class _Lines:
+    """The per-line core: decode, classify, flatten, validate. Lines come in one or more
+    `feed`s; only the text of lines set aside is kept, so a fed buffer can go as soon as
+    `feed` returns (what lets `ingest_file` stream a big file through one small buffer)."""
 
-    def flush() -> None:
-        # small batches keep the decoded objects cache-resident (~1.5x faster than one big batch)
-        t, p = flatten(recs, source_object, rec_lines[len(rec_lines) - len(recs):], parts)
-        tables.append(t)
-        presents.append(p)
-        recs.clear()
-        parts.clear()
+    def __init__(self, source_object: str, unknown_version: str):
+        self.source_object = source_object
+        self.unknown_version = unknown_version
+        self.records = self.blank = 0
+        self.q_rows: list[tuple[int, str, list[str]]] = []
+        self.nb_rows: list[tuple[int, str, str]] = []
+        self.valid: list[pa.Table] = []
+        self.rule_counts: Counter = Counter()
 
-    for lineno, line in numbered:
-        if not line.strip():
-            blank += 1
-            continue
-        try:
-            rec = decode(line)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as err:
-            reason, kind = parse.classify_failure(line, err)
-            if kind is not None:
-                nb_rows.append((lineno, kind, line))
-            else:
-                q_rows.append((lineno, line, [reason]))
-            continue
-        kind = parse.record_kind(rec)
-        if kind is not None:
-            nb_rows.append((lineno, kind, line))
-            continue
-        md = rec.metadata
-        version = md.schemaVersion if md is not None else None
-        if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
-            if unknown_version == "raise":
-                raise SchemaVersionError(
-                    f"{source_object}:{lineno}: unknown ODE schemaVersion {version} "
-                    f"(supported: {min(SUPPORTED_SCHEMA_VERSIONS)}..{max(SUPPORTED_SCHEMA_VERSIONS)})"
-                )
-            q_rows.append((lineno, line, [f"unknown_schema_version {version}"]))
-            continue
-        if rec.payload is None or rec.payload.data is None or rec.payload.data.coreData is None:
-            q_rows.append((lineno, line, ["missing_coreData"]))
-            continue
-        parts.append(_part2(rec.payload.data.partII))
-        recs.append(rec)
-        rec_lines.append(lineno)
-        rec_text.append(line)
-        if len(recs) == BATCH:
-            flush()
-    flush()
-    q_rows.extend(extra_q or [])
+    def set_aside(self, lineno: int, line: bytes | memoryview, reasons: list[str]) -> None:
+        self.records += 1
+        self._quarantine(lineno, line, reasons)
 
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    raw_present = np.concatenate(presents)
-    errors, warnings = validate.check(table, raw_present)
-    bad, reasons = validate.reasons_per_row(errors)
-    rule_counts = {k: int(v.sum()) for k, v in {**errors, **warnings}.items()}
-    for _, _, rs in q_rows:
-        for r in rs:
-            key = validate.rule_name(r)
-            rule_counts[key] = rule_counts.get(key, 0) + 1
-    bad_idx = np.flatnonzero(bad)
-    for i, rs in zip(bad_idx, reasons):
-        q_rows.append((rec_lines[i], rec_text[i], rs))
-    valid = table.filter(pa.array(~bad)) if bad.any() else table
-    q_rows.sort(key=lambda r: r[0])
-    quarantine = quarantine_table(source_object, [r[0] for r in q_rows], [_text(r[1]) for r in q_rows],
-                                  [r[2] for r in q_rows])
-    non_bsm = pa.table(
-        {
-            "source_object": pa.array([source_object] * len(nb_rows), pa.string()),
-            "source_line": pa.array([r[0] for r in nb_rows], pa.int64()),
-            "record_type": pa.array([r[1] for r in nb_rows], pa.string()),
-            "line": pa.array([_text(r[2]) for r in nb_rows], pa.string()),
-        },
-        schema=NON_BSM_SCHEMA,
-    )
-    records = len(numbered) + len(extra_q or [])
-    return IngestResult(valid, quarantine, non_bsm, blank, records, 0, rule_counts, [])
+    def _quarantine(self, lineno: int, line: bytes | memoryview, reasons: list[str]) -> None:
+        self.q_rows.append((lineno, _text(line), reasons))
+        self.rule_counts.update(validate.rule_name(r) for r in reasons)
+
+    def feed(self, numbered: Iterable[tuple[int, bytes | memoryview]]) -> None:
+        source_object, unknown_version = self.source_object, self.unknown_version
+        recs: list[parse.Record] = []
+        rec_lines: list[int] = []
+        rec_text: list[bytes | memoryview] = []
+        parts: list = []
+        decode = parse.record_decoder.decode
+        tables: list[pa.Table] = []
+        presents: list[np.ndarray] = []
+        lines_read = 0
+
+        def flush() -> None:
+            # small batches keep the decoded objects cache-resident (~1.5x faster than one big batch)
+            if recs:
+                t, p = flatten(recs, source_object, rec_lines[len(rec_lines) - len(recs):], parts)
+                tables.append(t)
+                presents.append(p)
+            recs.clear()
+            parts.clear()
+
+        for lineno, line in numbered:
+            lines_read += 1
+            try:
+                rec = decode(line)
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as err:
+                if not bytes(line).strip():
+                    self.blank += 1
+                    continue
+                reason, kind = parse.classify_failure(line, err)
+                if kind is not None:
+                    self.nb_rows.append((lineno, kind, _text(line)))
+                else:
+                    self._quarantine(lineno, line, [reason])
+                continue
+            md, pl = rec.metadata, rec.payload
+            # fast path, the well-formed BSM; anything else takes the checks below in order
+            if not (pl is not None and pl.dataType == parse.BSM_DATA_TYPE and md is not None
+                    and md.schemaVersion in SUPPORTED_SCHEMA_VERSIONS and pl.data is not None
+                    and pl.data.coreData is not None):
+                kind = parse.record_kind(rec)
+                if kind is not None:
+                    self.nb_rows.append((lineno, kind, _text(line)))
+                    continue
+                version = md.schemaVersion if md is not None else None
+                if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
+                    if unknown_version == "raise":
+                        raise SchemaVersionError(
+                            f"{source_object}:{lineno}: unknown ODE schemaVersion {version} "
+                            f"(supported: {min(SUPPORTED_SCHEMA_VERSIONS)}..{max(SUPPORTED_SCHEMA_VERSIONS)})"
+                        )
+                    self._quarantine(lineno, line, [f"unknown_schema_version {version}"])
+                    continue
+                if pl is None or pl.data is None or pl.data.coreData is None:
+                    self._quarantine(lineno, line, ["missing_coreData"])
+                    continue
+            parts.append(_part2(pl.data.partII))
+            recs.append(rec)
+            rec_lines.append(lineno)
+            rec_text.append(line)
+            if len(recs) == BATCH:
+                flush()
+        flush()
+        self.records += lines_read
+        if not tables:  # still validated, so every rule reports its count (0)
+            tables.append(BSM_SCHEMA.empty_table())
+            presents.append(np.zeros(0, bool))
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        errors, warnings = validate.check(table, np.concatenate(presents))
+        bad, reasons = validate.reasons_per_row(errors)
+        self.rule_counts.update({k: int(v.sum()) for k, v in {**errors, **warnings}.items()})
+        for i, rs in zip(np.flatnonzero(bad), reasons):
+            self.q_rows.append((rec_lines[i], _text(rec_text[i]), rs))
+        self.valid.append(table.filter(pa.array(~bad)) if bad.any() else table)
+
+    def result(self, file_issues: list[tuple[str, str]]) -> IngestResult:
+        q_rows = sorted(self.q_rows, key=lambda r: r[0])
+        src = self.source_object
+        quarantine = quarantine_table(src, [r[0] for r in q_rows], [r[1] for r in q_rows], [r[2] for r in q_rows])
+        non_bsm = pa.table(
+            {
+                "source_object": pa.array([src] * len(self.nb_rows), pa.string()),
+                "source_line": pa.array([r[0] for r in self.nb_rows], pa.int64()),
+                "record_type": pa.array([r[1] for r in self.nb_rows], pa.string()),
+                "line": pa.array([r[2] for r in self.nb_rows], pa.string()),
+            },
+            schema=NON_BSM_SCHEMA,
+        )
+        valid = pa.concat_tables(self.valid) if self.valid else BSM_SCHEMA.empty_table()
+        return IngestResult(valid, quarantine, non_bsm, self.blank, self.records, 1, dict(self.rule_counts),
+                            file_issues)
 
 
-BATCH = 1024
-def _whole_file_records(data: bytes, lines: list[bytes]):
+def _whole_file_records(data: bytes, lines: list[memoryview]):
     """Pre-2018 objects hold one pretty-printed JSON message (or an array): numbered records, else None."""
-    nonblank = [ln for ln in lines if ln.strip()]
-    if len(nonblank) < 2:
+    nonblank = (ln for ln in lines if bytes(ln).strip())
+    first, second = next(nonblank, None), next(nonblank, None)
+    if second is None:
         return None
     try:
-        parse.any_decoder.decode(nonblank[0])
+        parse.any_decoder.decode(first)
         return None  # first line stands alone: NDJSON
     except (msgspec.DecodeError, RecursionError):
         pass
@@ -462,13 +518,70 @@ def iter_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def ingest_file(path: str | Path, unknown_version: str = "raise") -> IngestResult:
-    """One file: a data.transportation.gov CSV export, or ODE output (NDJSON, pretty JSON, .gz)."""
+    """One file: a data.transportation.gov CSV export, or ODE output (NDJSON, pretty JSON, .gz).
+
+    A big NDJSON file streams through in `STREAM_CHUNK` pieces: reading it costs a quarter
+    of reading it whole (no fresh pages for a whole-file buffer; ~10% of the ingest) and
+    memory stays flat. Anything else (gzip, pretty JSON, a first line that is not JSON)
+    is read whole.
+    """
     path = Path(path)
     if path.suffix.lower() == ".csv":
         from wydot_lab import dtg_csv
 
         return dtg_csv.ingest_csv(path)
-    return ingest_bytes(path.read_bytes(), str(path), unknown_version=unknown_version)
+    with open(path, "rb") as f:
+        head = f.read(STREAM_CHUNK)
+        if len(head) == STREAM_CHUNK and _streamable(head):
+            with _gc_paused():
+                return _ingest_stream(f, head, str(path), unknown_version)
+        f.seek(0)
+        data = f.read()
+    return ingest_bytes(data, str(path), unknown_version=unknown_version)
+
+
+
+def _streamable(head: bytes) -> bool:
+    """NDJSON for sure: the first non-blank line, complete within `head`, is JSON on its own."""
+    if head.startswith(GZIP_MAGIC):
+        return False
+    lines = split_lines(head[:head.rfind(b"\n") + 1])
+    first = next((ln for ln in lines if bytes(ln).strip()), None)
+    if first is None:
+        return False
+    try:
+        parse.any_decoder.decode(first)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return True
+
+
+def _pieces(f, head: bytes) -> Iterable[bytes]:
+    """The file from `head` on, cut just after a newline about every `STREAM_CHUNK` bytes."""
+    pending: list = [head]
+    while True:
+        more = f.read(STREAM_CHUNK)
+        if not more:
+            yield b"".join(pending)
+            return
+        cut = more.rfind(b"\n") + 1
+        if cut == 0:  # inside a line longer than a chunk
+            pending.append(more)
+            continue
+        view = memoryview(more)
+        pending.append(view[:cut])
+        yield b"".join(pending)
+        pending = [view[cut:]]
+
+
+def _ingest_stream(f, head: bytes, source_object: str, unknown_version: str) -> IngestResult:
+    lines_in = _Lines(source_object, unknown_version)
+    lineno = 0
+    for k, piece in enumerate(_pieces(f, head)):
+        lines = split_lines(piece, strip_bom=k == 0)
+        lines_in.feed(enumerate(lines, start=lineno + 1))
+        lineno += len(lines)
+    return lines_in.result([])
 
 
 def ingest_paths(

@@ -184,6 +184,7 @@ record_decoder = msgspec.json.Decoder(Record)
 any_decoder = msgspec.json.Decoder()
 
 BSM_DATATYPE_SUFFIX = "J2735Bsm"
+BSM_DATA_TYPE = "us.dot.its.jpo.ode.plugin.j2735.J2735Bsm"  # what ODE writes in v1..v6
 BSM_PAYLOADTYPE_SUFFIX = "OdeBsmPayload"
 
 
