@@ -116,31 +116,56 @@ def test_pretty_single_object_file_pre_2018():
     assert c["valid"] == 1 and c["records"] == 1
 
 
-@pytest.mark.parametrize("chunk", [4096, 9000, 1 << 16])
-def test_big_file_streams_in_pieces_with_the_same_result_as_whole(tmp_path, monkeypatch, chunk):
-    """Pieces cut anywhere (mid-CRLF, between blank lines) change nothing: same rows, line
-    numbers, quarantine and rule counts as ingesting the bytes whole."""
+def _big_mixed_file(tmp_path) -> Path:
+    """Real records, blank lines, garbage, an out-of-range value and a TIM, x12, CRLF, BOM."""
     real_lines = [ln for f in sorted(REAL_DIR.glob("*.ndjson")) for ln in f.read_bytes().splitlines() if ln.strip()]
     rec = _v6_record()
     rec["payload"]["data"]["coreData"]["msgCnt"] = 999
     extras = [b"", b"garbage{", _line(rec), b"   ", b'{"metadata":{"payloadType":"x.OdeTimPayload"}}']
-    lines = [ln for _ in range(12) for ln in real_lines + extras]
     path = tmp_path / "big.ndjson"
-    path.write_bytes(ingest.BOM + b"\r\n".join(lines))
-    whole = ingest.ingest_bytes(path.read_bytes(), str(path))
+    path.write_bytes(ingest.BOM + b"\r\n".join(ln for _ in range(12) for ln in real_lines + extras))
+    return path
 
+
+def _same_result(got: ingest.IngestResult, want: ingest.IngestResult) -> None:
+    c = _adds_up(got)
+    assert c == want.counts() and c["valid"] == 12 * 50 and c["quarantined"] == 24 and c["non_bsm"] == 12
+    assert got.valid.equals(want.valid)  # includes source_line: numbering continues across pieces
+    assert got.quarantine.equals(want.quarantine) and got.non_bsm.equals(want.non_bsm)
+    assert got.rule_counts == want.rule_counts
+
+
+@pytest.mark.parametrize("chunk", [4096, 9000, 1 << 16])
+def test_big_file_streams_in_pieces_with_the_same_result_as_whole(tmp_path, monkeypatch, chunk):
+    """Pieces cut anywhere (mid-CRLF, between blank lines) change nothing: same rows, line
+    numbers, quarantine and rule counts as ingesting the bytes whole."""
+    path = _big_mixed_file(tmp_path)
+    whole = ingest.ingest_bytes(path.read_bytes(), str(path))
     feeds = []
     feed = ingest._Lines.feed
     monkeypatch.setattr(ingest._Lines, "feed", lambda self, numbered: (feeds.append(1), feed(self, numbered)))
     monkeypatch.setattr(ingest, "STREAM_CHUNK", chunk)
-    streamed = ingest.ingest_file(path)
-
+    streamed = ingest.ingest_file(path, workers=1)
     assert len(feeds) >= path.stat().st_size // chunk > 1  # it really streamed
-    c = _adds_up(streamed)
-    assert c == whole.counts() and c["valid"] == 12 * 50 and c["quarantined"] == 24 and c["non_bsm"] == 12
-    assert streamed.valid.equals(whole.valid)
-    assert streamed.quarantine.equals(whole.quarantine) and streamed.non_bsm.equals(whole.non_bsm)
-    assert streamed.rule_counts == whole.rule_counts
+    _same_result(streamed, whole)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_big_file_split_across_processes_gives_the_same_result(tmp_path, monkeypatch, workers):
+    path = _big_mixed_file(tmp_path)
+    whole = ingest.ingest_bytes(path.read_bytes(), str(path))
+    monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
+    spans = ingest._span_bounds(path, path.stat().st_size, workers * ingest.SPANS_PER_WORKER)
+    assert len(spans) - 1 == workers * ingest.SPANS_PER_WORKER
+    _same_result(ingest.ingest_file(path, workers=workers), whole)
+
+    lines = path.read_bytes().split(b"\r\n")
+    v9 = _v6_record()
+    v9["metadata"]["schemaVersion"] = 9
+    lines[len(lines) * 3 // 4] = _line(v9)  # in a late span: its line number is the file's
+    path.write_bytes(b"\r\n".join(lines))
+    with pytest.raises(ingest.SchemaVersionError, match=rf"big\.ndjson:{len(lines) * 3 // 4 + 1}: unknown ODE"):
+        ingest.ingest_file(path, workers=workers)
 
 
 def test_gzip_and_multimember_gzip():

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import os
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import msgspec
@@ -29,6 +31,8 @@ BOM = b"\xef\xbb\xbf"
 NOTE_SUFFIXES = {".md", ".rst"}  # provenance notes beside data (SOURCES.md) are not records
 BATCH = 1024  # records flattened at a time: small enough to stay in cache
 STREAM_CHUNK = 4 << 20  # bytes read at a time from a big NDJSON file
+PARALLEL_MIN = 64 << 20  # from this size an NDJSON file is split across processes (below, start-up costs more)
+SPANS_PER_WORKER = 4  # several spans per process: results of early spans travel back while later ones parse
 
 
 class IngestError(ValueError):
@@ -37,6 +41,14 @@ class IngestError(ValueError):
 
 class SchemaVersionError(IngestError):
     """A record declares an ODE schemaVersion this toolkit does not know."""
+
+    def __init__(self, source_object: str, lineno: int, version):
+        super().__init__(f"{source_object}:{lineno}: unknown ODE schemaVersion {version} "
+                         f"(supported: {min(SUPPORTED_SCHEMA_VERSIONS)}..{max(SUPPORTED_SCHEMA_VERSIONS)})")
+        self.source_object, self.lineno, self.version = source_object, lineno, version
+
+    def __reduce__(self):  # crosses process boundaries with its fields
+        return type(self), (self.source_object, self.lineno, self.version)
 
 
 @dataclasses.dataclass
@@ -437,10 +449,7 @@ class _Lines:
                 version = md.schemaVersion if md is not None else None
                 if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
                     if unknown_version == "raise":
-                        raise SchemaVersionError(
-                            f"{source_object}:{lineno}: unknown ODE schemaVersion {version} "
-                            f"(supported: {min(SUPPORTED_SCHEMA_VERSIONS)}..{max(SUPPORTED_SCHEMA_VERSIONS)})"
-                        )
+                        raise SchemaVersionError(source_object, lineno, version)
                     self._quarantine(lineno, line, [f"unknown_schema_version {version}"])
                     continue
                 if pl is None or pl.data is None or pl.data.coreData is None:
@@ -517,13 +526,14 @@ def iter_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def ingest_file(path: str | Path, unknown_version: str = "raise") -> IngestResult:
+def ingest_file(path: str | Path, unknown_version: str = "raise", workers: int | None = None) -> IngestResult:
     """One file: a data.transportation.gov CSV export, or ODE output (NDJSON, pretty JSON, .gz).
 
     A big NDJSON file streams through in `STREAM_CHUNK` pieces: reading it costs a quarter
     of reading it whole (no fresh pages for a whole-file buffer; ~10% of the ingest) and
-    memory stays flat. Anything else (gzip, pretty JSON, a first line that is not JSON)
-    is read whole.
+    memory stays flat. From `PARALLEL_MIN` bytes it is cut at line starts into one span
+    per process (`workers`, default all CPUs); the result is the same as from one process.
+    Anything else (gzip, pretty JSON, a first line that is not JSON) is read whole.
     """
     path = Path(path)
     if path.suffix.lower() == ".csv":
@@ -532,13 +542,29 @@ def ingest_file(path: str | Path, unknown_version: str = "raise") -> IngestResul
         return dtg_csv.ingest_csv(path)
     with open(path, "rb") as f:
         head = f.read(STREAM_CHUNK)
-        if len(head) == STREAM_CHUNK and _streamable(head):
-            with _gc_paused():
-                return _ingest_stream(f, head, str(path), unknown_version)
-        f.seek(0)
-        data = f.read()
-    return ingest_bytes(data, str(path), unknown_version=unknown_version)
-
+        if len(head) < STREAM_CHUNK or not _streamable(head):
+            f.seek(0)
+            return ingest_bytes(f.read(), str(path), unknown_version=unknown_version)
+        size = os.fstat(f.fileno()).st_size
+    if workers is None:
+        workers = (os.cpu_count() or 1) if size >= PARALLEL_MIN else 1
+    bounds = _span_bounds(path, size, workers * SPANS_PER_WORKER if workers > 1 else 1)
+    if len(bounds) == 2:
+        result, _ = _ingest_span(str(path), 0, size, unknown_version)
+        return result
+    results, offset = [], 0
+    with ProcessPoolExecutor(min(workers, len(bounds) - 1)) as pool:
+        spans = [pool.submit(_ingest_span, str(path), a, b, unknown_version) for a, b in zip(bounds, bounds[1:])]
+        for span in spans:
+            try:
+                result, lines = span.result()
+            except SchemaVersionError as err:  # its line number counts from the span start
+                raise SchemaVersionError(err.source_object, offset + err.lineno, err.version) from None
+            results.append(_shift_lines(result, offset))
+            offset += lines
+    result = IngestResult.concat(results)
+    result.files = 1
+    return result
 
 
 def _streamable(head: bytes) -> bool:
@@ -556,11 +582,27 @@ def _streamable(head: bytes) -> bool:
     return True
 
 
-def _pieces(f, head: bytes) -> Iterable[bytes]:
-    """The file from `head` on, cut just after a newline about every `STREAM_CHUNK` bytes."""
-    pending: list = [head]
+def _span_bounds(path: Path, size: int, workers: int) -> list[int]:
+    """[0, ..., size]: about equal spans, each starting just after a newline."""
+    bounds = [0]
+    with open(path, "rb") as f:
+        for k in range(1, max(workers, 1)):
+            f.seek(max(size * k // workers, bounds[-1]))
+            f.readline()  # to the next line start
+            if f.tell() >= size:
+                break
+            if f.tell() > bounds[-1]:
+                bounds.append(f.tell())
+    return bounds + [size]
+
+
+def _pieces(f, stop: int) -> Iterable[bytes]:
+    """The file from its position to `stop`, cut just after a newline about every `STREAM_CHUNK` bytes."""
+    pending: list = []
+    left = stop - f.tell()
     while True:
-        more = f.read(STREAM_CHUNK)
+        more = f.read(min(STREAM_CHUNK, left)) if left > 0 else b""
+        left -= len(more)
         if not more:
             yield b"".join(pending)
             return
@@ -574,14 +616,30 @@ def _pieces(f, head: bytes) -> Iterable[bytes]:
         pending = [view[cut:]]
 
 
-def _ingest_stream(f, head: bytes, source_object: str, unknown_version: str) -> IngestResult:
-    lines_in = _Lines(source_object, unknown_version)
-    lineno = 0
-    for k, piece in enumerate(_pieces(f, head)):
-        lines = split_lines(piece, strip_bom=k == 0)
-        lines_in.feed(enumerate(lines, start=lineno + 1))
-        lineno += len(lines)
-    return lines_in.result([])
+def _ingest_span(path: str, start: int, stop: int, unknown_version: str) -> tuple[IngestResult, int]:
+    """Bytes [start, stop) of an NDJSON file (start at a line start): result with lines
+    numbered from 1, and the number of lines."""
+    with _gc_paused(), open(path, "rb") as f:
+        f.seek(start)
+        lines_in = _Lines(path, unknown_version)
+        lineno = 0
+        for k, piece in enumerate(_pieces(f, stop)):
+            lines = split_lines(piece, strip_bom=start == 0 and k == 0)
+            lines_in.feed(enumerate(lines, start=lineno + 1))
+            lineno += len(lines)
+    return lines_in.result([]), lineno
+
+
+def _shift_lines(r: IngestResult, offset: int) -> IngestResult:
+    """Line numbers of a span made line numbers of the file."""
+    if offset == 0:
+        return r
+
+    def shift(t: pa.Table) -> pa.Table:
+        i = t.schema.get_field_index("source_line")
+        return t.set_column(i, t.schema.field(i), pc.add(t.column(i), pa.scalar(offset, pa.int64())))
+
+    return dataclasses.replace(r, valid=shift(r.valid), quarantine=shift(r.quarantine), non_bsm=shift(r.non_bsm))
 
 
 def ingest_paths(
