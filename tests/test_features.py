@@ -100,6 +100,18 @@ def test_crumb_convention_matches_real_wydot_records():
     assert np.abs(moving["crumb_speed_residual_mps"]).median() < 2
 
 
+def test_within_run_leaves_out_what_crosses_a_silence():
+    table = bsm_frames.corridor(vehicles=3, msgs=30, gap_every=10)  # 10-minute silences
+    f = features.featurize_frame(bsm_frames.frame(table), 5)
+    run = features.within_run(f)
+    starts = f.groupby(ID)[TIME].rank(method="first").to_numpy() == 1
+    gaps = f["dt_s"].to_numpy() > features.RUN_GAP_S
+    assert gaps.sum() == 3 * 2 and not run[gaps].any() and not run[starts].any()
+    assert run[~gaps & ~starts].all()
+    assert f.loc[run, "dt_s"].max() <= features.RUN_GAP_S < f.loc[gaps, "dt_s"].min()
+    assert set(features.SINCE_PREVIOUS) <= set(features.FEATURES)
+
+
 def test_features_doc_is_generated_from_the_code():
     assert (ROOT / "docs" / "FEATURES.md").read_text() == features.markdown()
 

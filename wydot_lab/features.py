@@ -73,6 +73,17 @@ FEATURES: dict[str, str] = {
     "flag_count": "number of failed F2MD checks (the rule detector flags a message when > 0)",
 }
 FLAGS = [f for f in FEATURES if f.startswith("flag_") and f != "flag_count"]
+# compare a message with the vehicle's previous one: across a silence longer than RUN_GAP_S
+# they describe the gap (hours between trips), not the motion
+SINCE_PREVIOUS = ("dt_s", "dist_m", "implied_speed_mps", "speed_residual_mps", "heading_bearing_diff_deg",
+                  "delta_speed_mps", "delta_heading_deg", "accel_implied_mps2", "delta_accel_mps2",
+                  "accel_residual_mps2", "yaw_residual_dps")
+
+
+def within_run(feats: pd.DataFrame) -> np.ndarray:
+    """Messages whose previous message came at most RUN_GAP_S before (where SINCE_PREVIOUS
+    features describe motion)."""
+    return (feats["dt_s"] <= RUN_GAP_S).to_numpy()
 REFERENCE = ["x_m", "y_m", "elevation_m"]  # position_only reference detector only
 LABEL_COLUMNS = ("is_attacker", "is_attack", "is_attack_cond", "attack_type")
 
