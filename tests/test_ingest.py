@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -166,6 +167,18 @@ def test_big_file_split_across_processes_gives_the_same_result(tmp_path, monkeyp
     path.write_bytes(b"\r\n".join(lines))
     with pytest.raises(ingest.SchemaVersionError, match=rf"big\.ndjson:{len(lines) * 3 // 4 + 1}: unknown ODE"):
         ingest.ingest_file(path, workers=workers)
+
+
+def _die(*args):
+    os._exit(3)  # a parsing process killed (out of memory, say)
+
+
+def test_a_dying_parsing_process_is_a_clear_error(tmp_path, monkeypatch):
+    path = _big_mixed_file(tmp_path)
+    monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
+    monkeypatch.setattr(ingest, "_ingest_span", _die)
+    with pytest.raises(ingest.IngestError, match=r"big\.ndjson: a parsing process died .* workers=1"):
+        ingest.ingest_file(path, workers=2)
 
 
 def test_gzip_and_multimember_gzip():

@@ -14,6 +14,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import msgspec
@@ -560,6 +561,9 @@ def ingest_file(path: str | Path, unknown_version: str = "raise", workers: int |
                 result, lines = span.result()
             except SchemaVersionError as err:  # its line number counts from the span start
                 raise SchemaVersionError(err.source_object, offset + err.lineno, err.version) from None
+            except BrokenProcessPool as err:
+                raise IngestError(f"{path}: a parsing process died ({err}); out of memory? "
+                                  "workers=1 parses in this process") from None
             results.append(_shift_lines(result, offset))
             offset += lines
     result = IngestResult.concat(results)
