@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -167,6 +169,69 @@ def test_big_file_split_across_processes_gives_the_same_result(tmp_path, monkeyp
     path.write_bytes(b"\r\n".join(lines))
     with pytest.raises(ingest.SchemaVersionError, match=rf"big\.ndjson:{len(lines) * 3 // 4 + 1}: unknown ODE"):
         ingest.ingest_file(path, workers=workers)
+
+
+def test_odd_receiver_and_time_texts_parse_the_same_in_any_batch(tmp_path, monkeypatch):
+    """A text's value must not depend on its batch neighbours (streaming and spans cut batches
+    differently from a whole-file ingest)."""
+    rec = _v6_record()
+
+    def variant(lat: str, generated: str) -> bytes:
+        r = json.loads(json.dumps(rec))
+        r["metadata"]["receivedMessageDetails"]["locationData"]["latitude"] = lat
+        r["metadata"]["recordGeneratedAt"] = generated
+        return _line(r)
+
+    odd = [("NaN", "2018-05-06T20:26:28.6909999Z"), ("inf", "1969-12-31T23:59:59.9995Z"),
+           (" 41.5 ", "2018-05-06T20:26:28.690+02:00"), ("unavailable", "2018-05-06T20:26:28.1234567891Z"),
+           ("41.25", "not a time")]
+    plain = variant("41.1", "2018-05-06T20:26:28.690Z")
+    lines = [plain] * 1500
+    for k, (lat, gen) in enumerate(odd):
+        lines[300 * k + 7] = variant(lat, gen)
+    path = tmp_path / "odd.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    whole = ingest.ingest_bytes(path.read_bytes(), str(path))
+    one_by_one = [ingest.ingest_bytes(variant(lat, gen), "x") for lat, gen in odd]
+    monkeypatch.setattr(ingest, "STREAM_CHUNK", 5000)
+    for workers in (1, 2):
+        got = ingest.ingest_file(path, workers=workers)
+        assert got.valid.equals(whole.valid) and got.quarantine.equals(whole.quarantine)
+    lat = whole.valid.column("metadata_rmd_latitude").to_pylist()
+    assert [lat[300 * k + 7] for k in range(4)] == [None, None, 41.5, None]
+    assert [r.valid.column("metadata_rmd_latitude")[0].as_py() for r in one_by_one[:4]] == [None, None, 41.5, None]
+    gen = whole.valid.column("metadata_generatedAt").to_pylist()
+    alone = [r.valid.column("metadata_generatedAt")[0].as_py() for r in one_by_one[:4]]
+    assert [gen[300 * k + 7] for k in range(4)] == alone  # floored to the ms in either path
+    assert str(alone[1]) == "1969-12-31 23:59:59.999000+00:00"
+    assert one_by_one[4].counts()["quarantined"] == 1  # "not a time" is a bad timestamp
+
+
+def test_a_pipe_is_read_whole(tmp_path, monkeypatch):
+    path = _big_mixed_file(tmp_path)
+    whole = ingest.ingest_bytes(path.read_bytes(), str(path))
+    monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(path.read_bytes()))
+    writer.start()
+    got = ingest.ingest_file(fifo, workers=2)
+    writer.join(timeout=30)
+    assert got.valid.drop(["source_object"]).equals(whole.valid.drop(["source_object"]))
+    assert got.counts() == whole.counts()
+
+
+def _ingest_in_pool_worker(path: str) -> dict:
+    return ingest.ingest_file(path).counts()
+
+
+def test_default_workers_inside_a_daemonic_process(tmp_path, monkeypatch):
+    path = _big_mixed_file(tmp_path)
+    monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
+    monkeypatch.setattr(ingest, "PARALLEL_MIN", 1)  # would split, but pool workers may not fork
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        counts = pool.apply(_ingest_in_pool_worker, (str(path),))
+    assert counts == ingest.ingest_bytes(path.read_bytes(), str(path)).counts()
 
 
 def _die(*args):

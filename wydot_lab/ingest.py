@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import multiprocessing
 import os
+import stat
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -259,30 +261,53 @@ def _crumb_array(crumb_lists: list) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~valid))
 
 
-def _parse_times(raw: pa.Array | list) -> pa.Array:
-    """ISO-8601 texts (`Z`, `Z[UTC]`, 0-9 fraction digits) -> timestamp[ms, UTC]; unparseable -> null.
+_TS_NS, _TS_MS = pa.timestamp("ns", tz="UTC"), pa.timestamp("ms", tz="UTC")
 
-    Arrow's C++ cast handles the well-formed batch; only a batch holding a bad
-    text takes the slower pandas path, which nulls just the bad ones.
+
+def _parse_times(raw: pa.Array | list) -> pa.Array:
+    """ISO-8601 texts (`Z`, `Z[UTC]`, offsets, 0-9 fraction digits) -> timestamp[ms, UTC], floored
+    to the millisecond; unparseable -> null.
+
+    Arrow's C++ cast takes a well-formed batch at once; a batch holding a bad text is
+    parsed text by text, so every text gets the same answer whatever batch it lands in.
     """
     arr = raw if isinstance(raw, pa.Array) else pa.array(raw, type=pa.string())
     arr = pc.replace_substring(arr, "[UTC]", "")
     try:
-        ns = pc.cast(arr, pa.timestamp("ns", tz="UTC"))
+        ns = pc.cast(arr, _TS_NS)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        t = pd.to_datetime(pd.Series(arr.to_pylist(), dtype="object"), utc=True, format="ISO8601", errors="coerce")
-        return pa.array(t.astype("datetime64[ms, UTC]"), type=pa.timestamp("ms", tz="UTC"))
-    return pc.cast(ns, pa.timestamp("ms", tz="UTC"), safe=False)
+        return pa.array([_parse_time(t) for t in arr.to_pylist()], type=_TS_MS)
+    return pc.cast(pc.floor_temporal(ns, unit="millisecond"), _TS_MS)
+
+
+def _parse_time(text: str | None):
+    if text is None:
+        return None
+    try:
+        ns = pc.cast(pa.array([text], pa.string()), _TS_NS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        t = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")  # what Arrow's cast refuses
+        return None if pd.isna(t) else t.floor("ms")
+    return pc.cast(pc.floor_temporal(ns, unit="millisecond"), _TS_MS)[0]
+
+
+_NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 
 
 def _to_float(values: pa.Array | list) -> pa.Array:
-    """Receiver-side strings ("0", "unavailable") -> float or null."""
+    """Receiver-side strings ("0", "41.1", "unavailable") -> float, null where not a finite
+    number; the same answer for a text whatever batch it lands in."""
+    if not isinstance(values, pa.Array):  # a batch where some receiver fields are JSON numbers
+        values = pa.array([v if v is None or isinstance(v, str) else repr(float(v)) for v in values], pa.string())
     try:
-        return pc.cast(values if isinstance(values, pa.Array) else pa.array(values, type=pa.string()), pa.float64())
+        out = pc.cast(values, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        if isinstance(values, pa.Array):
-            values = values.to_pylist()
-        return pa.array(pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce"), type=pa.float64())
+        text = pc.utf8_trim_whitespace(values)
+        out = pc.cast(pc.if_else(pc.match_substring_regex(text, _NUMBER), text, pa.scalar(None, pa.string())),
+                      pa.float64())
+    if out.null_count < len(out) and not pc.all(pc.is_finite(out)).as_py():
+        out = pc.if_else(pc.is_finite(out), out, pa.scalar(None, pa.float64()))
+    return out
 
 
 def flatten(recs: list[parse.Record], source_object: str, lines: list[int], parts: list) -> tuple[pa.Table, np.ndarray]:
@@ -532,9 +557,10 @@ def ingest_file(path: str | Path, unknown_version: str = "raise", workers: int |
 
     A big NDJSON file streams through in `STREAM_CHUNK` pieces: reading it costs a quarter
     of reading it whole (no fresh pages for a whole-file buffer; ~10% of the ingest) and
-    memory stays flat. From `PARALLEL_MIN` bytes it is cut at line starts into one span
-    per process (`workers`, default all CPUs); the result is the same as from one process.
-    Anything else (gzip, pretty JSON, a first line that is not JSON) is read whole.
+    memory stays flat. From `PARALLEL_MIN` bytes it is cut at line starts into spans over
+    `workers` processes (default: the CPUs this process may use; always 1 inside a daemonic
+    process); the result is the same as from one process. Anything else (gzip, pretty
+    JSON, a first line that is not JSON, a pipe) is read whole.
     """
     path = Path(path)
     if path.suffix.lower() == ".csv":
@@ -543,32 +569,46 @@ def ingest_file(path: str | Path, unknown_version: str = "raise", workers: int |
         return dtg_csv.ingest_csv(path)
     with open(path, "rb") as f:
         head = f.read(STREAM_CHUNK)
-        if len(head) < STREAM_CHUNK or not _streamable(head):
-            f.seek(0)
-            return ingest_bytes(f.read(), str(path), unknown_version=unknown_version)
+        regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)  # a pipe cannot be re-read in spans
+        if len(head) < STREAM_CHUNK or not regular or not _streamable(head):
+            return ingest_bytes(head + f.read(), str(path), unknown_version=unknown_version)
         size = os.fstat(f.fileno()).st_size
-    if workers is None:
-        workers = (os.cpu_count() or 1) if size >= PARALLEL_MIN else 1
+    if multiprocessing.current_process().daemon:
+        workers = 1  # daemonic processes (multiprocessing pools, dask workers) may not have children
+    elif workers is None:
+        workers = _cpus() if size >= PARALLEL_MIN else 1
     bounds = _span_bounds(path, size, workers * SPANS_PER_WORKER if workers > 1 else 1)
     if len(bounds) == 2:
         result, _ = _ingest_span(str(path), 0, size, unknown_version)
         return result
     results, offset = [], 0
     with ProcessPoolExecutor(min(workers, len(bounds) - 1)) as pool:
-        spans = [pool.submit(_ingest_span, str(path), a, b, unknown_version) for a, b in zip(bounds, bounds[1:])]
-        for span in spans:
-            try:
-                result, lines = span.result()
-            except SchemaVersionError as err:  # its line number counts from the span start
-                raise SchemaVersionError(err.source_object, offset + err.lineno, err.version) from None
-            except BrokenProcessPool as err:
-                raise IngestError(f"{path}: a parsing process died ({err}); out of memory? "
-                                  "workers=1 parses in this process") from None
-            results.append(_shift_lines(result, offset))
-            offset += lines
+        try:
+            spans = [pool.submit(_ingest_span, str(path), a, b, unknown_version) for a, b in zip(bounds, bounds[1:])]
+            for span in spans:
+                try:
+                    result, lines = span.result()
+                except SchemaVersionError as err:  # its line number counts from the span start
+                    raise SchemaVersionError(err.source_object, offset + err.lineno, err.version) from None
+                except BrokenProcessPool as err:
+                    raise IngestError(f"{path}: a parsing process died ({err}); out of memory? "
+                                      "workers=1 parses in this process") from None
+                results.append(_shift_lines(result, offset))
+                offset += lines
+        except BaseException:  # an error or Ctrl-C: do not wait for spans nobody will read
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     result = IngestResult.concat(results)
     result.files = 1
     return result
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (affinity and container limits), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _streamable(head: bytes) -> bool:
