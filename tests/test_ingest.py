@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -158,9 +159,13 @@ def test_big_file_split_across_processes_gives_the_same_result(tmp_path, monkeyp
     path = _big_mixed_file(tmp_path)
     whole = ingest.ingest_bytes(path.read_bytes(), str(path))
     monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where spans hand their rows back
     spans = ingest._span_bounds(path, path.stat().st_size, workers * ingest.SPANS_PER_WORKER)
     assert len(spans) - 1 == workers * ingest.SPANS_PER_WORKER
     _same_result(ingest.ingest_file(path, workers=workers), whole)
+    assert list(scratch.iterdir()) == []  # nothing left behind
 
     lines = path.read_bytes().split(b"\r\n")
     v9 = _v6_record()
