@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import REAL_DIR
 
@@ -239,6 +240,29 @@ def test_default_workers_inside_a_daemonic_process(tmp_path, monkeypatch):
     assert counts == ingest.ingest_bytes(path.read_bytes(), str(path)).counts()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ingest_to_parquet_writes_what_ingest_returns(tmp_path, monkeypatch, workers):
+    path = _big_mixed_file(tmp_path)
+    whole = ingest.ingest_bytes(path.read_bytes(), str(path))
+    monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
+    out = tmp_path / "out"
+    counts = ingest.ingest_to_parquet(path, out, workers=workers)
+    assert {k: counts[k] for k in whole.counts()} == whole.counts() and counts["rules"] == whole.rule_counts
+    assert pq.read_table(out / "valid.parquet").equals(whole.valid)
+    assert pq.read_table(out / "quarantine.parquet").equals(whole.quarantine)
+    assert pq.read_table(out / "non_bsm.parquet").equals(whole.non_bsm)
+    assert sorted(p.name for p in out.iterdir()) == ["non_bsm.parquet", "quarantine.parquet", "valid.parquet"]
+
+    lines = path.read_bytes().split(b"\r\n")
+    v9 = _v6_record()
+    v9["metadata"]["schemaVersion"] = 9
+    lines[len(lines) // 2] = _line(v9)
+    path.write_bytes(b"\r\n".join(lines))
+    with pytest.raises(ingest.SchemaVersionError):
+        ingest.ingest_to_parquet(path, tmp_path / "failed", workers=workers)
+    assert list((tmp_path / "failed").iterdir()) == []  # nothing half-written
+
+
 def _die(*args):
     os._exit(3)  # a parsing process killed (out of memory, say)
 
@@ -246,7 +270,7 @@ def _die(*args):
 def test_a_dying_parsing_process_is_a_clear_error(tmp_path, monkeypatch):
     path = _big_mixed_file(tmp_path)
     monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
-    monkeypatch.setattr(ingest, "_ingest_span", _die)
+    monkeypatch.setattr(ingest, "_piece_parts", _die)
     with pytest.raises(ingest.IngestError, match=r"big\.ndjson: a parsing process died .* workers=1"):
         ingest.ingest_file(path, workers=2)
 

@@ -14,9 +14,10 @@ import os
 import shutil
 import stat
 import tempfile
+import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -564,16 +565,57 @@ def ingest_file(path: str | Path, unknown_version: str = "raise", workers: int |
     process); the result is the same as from one process. Anything else (gzip, pretty
     JSON, a first line that is not JSON, a pipe) is read whole.
     """
-    path = Path(path)
+    result = IngestResult.concat(_file_parts(Path(path), unknown_version, workers))
+    result.files = 1
+    return result
+
+
+def ingest_to_parquet(path: str | Path, out_dir: str | Path, unknown_version: str = "raise",
+                      workers: int | None = None) -> dict:
+    """One file -> `out_dir`/valid.parquet, quarantine.parquet and non_bsm.parquet (canonical
+    schemas), valid rows written part by part while later parts still parse, so a file of
+    any size converts in flat memory. Each file appears complete or not at all. Returns the
+    counts of `IngestResult.counts` plus the per-rule counts under `rules`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    final = {kind: out / f"{kind}.parquet" for kind in ("valid", "quarantine", "non_bsm")}
+    tmp = {kind: p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp") for kind, p in final.items()}
+    kept: list[IngestResult] = []
+    valid = 0
+    try:
+        with pq.ParquetWriter(tmp["valid"], BSM_SCHEMA, compression="snappy") as writer:
+            for part in _file_parts(Path(path), unknown_version, workers):
+                writer.write_table(part.valid)
+                valid += part.valid.num_rows
+                kept.append(dataclasses.replace(part, valid=BSM_SCHEMA.empty_table()))
+        rest = IngestResult.concat(kept)
+        pq.write_table(rest.quarantine, tmp["quarantine"])
+        pq.write_table(rest.non_bsm, tmp["non_bsm"])
+        for kind in final:
+            os.replace(tmp[kind], final[kind])
+    finally:
+        for p in tmp.values():
+            p.unlink(missing_ok=True)
+    counts = {"records": rest.records, "valid": valid, "quarantined": rest.quarantine.num_rows,
+              "non_bsm": rest.non_bsm.num_rows, "blank": rest.blank, "files": 1}
+    assert counts["records"] == valid + counts["quarantined"] + counts["non_bsm"] + counts["blank"], counts
+    return {**counts, "rules": rest.rule_counts}
+
+
+def _file_parts(path: Path, unknown_version: str, workers: int | None) -> Iterator[IngestResult]:
+    """A file's results in file order, a part at a time (pieces on one process, spans on
+    several), with the file's line numbers."""
     if path.suffix.lower() == ".csv":
         from wydot_lab import dtg_csv
 
-        return dtg_csv.ingest_csv(path)
+        yield dtg_csv.ingest_csv(path)
+        return
     with open(path, "rb") as f:
         head = f.read(STREAM_CHUNK)
         regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)  # a pipe cannot be re-read in spans
         if len(head) < STREAM_CHUNK or not regular or not _streamable(head):
-            return ingest_bytes(head + f.read(), str(path), unknown_version=unknown_version)
+            yield ingest_bytes(head + f.read(), str(path), unknown_version=unknown_version)
+            return
         size = os.fstat(f.fileno()).st_size
     if multiprocessing.current_process().daemon:
         workers = 1  # daemonic processes (multiprocessing pools, dask workers) may not have children
@@ -581,9 +623,9 @@ def ingest_file(path: str | Path, unknown_version: str = "raise", workers: int |
         workers = _cpus() if size >= PARALLEL_MIN else 1
     bounds = _span_bounds(path, size, workers * SPANS_PER_WORKER if workers > 1 else 1)
     if len(bounds) == 2:
-        result, _ = _ingest_span(str(path), 0, size, unknown_version)
-        return result
-    results, offset = [], 0
+        yield from _piece_parts(str(path), 0, size, unknown_version)
+        return
+    offset = 0
     scratch = tempfile.mkdtemp(prefix="wydot-ingest-")
     try:
         with ProcessPoolExecutor(min(workers, len(bounds) - 1)) as pool:
@@ -592,7 +634,7 @@ def ingest_file(path: str | Path, unknown_version: str = "raise", workers: int |
                          for a, b in zip(bounds, bounds[1:])]
                 for span in spans:
                     try:
-                        result, lines, file = span.result()
+                        result, file = span.result()
                     except SchemaVersionError as err:  # its line number counts from the span start
                         raise SchemaVersionError(err.source_object, offset + err.lineno, err.version) from None
                     except BrokenProcessPool as err:
@@ -602,16 +644,13 @@ def ingest_file(path: str | Path, unknown_version: str = "raise", workers: int |
                         raise IngestError(f"{path}: a parsing process could not hand its rows back through "
                                           f"{scratch} ({err}); workers=1 parses in this process") from None
                     valid = pa.ipc.open_file(pa.memory_map(file)).read_all()  # no copy
-                    results.append(_shift_lines(dataclasses.replace(result, valid=valid), offset))
-                    offset += lines
-            except BaseException:  # an error or Ctrl-C: do not wait for spans nobody will read
+                    yield _shift_lines(dataclasses.replace(result, valid=valid), offset)
+                    offset += result.records
+            except BaseException:  # an error, Ctrl-C or a consumer that stopped: drop queued spans
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # mapped files stay readable once unlinked
-    result = IngestResult.concat(results)
-    result.files = 1
-    return result
 
 
 def _cpus() -> int:
@@ -671,29 +710,30 @@ def _pieces(f, stop: int) -> Iterable[bytes]:
         pending = [view[cut:]]
 
 
-def _ingest_span(path: str, start: int, stop: int, unknown_version: str) -> tuple[IngestResult, int]:
-    """Bytes [start, stop) of an NDJSON file (start at a line start): result with lines
-    numbered from 1, and the number of lines."""
-    with _gc_paused(), open(path, "rb") as f:
+def _piece_parts(path: str, start: int, stop: int, unknown_version: str) -> Iterator[IngestResult]:
+    """Bytes [start, stop) of an NDJSON file (start at a line start), a result per piece,
+    lines numbered from 1 at `start` (a result's `records` is its number of lines)."""
+    with open(path, "rb") as f:
         f.seek(start)
-        lines_in = _Lines(path, unknown_version)
         lineno = 0
         for k, piece in enumerate(_pieces(f, stop)):
             lines = split_lines(piece, strip_bom=start == 0 and k == 0)
-            lines_in.feed(enumerate(lines, start=lineno + 1))
+            lines_in = _Lines(path, unknown_version)
+            with _gc_paused():
+                lines_in.feed(enumerate(lines, start=lineno + 1))
             lineno += len(lines)
-    return lines_in.result([]), lineno
+            del lines, piece  # the piece's buffer goes before the next one is read
+            yield lines_in.result([])
 
 
-def _span_to_arrow(path: str, start: int, stop: int, unknown_version: str,
-                   scratch: str) -> tuple[IngestResult, int, str]:
+def _span_to_arrow(path: str, start: int, stop: int, unknown_version: str, scratch: str) -> tuple[IngestResult, str]:
     """A worker's span; its valid rows go back as an Arrow IPC file that the parent maps
     without a copy (pickling them through the pool's pipe cost ~10% of the ingest)."""
-    result, lines = _ingest_span(path, start, stop, unknown_version)
+    result = IngestResult.concat(_piece_parts(path, start, stop, unknown_version))
     file = os.path.join(scratch, f"{start}.arrow")
     with pa.OSFile(file, "wb") as sink, pa.ipc.new_file(sink, result.valid.schema) as writer:
         writer.write_table(result.valid)
-    return dataclasses.replace(result, valid=None), lines, file
+    return dataclasses.replace(result, valid=None), file
 
 
 def _shift_lines(r: IngestResult, offset: int) -> IngestResult:
