@@ -132,6 +132,17 @@ def _big_mixed_file(tmp_path) -> Path:
     return path
 
 
+def _put_unknown_version(path: Path, where: float) -> int:
+    """Replace the line at `where` (share of the file) with a schemaVersion 9 record; its line number."""
+    lines = path.read_bytes().split(b"\r\n")
+    k = int(len(lines) * where)
+    v9 = _v6_record()
+    v9["metadata"]["schemaVersion"] = 9
+    lines[k] = _line(v9)
+    path.write_bytes(b"\r\n".join(lines))
+    return k + 1
+
+
 def _same_result(got: ingest.IngestResult, want: ingest.IngestResult) -> None:
     c = _adds_up(got)
     assert c == want.counts() and c["valid"] == 12 * 50 and c["quarantined"] == 24 and c["non_bsm"] == 12
@@ -168,12 +179,8 @@ def test_big_file_split_across_processes_gives_the_same_result(tmp_path, monkeyp
     _same_result(ingest.ingest_file(path, workers=workers), whole)
     assert list(scratch.iterdir()) == []  # nothing left behind
 
-    lines = path.read_bytes().split(b"\r\n")
-    v9 = _v6_record()
-    v9["metadata"]["schemaVersion"] = 9
-    lines[len(lines) * 3 // 4] = _line(v9)  # in a late span: its line number is the file's
-    path.write_bytes(b"\r\n".join(lines))
-    with pytest.raises(ingest.SchemaVersionError, match=rf"big\.ndjson:{len(lines) * 3 // 4 + 1}: unknown ODE"):
+    line = _put_unknown_version(path, 0.75)  # in a late span: its line number is the file's
+    with pytest.raises(ingest.SchemaVersionError, match=rf"big\.ndjson:{line}: unknown ODE"):
         ingest.ingest_file(path, workers=workers)
 
 
@@ -253,11 +260,7 @@ def test_ingest_to_parquet_writes_what_ingest_returns(tmp_path, monkeypatch, wor
     assert pq.read_table(out / "non_bsm.parquet").equals(whole.non_bsm)
     assert sorted(p.name for p in out.iterdir()) == ["non_bsm.parquet", "quarantine.parquet", "valid.parquet"]
 
-    lines = path.read_bytes().split(b"\r\n")
-    v9 = _v6_record()
-    v9["metadata"]["schemaVersion"] = 9
-    lines[len(lines) // 2] = _line(v9)
-    path.write_bytes(b"\r\n".join(lines))
+    _put_unknown_version(path, 0.5)
     with pytest.raises(ingest.SchemaVersionError):
         ingest.ingest_to_parquet(path, tmp_path / "failed", workers=workers)
     assert list((tmp_path / "failed").iterdir()) == []  # nothing half-written
