@@ -121,6 +121,14 @@ def test_pretty_single_object_file_pre_2018():
     assert c["valid"] == 1 and c["records"] == 1
 
 
+@pytest.fixture
+def big(tmp_path, monkeypatch) -> tuple[Path, ingest.IngestResult]:
+    """The big mixed file, its whole-bytes ingest, and 4 KB stream pieces (so it streams and splits)."""
+    path = _big_mixed_file(tmp_path)
+    monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
+    return path, ingest.ingest_bytes(path.read_bytes(), str(path))
+
+
 def _big_mixed_file(tmp_path) -> Path:
     """Real records, blank lines, garbage, an out-of-range value and a TIM, x12, CRLF, BOM."""
     real_lines = [ln for f in sorted(REAL_DIR.glob("*.ndjson")) for ln in f.read_bytes().splitlines() if ln.strip()]
@@ -152,11 +160,10 @@ def _same_result(got: ingest.IngestResult, want: ingest.IngestResult) -> None:
 
 
 @pytest.mark.parametrize("chunk", [4096, 9000, 1 << 16])
-def test_big_file_streams_in_pieces_with_the_same_result_as_whole(tmp_path, monkeypatch, chunk):
+def test_big_file_streams_in_pieces_with_the_same_result_as_whole(big, monkeypatch, chunk):
     """Pieces cut anywhere (mid-CRLF, between blank lines) change nothing: same rows, line
     numbers, quarantine and rule counts as ingesting the bytes whole."""
-    path = _big_mixed_file(tmp_path)
-    whole = ingest.ingest_bytes(path.read_bytes(), str(path))
+    path, whole = big
     feeds = []
     feed = ingest._Lines.feed
     monkeypatch.setattr(ingest._Lines, "feed", lambda self, numbered: (feeds.append(1), feed(self, numbered)))
@@ -167,10 +174,8 @@ def test_big_file_streams_in_pieces_with_the_same_result_as_whole(tmp_path, monk
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-def test_big_file_split_across_processes_gives_the_same_result(tmp_path, monkeypatch, workers):
-    path = _big_mixed_file(tmp_path)
-    whole = ingest.ingest_bytes(path.read_bytes(), str(path))
-    monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
+def test_big_file_split_across_processes_gives_the_same_result(big, tmp_path, monkeypatch, workers):
+    path, whole = big
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where spans hand their rows back
@@ -220,10 +225,8 @@ def test_odd_receiver_and_time_texts_parse_the_same_in_any_batch(tmp_path, monke
     assert one_by_one[4].counts()["quarantined"] == 1  # "not a time" is a bad timestamp
 
 
-def test_a_pipe_is_read_whole(tmp_path, monkeypatch):
-    path = _big_mixed_file(tmp_path)
-    whole = ingest.ingest_bytes(path.read_bytes(), str(path))
-    monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
+def test_a_pipe_is_read_whole(big, tmp_path, monkeypatch):
+    path, whole = big
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     writer = threading.Thread(target=lambda: fifo.write_bytes(path.read_bytes()))
@@ -238,20 +241,17 @@ def _ingest_in_pool_worker(path: str) -> dict:
     return ingest.ingest_file(path).counts()
 
 
-def test_default_workers_inside_a_daemonic_process(tmp_path, monkeypatch):
-    path = _big_mixed_file(tmp_path)
-    monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
+def test_default_workers_inside_a_daemonic_process(big, monkeypatch):
+    path, whole = big
     monkeypatch.setattr(ingest, "PARALLEL_MIN", 1)  # would split, but pool workers may not fork
     with multiprocessing.get_context("fork").Pool(1) as pool:
         counts = pool.apply(_ingest_in_pool_worker, (str(path),))
-    assert counts == ingest.ingest_bytes(path.read_bytes(), str(path)).counts()
+    assert counts == whole.counts()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_ingest_to_parquet_writes_what_ingest_returns(tmp_path, monkeypatch, workers):
-    path = _big_mixed_file(tmp_path)
-    whole = ingest.ingest_bytes(path.read_bytes(), str(path))
-    monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
+def test_ingest_to_parquet_writes_what_ingest_returns(big, tmp_path, monkeypatch, workers):
+    path, whole = big
     out = tmp_path / "out"
     counts = ingest.ingest_to_parquet(path, out, workers=workers)
     assert {k: counts[k] for k in whole.counts()} == whole.counts() and counts["rules"] == whole.rule_counts
@@ -270,9 +270,8 @@ def _die(*args):
     os._exit(3)  # a parsing process killed (out of memory, say)
 
 
-def test_a_dying_parsing_process_is_a_clear_error(tmp_path, monkeypatch):
-    path = _big_mixed_file(tmp_path)
-    monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
+def test_a_dying_parsing_process_is_a_clear_error(big, monkeypatch):
+    path, _ = big
     monkeypatch.setattr(ingest, "_piece_parts", _die)
     with pytest.raises(ingest.IngestError, match=r"big\.ndjson: a parsing process died .* workers=1"):
         ingest.ingest_file(path, workers=2)

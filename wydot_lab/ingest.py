@@ -68,10 +68,11 @@ class IngestResult:
     rule_counts: dict[str, int] = dataclasses.field(default_factory=dict)
     file_issues: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
-    def counts(self) -> dict:
+    def counts(self, valid: int | None = None) -> dict:
+        """`valid`: the valid row count when the rows went elsewhere (`ingest_to_parquet`)."""
         out = {
             "records": self.records,
-            "valid": self.valid.num_rows,
+            "valid": self.valid.num_rows if valid is None else valid,
             "quarantined": self.quarantine.num_rows,
             "non_bsm": self.non_bsm.num_rows,
             "blank": self.blank,
@@ -271,27 +272,40 @@ def _parse_times(raw: pa.Array | list) -> pa.Array:
     """ISO-8601 texts (`Z`, `Z[UTC]`, offsets, 0-9 fraction digits) -> timestamp[ms, UTC], floored
     to the millisecond; unparseable -> null.
 
-    Arrow's C++ cast takes a well-formed batch at once; a batch holding a bad text is
-    parsed text by text, so every text gets the same answer whatever batch it lands in.
+    Arrow's C++ cast takes a well-formed batch at once. In a batch holding a text it refuses,
+    pandas finds the parseable ones and Arrow still parses them when it can, so a text gets
+    the same answer whatever batch it lands in; only texts pandas refuses (the bad ones, few)
+    are tried one by one.
     """
     arr = raw if isinstance(raw, pa.Array) else pa.array(raw, type=pa.string())
     arr = pc.replace_substring(arr, "[UTC]", "")
     try:
-        ns = pc.cast(arr, _TS_NS)
+        return _floor_ms(pc.cast(arr, _TS_NS))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return pa.array([_parse_time(t) for t in arr.to_pylist()], type=_TS_MS)
+        pass
+    texts = arr.to_pylist()
+    by_pandas = pd.to_datetime(pd.Series(texts, dtype="object"), utc=True, format="ISO8601", errors="coerce")
+    ok = by_pandas.notna().to_numpy()
+    try:  # Arrow's answer for every text pandas could read
+        out = _floor_ms(pc.cast(pc.if_else(pa.array(ok), arr, pa.scalar(None, pa.string())), _TS_NS))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # texts only pandas reads (they agree where both do)
+        out = pa.array(by_pandas.dt.floor("ms").astype("datetime64[ms, UTC]"), type=_TS_MS)
+    found = {}
+    for i in np.flatnonzero(~ok):  # Arrow may read what pandas refused
+        if texts[i] is not None:
+            try:
+                found[i] = _floor_ms(pc.cast(pa.array([texts[i]], pa.string()), _TS_NS))[0]
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+    if not found:
+        return out
+    mask = np.zeros(len(out), bool)
+    mask[list(found)] = True
+    return pc.replace_with_mask(out, pa.array(mask), pa.array(list(found.values()), type=_TS_MS))
+
+
+def _floor_ms(ns: pa.Array) -> pa.Array:
     return pc.cast(pc.floor_temporal(ns, unit="millisecond"), _TS_MS)
-
-
-def _parse_time(text: str | None):
-    if text is None:
-        return None
-    try:
-        ns = pc.cast(pa.array([text], pa.string()), _TS_NS)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        t = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")  # what Arrow's cast refuses
-        return None if pd.isna(t) else t.floor("ms")
-    return pc.cast(pc.floor_temporal(ns, unit="millisecond"), _TS_MS)[0]
 
 
 _NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
@@ -411,9 +425,9 @@ def _ingest_bytes(data: bytes, source_object: str, unknown_version: str) -> Inge
 
 
 class _Lines:
-    """The per-line core: decode, classify, flatten, validate. Lines come in one or more
-    `feed`s; only the text of lines set aside is kept, so a fed buffer can go as soon as
-    `feed` returns (what lets `ingest_file` stream a big file through one small buffer)."""
+    """The per-line core: decode, classify, flatten, validate the lines of one `feed`. Only
+    the text of lines set aside is kept, so the fed buffer can go as soon as `feed` returns
+    (what lets `ingest_file` stream a big file through one small buffer)."""
 
     def __init__(self, source_object: str, unknown_version: str):
         self.source_object = source_object
@@ -421,7 +435,7 @@ class _Lines:
         self.records = self.blank = 0
         self.q_rows: list[tuple[int, str, list[str]]] = []
         self.nb_rows: list[tuple[int, str, str]] = []
-        self.valid: list[pa.Table] = []
+        self.valid = BSM_SCHEMA.empty_table()
         self.rule_counts: Counter = Counter()
 
     def set_aside(self, lineno: int, line: bytes | memoryview, reasons: list[str]) -> None:
@@ -501,7 +515,7 @@ class _Lines:
         self.rule_counts.update({k: int(v.sum()) for k, v in {**errors, **warnings}.items()})
         for i, rs in zip(np.flatnonzero(bad), reasons):
             self.q_rows.append((rec_lines[i], _text(rec_text[i]), rs))
-        self.valid.append(table.filter(pa.array(~bad)) if bad.any() else table)
+        self.valid = table.filter(pa.array(~bad)) if bad.any() else table
 
     def result(self, file_issues: list[tuple[str, str]]) -> IngestResult:
         q_rows = sorted(self.q_rows, key=lambda r: r[0])
@@ -516,22 +530,16 @@ class _Lines:
             },
             schema=NON_BSM_SCHEMA,
         )
-        valid = pa.concat_tables(self.valid) if self.valid else BSM_SCHEMA.empty_table()
-        return IngestResult(valid, quarantine, non_bsm, self.blank, self.records, 1, dict(self.rule_counts),
+        return IngestResult(self.valid, quarantine, non_bsm, self.blank, self.records, 1, dict(self.rule_counts),
                             file_issues)
 
 
 def _whole_file_records(data: bytes, lines: list[memoryview]):
     """Pre-2018 objects hold one pretty-printed JSON message (or an array): numbered records, else None."""
-    nonblank = (ln for ln in lines if bytes(ln).strip())
+    nonblank = _nonblank(lines)
     first, second = next(nonblank, None), next(nonblank, None)
-    if second is None:
-        return None
-    try:
-        parse.any_decoder.decode(first)
-        return None  # first line stands alone: NDJSON
-    except (msgspec.DecodeError, RecursionError):
-        pass
+    if second is None or _json_alone(first):
+        return None  # one line, or a first line that stands alone: NDJSON
     body = data[len(BOM):] if data.startswith(BOM) else data
     try:
         obj = parse.any_decoder.decode(body)
@@ -565,7 +573,11 @@ def ingest_file(path: str | Path, unknown_version: str = "raise", workers: int |
     process); the result is the same as from one process. Anything else (gzip, pretty
     JSON, a first line that is not JSON, a pipe) is read whole.
     """
-    result = IngestResult.concat(_file_parts(Path(path), unknown_version, workers))
+    return _one_file(_file_parts(Path(path), unknown_version, workers))
+
+
+def _one_file(parts: Iterable[IngestResult]) -> IngestResult:
+    result = IngestResult.concat(parts)
     result.files = 1
     return result
 
@@ -588,7 +600,7 @@ def ingest_to_parquet(path: str | Path, out_dir: str | Path, unknown_version: st
                 writer.write_table(part.valid)
                 valid += part.valid.num_rows
                 kept.append(dataclasses.replace(part, valid=BSM_SCHEMA.empty_table()))
-        rest = IngestResult.concat(kept)
+        rest = _one_file(kept)
         pq.write_table(rest.quarantine, tmp["quarantine"])
         pq.write_table(rest.non_bsm, tmp["non_bsm"])
         for kind in final:
@@ -596,10 +608,7 @@ def ingest_to_parquet(path: str | Path, out_dir: str | Path, unknown_version: st
     finally:
         for p in tmp.values():
             p.unlink(missing_ok=True)
-    counts = {"records": rest.records, "valid": valid, "quarantined": rest.quarantine.num_rows,
-              "non_bsm": rest.non_bsm.num_rows, "blank": rest.blank, "files": 1}
-    assert counts["records"] == valid + counts["quarantined"] + counts["non_bsm"] + counts["blank"], counts
-    return {**counts, "rules": rest.rule_counts}
+    return {**rest.counts(valid=valid), "rules": rest.rule_counts}
 
 
 def _file_parts(path: Path, unknown_version: str, workers: int | None) -> Iterator[IngestResult]:
@@ -612,11 +621,12 @@ def _file_parts(path: Path, unknown_version: str, workers: int | None) -> Iterat
         return
     with open(path, "rb") as f:
         head = f.read(STREAM_CHUNK)
-        regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)  # a pipe cannot be re-read in spans
+        st = os.fstat(f.fileno())
+        regular = stat.S_ISREG(st.st_mode)  # a pipe cannot be re-read in spans
         if len(head) < STREAM_CHUNK or not regular or not _streamable(head):
             yield ingest_bytes(head + f.read(), str(path), unknown_version=unknown_version)
             return
-        size = os.fstat(f.fileno()).st_size
+    size = st.st_size
     if multiprocessing.current_process().daemon:
         workers = 1  # daemonic processes (multiprocessing pools, dask workers) may not have children
     elif workers is None:
@@ -665,12 +675,17 @@ def _streamable(head: bytes) -> bool:
     """NDJSON for sure: the first non-blank line, complete within `head`, is JSON on its own."""
     if head.startswith(GZIP_MAGIC):
         return False
-    lines = split_lines(head[:head.rfind(b"\n") + 1])
-    first = next((ln for ln in lines if bytes(ln).strip()), None)
-    if first is None:
-        return False
+    first = next(_nonblank(split_lines(head[:head.rfind(b"\n") + 1])), None)
+    return first is not None and _json_alone(first)
+
+
+def _nonblank(lines: Iterable[memoryview]) -> Iterator[memoryview]:
+    return (ln for ln in lines if bytes(ln).strip())
+
+
+def _json_alone(line: memoryview) -> bool:
     try:
-        parse.any_decoder.decode(first)
+        parse.any_decoder.decode(line)
     except (msgspec.DecodeError, RecursionError):
         return False
     return True
@@ -690,7 +705,7 @@ def _span_bounds(path: Path, size: int, workers: int) -> list[int]:
     return bounds + [size]
 
 
-def _pieces(f, stop: int) -> Iterable[bytes]:
+def _pieces(f, stop: int) -> Iterator[bytes]:
     """The file from its position to `stop`, cut just after a newline about every `STREAM_CHUNK` bytes."""
     pending: list = []
     left = stop - f.tell()
