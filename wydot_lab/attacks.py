@@ -229,9 +229,11 @@ def _ring(rng: np.random.Generator, size: int, lo: float, hi: float) -> tuple[np
 
 
 def _move(frame: pd.DataFrame, ctx: _Ctx, rows: np.ndarray, fx: np.ndarray, fy: np.ndarray,
-          params: dict, true_xy: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
+          params: dict, true_xy: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
     """Report local positions (fx, fy) on `rows`; label by displacement from the true local
-    positions `true_xy` (`_local(frame)`, passed in so it is projected once) vs the GPS tolerance."""
+    positions `true_xy` (`_local(frame)`; pass it when the caller projected already) vs the GPS tolerance."""
+    if true_xy is None:
+        true_xy = _local(frame)
     out = frame.copy(deep=False)
     lat, lon = floats(frame, LAT), floats(frame, LON)
     rows = rows & np.isfinite(lat) & np.isfinite(lon)
@@ -290,7 +292,7 @@ def _speed_write(frame: pd.DataFrame, rows: np.ndarray, fake: np.ndarray, params
 def const_position(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     ctx = _ctx(frame)
     px, py = _corridor_points(rng, ctx.n_veh, params["radius_m"])
-    return _move(frame, ctx, ctx.attacker, px[ctx.veh], py[ctx.veh], params, _local(frame))
+    return _move(frame, ctx, ctx.attacker, px[ctx.veh], py[ctx.veh], params)
 
 
 def _offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict, per_message: bool) -> pd.DataFrame:
@@ -319,8 +321,7 @@ def random_offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -
 def random_position(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     ctx = _ctx(frame)
     px, py = _corridor_points(rng, ctx.n, params["radius_m"])
-    return _move(frame, ctx, ctx.attacker, _per_message(ctx, px), _per_message(ctx, py), params,
-                 _local(frame))
+    return _move(frame, ctx, ctx.attacker, _per_message(ctx, px), _per_message(ctx, py), params)
 
 
 @_register("position_swap", "the position of another random message of the corpus", position=True)
@@ -412,14 +413,15 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
     want = np.searchsorted(sorted_t, t - int(params["delay_s"] * 1e9), side="right") - 1
     v = victim[ctx.veh]
     pos = np.searchsorted(keys, v * (len(sorted_t) + 1) + want, side="right") - 1
-    starts = np.searchsorted(ctx.veh[ctx.order], np.arange(ctx.n_veh))
+    starts = np.flatnonzero(ctx.first)  # sorted position where each vehicle code starts
     pos = np.maximum(pos, starts[v])  # nothing earlier: the victim's first message
     src = np.where(ctx.attacker, ctx.order[pos], np.arange(ctx.n))
     for col in REPLAY_COLUMNS:
         out[col] = pd.Series(frame[col].array.take(src), index=frame.index)
     x, y = _local(frame)
     moved = np.hypot(x[src] - x, y[src] - y)
-    dv = np.abs(floats(frame, SPEED)[src] - floats(frame, SPEED))
+    speed = floats(frame, SPEED)
+    dv = np.abs(speed[src] - speed)
     cond = (moved > _tolerance(frame)) | (dv > SPEED_TOL_MPS)
     return _labelled(out, ctx.attacker.copy(), cond, params)
 

@@ -124,7 +124,7 @@ class Cache:
         return f"{self.date_path(hour.date())}/hour={hour:%H}"
 
     def _lock_path(self, hour: dt.datetime) -> str:
-        name = f"{self.pilot}-{self.message_type}-{hour:%Y-%m-%dT%H}.lock"
+        name = f"{self.pilot}-{self.message_type}-{layout.hour_label(hour)}.lock"
         if self.local:
             d = f"{self.root}/.locks"
         else:

@@ -79,13 +79,18 @@ SINCE_PREVIOUS = ("dt_s", "dist_m", "implied_speed_mps", "speed_residual_mps", "
                   "delta_speed_mps", "delta_heading_deg", "accel_implied_mps2", "delta_accel_mps2",
                   "accel_residual_mps2", "yaw_residual_dps")
 
+REFERENCE = ["x_m", "y_m", "elevation_m"]  # position_only reference detector only
+LABEL_COLUMNS = ("is_attacker", "is_attack", "is_attack_cond", "attack_type")
+
 
 def within_run(feats: pd.DataFrame) -> np.ndarray:
     """Messages whose previous message came at most RUN_GAP_S before (where SINCE_PREVIOUS
     features describe motion)."""
-    return (feats["dt_s"] <= RUN_GAP_S).to_numpy()
-REFERENCE = ["x_m", "y_m", "elevation_m"]  # position_only reference detector only
-LABEL_COLUMNS = ("is_attacker", "is_attack", "is_attack_cond", "attack_type")
+    return _in_run(feats["dt_s"].to_numpy(float))
+
+
+def _in_run(dt: np.ndarray) -> np.ndarray:
+    return dt <= RUN_GAP_S  # NaN (a vehicle's first message) is False
 
 
 class _Groups:
@@ -243,7 +248,7 @@ def _sudden(f: pd.DataFrame, x: np.ndarray, y: np.ndarray, dt: np.ndarray) -> np
     rx, ry = np.full(len(f), np.nan), np.full(len(f), np.nan)
     a, b = geo.to_local(rlat[known], rlon[known])
     rx[known], ry[known] = a, b
-    new_run = ~(dt <= RUN_GAP_S)
+    new_run = ~_in_run(dt)
     return known & new_run & (np.hypot(x - rx, y - ry) < SUDDEN_APPEARANCE_M)
 
 

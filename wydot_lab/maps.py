@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wydot_lab.frames import ID as VEHICLE, LAT, LON, TIME, time_ns
+from wydot_lab.frames import ID as VEHICLE, LAT, LON, TIME, floats, time_ns
 
 EARTH_RADIUS = 6378137.0  # the Web Mercator sphere
 
@@ -47,8 +47,7 @@ def xy_to_lnglat(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _project_frame(df: pd.DataFrame, lon: str, lat: str) -> pd.DataFrame:
-    x, y = lnglat_to_xy(df[lon].to_numpy(dtype="float64", na_value=np.nan),
-                        df[lat].to_numpy(dtype="float64", na_value=np.nan))
+    x, y = lnglat_to_xy(floats(df, lon), floats(df, lat))
     return df.assign(x=x, y=y)
 
 

@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score, confusion_matrix, precision
 from threadpoolctl import threadpool_limits
 
 from wydot_lab.features import FEATURES, REFERENCE
-from wydot_lab.frames import ID, TIME
+from wydot_lab.frames import ID, TIME, vehicle_codes
 
 HISTORY = list(FEATURES)  # every feature of features.FEATURES (per-vehicle history + map + flags)
 VEHICLE_SHARE = 0.2  # a vehicle is called an attacker when this share of its messages is flagged
@@ -139,7 +139,7 @@ def split(frame: pd.DataFrame, test_share: float, seed: int, by_day: bool = Fals
     """Vehicle-disjoint train/test on coreData_id, stratified by `is_attacker` when the frame
     has it (so a 5% attacker share still puts attackers on both sides); with `by_day`, the
     test days are also drawn apart and each side keeps only its own days."""
-    inverse, vehicles = pd.factorize(frame[ID].astype(str), sort=True)  # hashing: no per-row string sort
+    inverse, vehicles = vehicle_codes(frame)
     if len(vehicles) < 2:
         raise ValueError("a vehicle-disjoint split needs at least two vehicles")
     strata = np.zeros(len(vehicles), dtype=bool)

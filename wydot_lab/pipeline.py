@@ -121,8 +121,8 @@ def run(params_path: str | Path, out: str | Path | None = None,
     """
     import papermill as pm
 
-    params = config.load(params_path)  # a bad params file fails here, before any stage runs
     params_file = config.find(params_path)
+    params = config.load(params_file)  # a bad params file fails here, before any stage runs
     nb_dir = Path(notebooks) if notebooks else notebooks_dir()
     run_dir = run_dir_for(params, out)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -328,7 +328,7 @@ class Source:
         """Objects of one hour folder, sorted by key; an absent folder is an empty hour."""
         self.check()
         path = self.hour_path(hour)
-        what = f"hour {hour:%Y-%m-%dT%H} ({self._url(path)}/)"
+        what = f"hour {layout.hour_label(hour)} ({self._url(path)}/)"
         entries = with_retries(lambda: self._ls(path), self.spec, what, hour)
         out = []
         root = self.spec.root.rstrip("/") + "/"
@@ -345,7 +345,7 @@ class Source:
 
     def read(self, obj: ObjectInfo) -> bytes:
         """The object's raw bytes (gzip is the ingest's business), with retries."""
-        what = f"hour {obj.hour:%Y-%m-%dT%H} object {self._url(obj.path)}"
+        what = f"hour {layout.hour_label(obj.hour)} object {self._url(obj.path)}"
         if self.spec.is_s3 and obj.size < 32 << 20:  # one GET; s3fs would HEAD first to split it
             return with_retries(lambda: self.fs.cat_file(obj.path, max_concurrency=1), self.spec, what, obj.hour)
         return with_retries(lambda: self.fs.cat_file(obj.path), self.spec, what, obj.hour)
