@@ -50,17 +50,39 @@ def test_reported_heading_against_travel_and_speed_against_motion():
     assert np.allclose(g["crumb_heading_diff_deg"], 180.0, atol=0.1)
 
 
-def test_rolling_windows_match_pandas_per_vehicle():
+def test_rolling_windows_match_pandas_per_run():
     frame = bsm_frames.frame(bsm_frames.corridor(vehicles=5, msgs=25, seed=3, gap_every=8))
     f = features.featurize_frame(frame, 4)
-    grp = f.groupby(ID, sort=False)["speed_residual_mps"]
+    run = features.within_run(f)
+    run_id = (~run).cumsum()  # rows are sorted by vehicle and time; a vehicle's first row starts a run
+    assert (run_id.max(), (~run).sum()) == (5 * 4, 5 * 4)  # 3 silences per vehicle
+    resid = f["speed_residual_mps"].where(run)  # a run's first residual spans the silence
+    grp = resid.groupby(run_id)
     mean = grp.transform(lambda s: s.rolling(4, min_periods=1).mean())
     std = grp.transform(lambda s: s.rolling(4, min_periods=1).std(ddof=0))
     assert np.allclose(f["speed_residual_mean_w"], mean, equal_nan=True)
     assert np.allclose(f["speed_residual_std_w"], std, atol=1e-6, equal_nan=True)
-    # never across vehicles: every vehicle's first row has no history
-    first = f.groupby(ID).head(1)
-    assert first["dt_s"].isna().all() and first["speed_residual_mean_w"].isna().all()
+    speed_std = f["speed_mps"].groupby(run_id).transform(lambda s: s.rolling(4, min_periods=1).std(ddof=0))
+    assert np.allclose(f["speed_std_w"], speed_std, atol=1e-9, equal_nan=True)
+    # never across vehicles or silences: every run's first row has no history
+    assert f.loc[~run, "speed_residual_mean_w"].isna().all() and f.loc[~run, "heading_bearing_diff_mean_w"].isna().all()
+    assert (f.loc[~run, "speed_std_w"] == 0).all()
+
+
+def test_a_silence_leaves_no_trace_in_the_next_runs_windows():
+    """A vehicle silent for 10 minutes that reappears where it left: the residual across the
+    gap is the whole reported speed, but the new run's windows only see the new run."""
+    table = bsm_frames.straight_line(speed=25.0, n=30)
+    t = table.column("metadata_generatedAt").to_numpy().copy()
+    t[15:] += np.timedelta64(600, "s")
+    table = table.set_column(table.schema.get_field_index("metadata_generatedAt"), "metadata_generatedAt",
+                             pa.array(t, table.schema.field("metadata_generatedAt").type))
+    f = features.featurize_frame(bsm_frames.frame(table), 5)
+    assert f["dt_s"].iloc[15] > features.RUN_GAP_S and f["speed_residual_mps"].iloc[15] > 20
+    after = f.iloc[15:20]
+    assert np.isnan(after["speed_residual_mean_w"].iloc[0])
+    assert np.abs(after["speed_residual_mean_w"].iloc[1:]).max() < 0.05
+    assert after["speed_residual_std_w"].iloc[1:].max() < 0.05
 
 
 def test_row_order_does_not_matter():

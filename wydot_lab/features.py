@@ -50,12 +50,13 @@ FEATURES: dict[str, str] = {
     "delta_accel_mps2": "accel_implied_mps2 minus its previous value",
     "accel_residual_mps2": "reported accelLong minus accel_implied_mps2",
     "yaw_residual_dps": "signed heading change / dt_s minus reported accelYaw",
-    "speed_residual_mean_w": "rolling mean of speed_residual_mps over the last `window` messages",
-    "speed_residual_std_w": "rolling std of speed_residual_mps over the last `window` messages",
-    "heading_bearing_diff_mean_w": "rolling mean of heading_bearing_diff_deg over the last `window` messages",
-    "speed_std_w": "rolling std of the reported speed over the last `window` messages",
+    "speed_residual_mean_w": "rolling mean of speed_residual_mps over the last `window` messages of the run",
+    "speed_residual_std_w": "rolling std of speed_residual_mps over the last `window` messages of the run",
+    "heading_bearing_diff_mean_w": "rolling mean of heading_bearing_diff_deg over the last `window` messages "
+                                   "of the run",
+    "speed_std_w": "rolling std of the reported speed over the last `window` messages of the run",
     "dist_centreline_m": "distance to the nearer I-80 centre line (either direction)",
-    "dist_centreline_mean_w": "rolling mean of dist_centreline_m over the last `window` messages",
+    "dist_centreline_mean_w": "rolling mean of dist_centreline_m over the last `window` messages of the run",
     "semi_major_m": "reported GPS accuracy, semi-major axis",
     "semi_minor_m": "reported GPS accuracy, semi-minor axis",
     "crumb_prev_err_m": "distance between the own path history (crumbs) at the previous message's age "
@@ -94,18 +95,30 @@ def _in_run(dt: np.ndarray) -> np.ndarray:
 
 
 class _Groups:
-    """Sorted rows' vehicle boundaries, for shifts and rolling windows that never cross vehicles."""
+    """Sorted rows' vehicle boundaries (shifts never cross vehicles) and run boundaries
+    (rolling windows never cross a silence longer than RUN_GAP_S)."""
 
-    def __init__(self, first: np.ndarray, start: np.ndarray):
-        self.first, self.start = first, start
+    def __init__(self, first: np.ndarray):
+        self.first = first
+        self.new_run = first.copy()
+        self.run_start = np.zeros(len(first), np.int64)
 
     def prev(self, v: np.ndarray) -> np.ndarray:
         out = np.r_[np.nan, v[:-1]] if len(v) else v.astype(float)
         out[self.first] = np.nan
         return out
 
+    def split_runs(self, dt: np.ndarray) -> None:
+        """Runs start at a vehicle's first message and after every silence > RUN_GAP_S."""
+        self.new_run = ~_in_run(dt)
+        self.run_start = np.maximum.accumulate(np.where(self.new_run, np.arange(len(dt)), 0))
+
+    def since_previous(self, v: np.ndarray) -> np.ndarray:
+        """v without the runs' first values, which compare with the previous trip, not motion."""
+        return np.where(self.new_run, np.nan, v)
+
     def rolling(self, v: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, population std) over the last w values of the same vehicle, NaNs skipped.
+        """(mean, population std) over the last w values of the same run, NaNs skipped.
 
         Built from w lagged copies (w is small), so each value depends only on its own
         vehicle's rows: the same bits whatever else shares the partition."""
@@ -114,7 +127,7 @@ class _Groups:
         i = np.arange(n)
         for k in range(min(w, n)):
             lags[k:, k] = v[: n - k]
-            lags[i - k < self.start, k] = np.nan
+            lags[i - k < self.run_start, k] = np.nan
         ok = np.isfinite(lags)
         cnt = ok.sum(axis=1)
         z = np.where(ok, lags, 0.0)
@@ -169,7 +182,7 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
     f = frame.iloc[vo.order]
     tns, first = vo.t_ns[vo.order], vo.first
     n = len(f)
-    g = _Groups(first, vo.start)
+    g = _Groups(first)
 
     lat, lon = floats(f, LAT), floats(f, LON)
     x, y = (np.asarray(a, float) for a in geo.to_local(lat, lon)) if n else (np.zeros(0), np.zeros(0))
@@ -178,6 +191,7 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
     sm_ = np.where(np.isfinite(sm), sm, DEFAULT_SEMI_MAJOR_M)
     dt = (tns - np.r_[tns[:1], tns[:-1]]) / 1e9
     dt[first] = np.nan
+    g.split_runs(dt)
     px, py = g.prev(x), g.prev(y)
     dx, dy = x - px, y - py
     dist = np.hypot(dx, dy)
@@ -199,8 +213,8 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
             accel_residual_mps2=floats(f, "coreData_accelset_accelLong") - acc,
             yaw_residual_dps=np.where(dt > 0, dh_signed / dt, np.nan) - floats(f, "coreData_accelset_accelYaw"),
         )
-    out["speed_residual_mean_w"], out["speed_residual_std_w"] = g.rolling(resid, window)
-    out["heading_bearing_diff_mean_w"] = g.rolling(hb, window)[0]
+    out["speed_residual_mean_w"], out["speed_residual_std_w"] = g.rolling(g.since_previous(resid), window)
+    out["heading_bearing_diff_mean_w"] = g.rolling(g.since_previous(hb), window)[0]
     out["speed_std_w"] = g.rolling(speed, window)[1]
     dcl = np.asarray(geo.distance_to_centreline(lat, lon), float) if n else np.zeros(0)
     out["dist_centreline_m"] = dcl
@@ -220,7 +234,7 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
             "flag_position_speed": close & (np.abs(resid) > POS_SPEED_TOL_MPS + noise / dt),
             "flag_heading": close & (hb > HEADING_MAX_DEG) & (speed > MOVING_MIN_MPS),
             "flag_beacon": dt < MIN_BEACON_S,
-            "flag_sudden_appearance": _sudden(f, x, y, dt),
+            "flag_sudden_appearance": _sudden(f, x, y, g.new_run),
             "flag_offroad": dcl > ROAD_TOL_M + sm_,
         }
     for k, v in flags.items():
@@ -239,7 +253,7 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
     return res
 
 
-def _sudden(f: pd.DataFrame, x: np.ndarray, y: np.ndarray, dt: np.ndarray) -> np.ndarray:
+def _sudden(f: pd.DataFrame, x: np.ndarray, y: np.ndarray, new_run: np.ndarray) -> np.ndarray:
     """First message of a run, reported within SUDDEN_APPEARANCE_M of its known receiver."""
     rlat, rlon = floats(f, "metadata_rmd_latitude"), floats(f, "metadata_rmd_longitude")
     known = np.isfinite(rlat) & np.isfinite(rlon) & ((rlat != 0) | (rlon != 0))
@@ -248,7 +262,6 @@ def _sudden(f: pd.DataFrame, x: np.ndarray, y: np.ndarray, dt: np.ndarray) -> np
     rx, ry = np.full(len(f), np.nan), np.full(len(f), np.nan)
     a, b = geo.to_local(rlat[known], rlon[known])
     rx[known], ry[known] = a, b
-    new_run = ~_in_run(dt)
     return known & new_run & (np.hypot(x - rx, y - ry) < SUDDEN_APPEARANCE_M)
 
 
