@@ -70,6 +70,9 @@ def _tiny() -> dict:
     (lambda d: d["maps"].update(tiles="sometimes"), "maps.tiles"),
     (lambda d: d["attacks"].update(attacker_share=1.5), "attacks.attacker_share"),
     (lambda d: d["source"].update(aws_secret_access_key="x"), "source.aws_secret_access_key: unknown key"),
+    (lambda d: d.setdefault("synth", {}).update(defect_share=1.0), "synth.defect_share: Input should be less than 1"),
+    (lambda d: d.setdefault("synth", {}).update(defect_share=-0.1), "synth.defect_share: Input should be greater"),
+    (lambda d: d.setdefault("synth", {}).update(defect_share="some"), "synth.defect_share"),
 ])
 def test_wrong_key_or_type_is_a_one_line_error_naming_it(tmp_path, mutate, names):
     data = _tiny()

@@ -1,5 +1,6 @@
-"""The synthetic corpus: deterministic bytes, bucket layout, real v6 shape, and physics that
-a detector can rely on (on the road, in the privacy window, self-consistent)."""
+"""The synthetic corpus: deterministic bytes, bucket layout, real v6 shape, physics that a
+detector can rely on (on the road, in the privacy window, self-consistent), and defect lines
+that ingest sorts exactly as the summary says."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,11 +13,13 @@ import pandas as pd
 import pyarrow.compute as pc
 import pytest
 
-from conftest import REAL_DIR
-from wydot_lab import geo, ingest, synth
+from conftest import REAL_DIR, ROOT, SYNTH_DIR
+from wydot_lab import cli, config, geo, ingest, synth
 from wydot_lab.frames import CRUMB_SIGN
 
-PARAMS = dict(start="2021-04-01", days=1, vehicles=40, rate_hz=0.1, seed=11, records_per_hour=100)
+PARAMS = dict(start="2021-04-01", days=1, vehicles=40, rate_hz=0.1, seed=11, records_per_hour=100, defect_share=0.0)
+DEFECTIVE = {**PARAMS, "defect_share": 0.05}  # ~125 defect lines: every kind several times
+COUNTS = ("records", "valid", "quarantined", "non_bsm", "blank", "files")
 NAME_RE = re.compile(r"^usdot-its-cvpilot-bsm-public-\d+-(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})-"
                      r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -80,16 +83,20 @@ def test_layout_hour_folders_and_object_names(corpus, ingested):
     assert hours == folders
 
 
-def test_every_record_passes_ingest_and_matches_the_in_memory_table(corpus, ingested):
-    c = ingested.counts()
-    assert c["valid"] == c["records"] == 2400 and c["quarantined"] == 0 and c["non_bsm"] == 0
-    assert sum(ingested.rule_counts.values()) == 0  # not even the outside-Wyoming warning
-    mem = synth.generate(**PARAMS)
+def _assert_valid_rows_are_generated(ingested, params):
+    mem = synth.generate(**params)
     key = [("source_object", "ascending"), ("source_line", "ascending")]
     got = ingested.valid.set_column(
         ingested.valid.schema.get_field_index("source_object"), "source_object",
         pc.replace_substring_regex(ingested.valid["source_object"], r"^.*/(wydot/BSM/)", r"\1")).sort_by(key)
     assert got.equals(mem.sort_by(key))
+
+
+def test_every_record_passes_ingest_and_matches_the_in_memory_table(corpus, ingested):
+    c = ingested.counts()
+    assert c["valid"] == c["records"] == 2400 and c["quarantined"] == 0 and c["non_bsm"] == 0 and c["blank"] == 0
+    assert sum(ingested.rule_counts.values()) == 0  # not even the outside-Wyoming warning
+    _assert_valid_rows_are_generated(ingested, PARAMS)
 
 
 def test_json_has_every_key_of_the_real_v6_record(corpus):
@@ -114,6 +121,118 @@ def test_json_has_every_key_of_the_real_v6_record(corpus):
     md = ours["metadata"]
     assert (md["schemaVersion"], md["recordType"], md["recordGeneratedBy"], md["sanitized"]) == (6, "bsmTx", "OBU", False)
     assert md["receivedMessageDetails"]["locationData"]["latitude"] == str(ours["payload"]["data"]["coreData"]["position"]["latitude"])
+
+
+# --------------------------------------------------------------------------- defect lines
+@pytest.fixture(scope="module")
+def defective(tmp_path_factory):
+    out = tmp_path_factory.mktemp("defective")
+    return out, synth.write_corpus(out, **DEFECTIVE)
+
+
+@pytest.fixture(scope="module")
+def defective_ingested(defective):
+    return ingest.ingest_paths([defective[0]], unknown_version="quarantine")
+
+
+def test_defects_same_params_same_bytes_whatever_the_workers(defective, tmp_path):
+    out, summary = defective
+    again = synth.write_corpus(tmp_path / "a", **DEFECTIVE, workers=2)
+    assert _tree(tmp_path / "a") == _tree(out) and again == {**summary, "seconds": again["seconds"],
+                                                             "records_per_s": again["records_per_s"]}
+    synth.write_corpus(tmp_path / "b", **{**DEFECTIVE, "defect_share": 0.04})
+    assert _tree(tmp_path / "b") != _tree(out)
+
+
+def test_defect_lines_do_not_depend_on_the_chunking(defective, tmp_path, monkeypatch):
+    """Objects are formatted CHUNK_ROWS rows at a time; defect lines go after their row
+    whichever chunk it falls in (7-row chunks: most rows are in a later chunk of their object)."""
+    monkeypatch.setattr(synth, "CHUNK_ROWS", 7)
+    synth.write_corpus(tmp_path, **DEFECTIVE)
+    assert _tree(tmp_path) == _tree(defective[0])
+
+
+def test_defect_lines_come_on_top_of_the_same_valid_records_interleaved(corpus, defective):
+    """Take the defect lines out and the share-0 corpus is left, byte for byte; some defect
+    lines sit between valid records, not only at the end of an object."""
+    clean, dirty = _tree(corpus[0]), _tree(defective[0])
+    assert clean.keys() == dirty.keys()
+    extra = inside = 0
+    for key, data in dirty.items():
+        lines, valid = data.split(b"\n")[:-1], clean[key].split(b"\n")[:-1]
+        kept = set(valid)
+        is_valid = [ln in kept for ln in lines]
+        assert [ln for ln, ok in zip(lines, is_valid) if ok] == valid
+        extra += is_valid.count(False)
+        inside += sum(not a and b for a, b in zip(is_valid, is_valid[1:]))
+    s = defective[1]
+    assert extra == s["records"] - s["valid"] == sum(s["defects"].values()) > 0
+    assert inside > 0 and s["valid"] == 2400
+
+
+def test_defect_summary_is_what_ingest_finds(defective, defective_ingested):
+    _, s = defective
+    c = defective_ingested.counts()
+    assert {k: s[k] for k in COUNTS} == c
+    assert set(s["defects"]) == set(synth.KINDS)  # every kind, each with its own reason
+    assert 0.03 < (s["records"] - s["valid"]) / s["records"] < 0.07
+    want = {synth.DEFECTS[k]: n for k, n in s["defects"].items() if synth.DEFECTS[k] not in synth.NOT_QUARANTINED}
+    assert defective_ingested.quarantine_reasons() == want
+    assert len(want) == 6 and all(len(r) == 1 for r in defective_ingested.quarantine["reasons"].to_pylist())
+    assert defective_ingested.non_bsm_types() == {"TravelerInformation": s["defects"]["tim"]}
+    assert c["blank"] == s["defects"]["blank"]
+
+
+def test_defect_corpus_valid_records_equal_the_in_memory_table(defective_ingested):
+    """generate() with the same defect_share: the same valid rows, numbered by their line in
+    the objects that also hold the defect lines."""
+    _assert_valid_rows_are_generated(defective_ingested, DEFECTIVE)
+    plain, moved = synth.generate(**PARAMS), synth.generate(**DEFECTIVE)
+    assert plain.drop_columns(["source_line"]).equals(moved.drop_columns(["source_line"]))
+    assert not plain["source_line"].equals(moved["source_line"])
+
+
+@pytest.mark.parametrize("kind", synth.KINDS)
+def test_each_defect_kind_lands_where_DEFECTS_says(corpus, kind):
+    rec = next(iter(_tree(corpus[0]).values())).split(b"\n")[0]
+    data = rec + b"\n" + synth.defect_line(kind, rec, 0.3)
+    r = ingest.ingest_bytes(data, "obj", unknown_version="quarantine")
+    c, place = r.counts(), synth.DEFECTS[kind]
+    assert c["records"] == 2 and c["valid"] == 1
+    if place in synth.NOT_QUARANTINED:
+        assert c[place] == 1 and c["quarantined"] == 0
+    else:
+        assert r.quarantine_reasons() == {place: 1} and r.quarantine["source_line"].to_pylist() == [2]
+
+
+def test_defect_share_must_be_below_one(tmp_path):
+    for bad in (1.0, -0.01):
+        with pytest.raises(ValueError, match="defect_share"):
+            synth.write_corpus(tmp_path, **{**PARAMS, "defect_share": bad})
+        with pytest.raises(ValueError, match="defect_share"):
+            synth.generate(**{**PARAMS, "defect_share": bad})
+
+
+def test_cli_defect_share_flag_overrides_the_params(defective, tmp_path, capsys):
+    args = ["synth", "--params", str(ROOT / "params" / "default.yaml"), "--days", "1", "--vehicles", "40",
+            "--seed", "11"]  # with default.yaml's other synth keys: DEFECTIVE but for the share
+    assert cli.main([*args, "--out", str(tmp_path / "a"), "--defect-share", "0.05"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert _tree(tmp_path / "a") == _tree(defective[0])
+    assert {k: summary[k] for k in COUNTS} == {k: defective[1][k] for k in COUNTS}
+    assert cli.main([*args, "--out", str(tmp_path / "c"), "--defect-share", "1"]) == 2
+    assert "synth.defect_share" in capsys.readouterr().err
+
+
+def test_the_committed_corpus_is_what_default_params_write(tmp_path):
+    """test_data/synthetic_wydot is `make synth-data` of params/default.yaml, defect lines
+    included, and ingest finds in it exactly what the synth summary says."""
+    sp = config.load(ROOT / "params" / "default.yaml").synth
+    assert sp.defect_share > 0
+    s = synth.write_corpus(tmp_path, **{**sp.model_dump(), "start": str(sp.start)})
+    assert _tree(tmp_path) == _tree(SYNTH_DIR)
+    r = ingest.ingest_paths([SYNTH_DIR], unknown_version="quarantine")
+    assert r.counts() == {k: s[k] for k in COUNTS} and s["quarantined"] > 0
 
 
 def test_positions_on_their_carriageway_and_inside_the_privacy_window(frame):

@@ -28,11 +28,12 @@ def _cmd_synth(args: argparse.Namespace) -> dict:
     # defaults: the `synth` section of --params (or its built-in defaults); given flags win
     base = config.load(args.params).synth if args.params else config.SynthParams()
     flags = {"start": args.start, "days": args.days, "vehicles": args.vehicles, "rate_hz": args.rate,
-             "seed": args.seed, "records_per_hour": args.records_per_hour}
-    sp = config.SynthParams(**{**base.model_dump(), **{k: v for k, v in flags.items() if v is not None}})
+             "seed": args.seed, "records_per_hour": args.records_per_hour, "defect_share": args.defect_share}
+    merged = {**base.model_dump(), **{k: v for k, v in flags.items() if v is not None}}
+    sp = config.from_dict({"synth": merged}, origin="command line").synth  # a bad flag: one line naming its key
     return synth.write_corpus(args.out, start=str(sp.start), days=sp.days, vehicles=sp.vehicles, rate_hz=sp.rate_hz,
-                              seed=sp.seed, records_per_hour=sp.records_per_hour, workers=args.workers,
-                              progress=_log)
+                              seed=sp.seed, records_per_hour=sp.records_per_hour, defect_share=sp.defect_share,
+                              workers=args.workers, progress=_log)
 
 
 def _cmd_validate(args: argparse.Namespace) -> dict:
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--records-per-hour", type=int, default=None,
                    help="observe this many messages per hour as runs of 20 consecutive messages "
                         "(default: every vehicle transmits all the time)")
+    s.add_argument("--defect-share", type=float, default=None,
+                   help="share of the lines written that are defect lines (truncated, TIM, wrong type, ...), "
+                        "on top of the valid records; in [0, 1) (default 0; params/default.yaml: 0.005)")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs for big corpora)")
     s.set_defaults(func=_cmd_synth)
 

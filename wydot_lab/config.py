@@ -86,6 +86,7 @@ class SynthParams(_Strict):
     rate_hz: float = Field(0.1, gt=0)
     seed: int = 7
     records_per_hour: int | None = Field(None, ge=1)  # runs of 20 messages; null: every vehicle transmits all the time
+    defect_share: float = Field(0.0, ge=0, lt=1)  # share of the lines that are defects (default.yaml: 0.005)
 
 
 class FeatureParams(_Strict):

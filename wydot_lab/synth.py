@@ -22,6 +22,10 @@ Semantics
   Path history: CRUMBS crumbs of the vehicle's *true* past positions, as offsets from the
   reported current position in the sign convention real WYDOT records show
   (frames.CRUMB_SIGN: past = reported - offset), spanning ~2.5 message periods.
+- `defect_share` > 0: real objects are not clean, so that share of the lines written are
+  defect lines (kinds in DEFECTS: truncated, TIM, wrong type, missing coreData, unknown
+  schemaVersion, out of range, unparseable time, blank), each right after the valid record
+  it was made from. They come on top of the valid records, which stay exactly as with 0.
 - Bytes are a pure function of the parameters: all randomness comes from
   numpy Generators seeded by (seed, hour, block); no clock, no uuid4, no hash order.
 
@@ -30,11 +34,14 @@ that one `bytes.replace` per chunk compacts, and hours are spread over worker pr
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import functools
 import os
+import re
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -610,9 +617,146 @@ def format_chunks(b: Block, ranges=None):
         yield rows(start, stop)
 
 
+# --------------------------------------------------------------------------- defect lines
+# Real objects are not clean. With defect_share > 0 an object also holds defect lines, each
+# written right after a valid record and made from that record's own text (a garbled
+# retransmission of it), so it carries that record's ids and times. The plan (how many,
+# after which rows, which kind) comes from its own generator, seeded (seed, 2, hour, block):
+# the valid records, their generator and the bytes of a defect_share 0 corpus do not change.
+# Defects are few, so each line is built in Python.
+DEFECTS = {  # kind -> what ingest makes of it: its quarantine reason (validate.rule_name), non_bsm or blank
+    "truncated": "not_json",  # cut mid-record
+    "tim": "non_bsm",  # a TIM (dnMsg, OdeTimPayload) among the BSMs
+    "wrong_type": "wrong_type",  # coreData.speed "unavailable" (a string)
+    "missing_coreData": "missing_coreData",
+    "unknown_schema_version": "unknown_schema_version",  # schemaVersion 9
+    "out_of_range": "heading_range",  # coreData.heading 400
+    "bad_timestamp": "bad_timestamp",  # recordGeneratedAt in the CSV export's "%m/%d/%Y %I:%M:%S %p"
+    "blank": "blank",
+}
+KINDS = tuple(DEFECTS)
+NOT_QUARANTINED = ("non_bsm", "blank")
+
+
+@dataclass(frozen=True)
+class Defects:
+    """The defect lines of one block, ascending by `row`: each is written right after valid
+    row `row` (block row index) and made from that row's text."""
+
+    row: np.ndarray
+    kind: np.ndarray  # index into KINDS
+    u: np.ndarray  # uniform in [0, 1): where a truncated line is cut, a TIM's packet id
+
+    def counts(self) -> dict[str, int]:
+        return {KINDS[k]: int(n) for k, n in zip(*np.unique(self.kind, return_counts=True))}
+
+
+_NO_DEFECTS = Defects(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+
+
+def plan_defects(seed: int, hour_ms: int, block: int, objects: list, share: float) -> Defects:
+    """Per object, n * share / (1 - share) defect lines for its n valid records (rounded up or
+    down at random, so `share` of all lines written are defects on average), after uniformly
+    drawn rows, of uniformly drawn kinds."""
+    if share <= 0:
+        return _NO_DEFECTS
+    rng = np.random.default_rng([seed, 2, hour_ms // HOUR_MS, block])
+    rows, kinds, us = [], [], []
+    for _, a, z in objects:
+        mean = (z - a) * share / (1.0 - share)
+        n = int(mean) + int(rng.random() < mean - int(mean))
+        rows.append(np.sort(rng.integers(a, z, n)))
+        kinds.append(rng.integers(0, len(KINDS), n))
+        us.append(rng.random(n))
+    return Defects(np.concatenate(rows), np.concatenate(kinds), np.concatenate(us))
+
+
+def _sub1(pattern: bytes, repl: bytes, rec: bytes) -> bytes:
+    out, n = re.subn(pattern, repl, rec, count=1)
+    if n != 1:
+        raise AssertionError(f"defect: {pattern!r} not in the record")
+    return out
+
+
+def _generated_at(rec: bytes):
+    """(match of the recordGeneratedAt text, that time)"""
+    m = re.search(rb'"recordGeneratedAt":"([^"]+)"', rec)
+    return m, dt.datetime.strptime(m.group(1).decode(), "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _tim(rec: bytes, u: float) -> bytes:
+    """A TIM-shaped record (dnMsg, OdeTimPayload, a J2735 TravelerInformation advisory) with the
+    metadata of `rec`: ingest files it under non-BSM type `TravelerInformation`."""
+    md = rec[:rec.index(b',"payload":')]
+    for old, new in ((rb'"bsmSource":"EV",', b""), (rb'"logFileName":"bsmTx_', b'"logFileName":"dnMsg_'),
+                     (rb'"recordType":"bsmTx"', b'"recordType":"dnMsg"'), (rb"OdeBsmPayload", b"OdeTimPayload")):
+        md = _sub1(old, new, md)
+    _, t = _generated_at(rec)
+    minute = int((t - dt.datetime(t.year, 1, 1)).total_seconds() // 60)  # J2735 MinuteOfTheYear
+    frame = (f'{{"frameType":"advisory",'
+             f'"msgId":{{"roadSignID":{{"viewAngle":"1111111111111111","mutcdCode":"warning"}}}},'
+             f'"startYear":{t.year},"startTime":{minute},"durationTime":120,"priority":5,'
+             f'"content":{{"advisory":{{"SEQUENCE":[{{"item":{{"itis":5378}}}}]}}}}}}')
+    cnt = int(re.search(rb'"msgCnt":(\d+)', rec).group(1))
+    tim = (f'{{"msgCnt":{cnt},"timeStamp":{minute},"packetID":"{int(u * 2**72):018X}","urlB":"null",'
+           f'"dataFrames":{{"TravelerDataFrame":{frame}}}}}')
+    return md + (f',"payload":{{"dataType":"TravelerInformation","data":{{"MessageFrame":{{"messageId":31,'
+                 f'"value":{{"TravelerInformation":{tim}}}}}}}}}}}').encode()
+
+
+def _bad_time(rec: bytes) -> bytes:
+    m, t = _generated_at(rec)
+    return rec[:m.start(1)] + t.strftime("%m/%d/%Y %I:%M:%S %p").encode() + rec[m.end(1):]
+
+
+_MAKE = {
+    "truncated": lambda rec, u: rec[:int(len(rec) * (0.1 + 0.8 * u))],
+    "tim": _tim,
+    "wrong_type": lambda rec, u: _sub1(rb'("transmission":"NEUTRAL","speed":)[0-9.]+', rb'\1"unavailable"', rec),
+    "missing_coreData": lambda rec, u: rec[:rec.index(b'"coreData":')] + rec[rec.index(b'"partII":'):],
+    "unknown_schema_version": lambda rec, u: _sub1(rb'"schemaVersion":6,', b'"schemaVersion":9,', rec),
+    "out_of_range": lambda rec, u: _sub1(rb'("heading":)[0-9.]+(,"brakes")', rb"\g<1>400.0000\2", rec),
+    "bad_timestamp": lambda rec, u: _bad_time(rec),
+    "blank": lambda rec, u: b"",
+}
+assert set(_MAKE) == set(DEFECTS)
+
+
+def defect_line(kind: str, rec: bytes, u: float = 0.5) -> bytes:
+    """One defect line (with its newline) made from `rec`, a valid record as written (no newline)."""
+    return _MAKE[kind](rec, u) + b"\n"
+
+
+def _with_defects(chunks, start: int, bad: Defects):
+    """An object's chunks (rows from block row `start`, CHUNK_ROWS per chunk) with the defect
+    lines of `bad` (this object's) each after its row. Only chunks holding one are cut, and
+    only read up to their last defect's row."""
+    rows, kinds, us = bad.row.tolist(), bad.kind.tolist(), bad.u.tolist()
+    i = 0
+    for c, blob in enumerate(chunks):
+        first = start + c * CHUNK_ROWS
+        k = bisect.bisect_left(rows, first + CHUNK_ROWS, i)
+        if k == i:
+            yield blob
+            continue
+        view = memoryview(blob)
+        row = pos = done = 0  # row `row` starts at byte `pos`; bytes before `done` are out
+        for d in range(i, k):
+            while row < rows[d] - first:
+                pos = blob.find(b"\n", pos) + 1
+                row += 1
+            end = blob.find(b"\n", pos)
+            yield view[done:end + 1]
+            yield defect_line(KINDS[kinds[d]], bytes(view[pos:end]), us[d])
+            done = end + 1
+        yield view[done:]
+        i = k
+
+
 # --------------------------------------------------------------------------- tables
-def to_table(b: Block) -> pa.Table:
-    """The block in the canonical BSM_SCHEMA, exactly what ingest makes of its NDJSON."""
+def to_table(b: Block, bad: Defects = _NO_DEFECTS) -> pa.Table:
+    """The block in the canonical BSM_SCHEMA, exactly what ingest makes of its NDJSON: the
+    valid records, numbered by their line in an object that also holds the defect lines `bad`."""
     c, m = b.cols, b.meta
     n = len(m["t_ms"])
     ts = pa.array(m["t_ms"], pa.timestamp("ms", tz="UTC"))
@@ -621,6 +765,8 @@ def to_table(b: Block) -> pa.Table:
     for key, a, z in b.objects:
         src[a:z] = key
         line[a:z] = np.arange(1, z - a + 1)
+        if len(bad.row):  # + the object's defect lines written after an earlier row
+            line[a:z] += np.searchsorted(bad.row, np.arange(a, z)) - np.searchsorted(bad.row, a)
     cr = b.crumbs
     flat = pa.StructArray.from_arrays(
         [pa.array(cr["lat"].ravel()), pa.array(cr["lon"].ravel()), pa.array(cr["elev"].ravel()),
@@ -678,34 +824,50 @@ def _units(vehicles: int, rate_hz: float, records_per_hour: int | None, hours: l
     return [(h, b, blocks) for h in hours for b in range(blocks)]
 
 
-def _simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour):
+def _simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour, defect_share):
     fleet = make_fleet(vehicles, rate_hz, seed)
     for h, b, nb in _units(vehicles, rate_hz, records_per_hour, _hours(start, days)):
-        yield simulate_block(fleet, rate_hz, seed, h, records_per_hour, b, nb)
+        blk = simulate_block(fleet, rate_hz, seed, h, records_per_hour, b, nb)
+        yield blk, plan_defects(seed, h, b, blk.objects, defect_share)
 
 
 def generate(start, days: int = 1, vehicles: int = 100, rate_hz: float = 0.1, seed: int = 7,
-             records_per_hour: int | None = None, truth: bool = False):
-    """The corpus in memory as one BSM_SCHEMA table (rows as written, `source_object` = the
-    relative key); with truth=True also a DataFrame of the true positions, row-aligned."""
-    blocks = list(_simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour))
-    table = pa.concat_tables([to_table(b) for b in blocks]) if blocks else BSM_SCHEMA.empty_table()
+             records_per_hour: int | None = None, truth: bool = False, defect_share: float = 0.0):
+    """The corpus in memory as one BSM_SCHEMA table of its valid records (rows as written,
+    `source_object` = the relative key); with truth=True also a DataFrame of the true
+    positions, row-aligned. `defect_share` adds no rows: it only moves `source_line` past the
+    defect lines `write_corpus` writes in between."""
+    _check_defect_share(defect_share)
+    units = list(_simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour, defect_share))
+    blocks = [b for b, _ in units]
+    table = pa.concat_tables([to_table(b, bad) for b, bad in units]) if blocks else BSM_SCHEMA.empty_table()
     if not truth:
         return table
     return table, pd.DataFrame({k: np.concatenate([b.truth[k] for b in blocks]) for k in blocks[0].truth})
 
 
-def _write_unit(out: str, vehicles: int, rate_hz: float, seed: int, records_per_hour, unit) -> tuple[int, int]:
-    """Simulate one (hour, block) and stream its objects to disk chunk by chunk."""
+def _check_defect_share(share: float) -> None:
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"defect_share must be in [0, 1), got {share}")
+
+
+def _write_unit(out: str, vehicles: int, rate_hz: float, seed: int, records_per_hour, defect_share: float,
+                unit) -> tuple[int, int, dict[str, int]]:
+    """Simulate one (hour, block) and stream its objects, defect lines included, to disk chunk
+    by chunk; returns (valid records, objects, defect lines by kind)."""
     h, b, nb = unit
     blk = simulate_block(_fleet(vehicles, rate_hz, seed), rate_hz, seed, h, records_per_hour, b, nb)
-    for (key, _, _), chunks in zip(blk.objects, format_chunks(blk, [(a, z) for _, a, z in blk.objects])):
+    bad = plan_defects(seed, h, b, blk.objects, defect_share)
+    for (key, a, z), chunks in zip(blk.objects, format_chunks(blk, [(a, z) for _, a, z in blk.objects])):
         path = Path(out) / key
         path.parent.mkdir(parents=True, exist_ok=True)
+        i, j = np.searchsorted(bad.row, [a, z])
+        if j > i:
+            chunks = _with_defects(chunks, a, Defects(bad.row[i:j], bad.kind[i:j], bad.u[i:j]))
         with open(path, "wb") as f:
             for blob in chunks:
                 f.write(blob)
-    return len(blk.meta["t_ms"]), len(blk.objects)
+    return len(blk.meta["t_ms"]), len(blk.objects), bad.counts()
 
 
 @functools.lru_cache(maxsize=4)
@@ -715,28 +877,37 @@ def _fleet(vehicles: int, rate_hz: float, seed: int) -> Fleet:
 
 def write_corpus(out, start, days: int = 1, vehicles: int = 100, rate_hz: float = 0.1, seed: int = 7,
                  records_per_hour: int | None = None, progress: Callable[[str], None] | None = None,
-                 workers: int | None = None) -> dict:
-    """Write the corpus under `out` (bucket layout) and return the CLI summary. The bytes do not
+                 workers: int | None = None, defect_share: float = 0.0) -> dict:
+    """Write the corpus under `out` (bucket layout) and return the CLI summary: its counts are
+    what ingest finds in it, `defects` the defect lines by kind (DEFECTS). The bytes do not
     depend on `workers` (default: all CPUs when there are more than ~100k records)."""
     t0 = time.perf_counter()
     if records_per_hour is not None and records_per_hour < 1:
         raise ValueError("records_per_hour must be >= 1")
+    _check_defect_share(defect_share)
     hours = _hours(start, days)
     units = _units(vehicles, rate_hz, records_per_hour, hours)
     per_hour = vehicles * 3600 * rate_hz if records_per_hour is None else records_per_hour
     if workers is None:
         workers = (os.cpu_count() or 1) if per_hour * len(hours) > 100_000 else 1
     out = str(out)
-    fn = functools.partial(_write_unit, out, vehicles, rate_hz, seed, records_per_hour)
-    records = files = 0
+    fn = functools.partial(_write_unit, out, vehicles, rate_hz, seed, records_per_hour, defect_share)
+    valid = files = 0
+    defects: Counter = Counter()
     parallel = workers > 1 and len(units) > 1
     with ProcessPoolExecutor(workers) if parallel else contextlib.nullcontext() as pool:
         results = pool.map(fn, units, chunksize=max(1, len(units) // (8 * workers))) if parallel else map(fn, units)
-        for i, (r, f) in enumerate(results, 1):
-            records, files = records + r, files + f
+        for i, (r, f, d) in enumerate(results, 1):
+            valid, files = valid + r, files + f
+            defects.update(d)
             if progress and i % 24 == 0:
-                progress(f"synth: {i}/{len(units)} hour blocks, {records:,} records")
+                progress(f"synth: {i}/{len(units)} hour blocks, {valid + defects.total():,} records")
     secs = time.perf_counter() - t0
-    return {"records": records, "valid": records, "quarantined": 0, "non_bsm": 0, "blank": 0,
+    records = valid + defects.total()
+    by_place = Counter()
+    for kind, n in defects.items():
+        by_place[DEFECTS[kind] if DEFECTS[kind] in NOT_QUARANTINED else "quarantined"] += n
+    return {"records": records, "valid": valid, "quarantined": by_place["quarantined"], "non_bsm": by_place["non_bsm"],
+            "blank": by_place["blank"], "defects": {k: defects[k] for k in KINDS if defects[k]},
             "files": files, "seconds": round(secs, 3), "vehicles": vehicles, "hours": len(hours),
             "records_per_s": round(records / secs) if secs > 0 else None}
