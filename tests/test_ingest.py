@@ -431,6 +431,21 @@ def test_cli_validate_prints_summary_last(tmp_path):
     assert "bad.ndjson" in out.stderr
 
 
+def test_cli_validate_unknown_version_stops_or_quarantines(tmp_path):
+    v9 = tmp_path / "v9.ndjson"
+    rec = V6.read_text().strip()
+    v9.write_text(rec + "\n" + rec.replace('"schemaVersion":6', '"schemaVersion":9') + "\n")
+    cmd = [sys.executable, "-m", "wydot_lab.cli", "validate", str(v9)]
+    stop = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert stop.returncode == 2 and stop.stdout == ""
+    assert f"{v9}:2: unknown ODE schemaVersion 9" in stop.stderr and "--unknown-version quarantine" in stop.stderr
+    assert stop.stderr.strip().count("\n") == 0
+    go = subprocess.run(cmd + ["--unknown-version", "quarantine"], capture_output=True, text=True, timeout=120)
+    assert go.returncode == 0, go.stderr
+    summary = json.loads(go.stdout.strip().splitlines()[-1])
+    assert (summary["valid"], summary["quarantined"], summary["rules"]["unknown_schema_version"]) == (1, 1, 1)
+
+
 def test_cli_error_is_one_line_and_nonzero(tmp_path):
     out = subprocess.run([sys.executable, "-m", "wydot_lab.cli", "validate", str(tmp_path / "missing")],
                          capture_output=True, text=True, timeout=120)

@@ -39,7 +39,10 @@ def _cmd_synth(args: argparse.Namespace) -> dict:
 def _cmd_validate(args: argparse.Namespace) -> dict:
     from wydot_lab import ingest
 
-    result = ingest.ingest_paths(args.paths, progress=_log)
+    try:
+        result = ingest.ingest_paths(args.paths, progress=_log, unknown_version=args.unknown_version)
+    except ingest.SchemaVersionError as err:
+        raise CliError(f"{err}; `--unknown-version quarantine` counts such records in quarantine instead") from err
     out = result.counts()
     out["rules"] = result.rule_counts
     out["non_bsm_types"] = result.non_bsm_types()
@@ -103,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="parse and validate files or folders")
     v.add_argument("paths", nargs="+")
     v.add_argument("--quarantine", help="write quarantined records to this Parquet file")
+    v.add_argument("--unknown-version", choices=["raise", "quarantine"], default="raise",
+                   help="a record of an ODE schemaVersion outside 1..6: stop with its file and line (default), "
+                        "or quarantine it as unknown_schema_version")
     v.set_defaults(func=_cmd_validate)
 
     i = sub.add_parser("ingest", help="fetch a date range into the Parquet cache")

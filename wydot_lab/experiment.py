@@ -45,7 +45,7 @@ def load_corpus(params: config.Params) -> pa.Table:
     if "://" not in url and Path(url).is_dir():
         from wydot_lab import ingest
 
-        table = ingest.ingest_paths([url]).valid
+        table = ingest.ingest_paths([url], unknown_version="quarantine").valid  # like fetch: records, not errors
     else:
         from wydot_lab import cache
 
