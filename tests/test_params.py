@@ -70,7 +70,8 @@ def _tiny() -> dict:
     (lambda d: d["maps"].update(tiles="sometimes"), "maps.tiles"),
     (lambda d: d["attacks"].update(attacker_share=1.5), "attacks.attacker_share"),
     (lambda d: d["source"].update(aws_secret_access_key="x"), "source.aws_secret_access_key: unknown key"),
-    (lambda d: d.setdefault("synth", {}).update(defect_share=1.0), "synth.defect_share: Input should be less than 1"),
+    (lambda d: d.setdefault("synth", {}).update(defect_share=0.6), "synth.defect_share: Input should be less than or equal to 0.5"),
+    (lambda d: d.setdefault("synth", {}).update(defect_share=float("nan")), "synth.defect_share: Input should be a finite number"),
     (lambda d: d.setdefault("synth", {}).update(defect_share=-0.1), "synth.defect_share: Input should be greater"),
     (lambda d: d.setdefault("synth", {}).update(defect_share="some"), "synth.defect_share"),
 ])

@@ -157,17 +157,29 @@ def test_defect_lines_come_on_top_of_the_same_valid_records_interleaved(corpus, 
     lines sit between valid records, not only at the end of an object."""
     clean, dirty = _tree(corpus[0]), _tree(defective[0])
     assert clean.keys() == dirty.keys()
-    extra = inside = 0
+    extra = inside = checked = 0
     for key, data in dirty.items():
         lines, valid = data.split(b"\n")[:-1], clean[key].split(b"\n")[:-1]
         kept = set(valid)
         is_valid = [ln in kept for ln in lines]
         assert [ln for ln, ok in zip(lines, is_valid) if ok] == valid
+        source = None
+        for ln, ok in zip(lines, is_valid):  # a defect is made from the valid record just before it
+            if ok:
+                source = json.loads(ln)["metadata"]
+                continue
+            try:
+                md = json.loads(ln)["metadata"]
+            except ValueError:  # truncated or blank
+                continue
+            assert md["serialId"] == source["serialId"] and md["odeReceivedAt"] == source["odeReceivedAt"]
+            checked += 1
         extra += is_valid.count(False)
         inside += sum(not a and b for a, b in zip(is_valid, is_valid[1:]))
     s = defective[1]
     assert extra == s["records"] - s["valid"] == sum(s["defects"].values()) > 0
     assert inside > 0 and s["valid"] == 2400
+    assert checked == sum(n for k, n in s["defects"].items() if k not in ("truncated", "blank"))
 
 
 def test_defect_summary_is_what_ingest_finds(defective, defective_ingested):
@@ -205,8 +217,8 @@ def test_each_defect_kind_lands_where_DEFECTS_says(corpus, kind):
         assert r.quarantine_reasons() == {place: 1} and r.quarantine["source_line"].to_pylist() == [2]
 
 
-def test_defect_share_must_be_below_one(tmp_path):
-    for bad in (1.0, -0.01):
+def test_defect_share_must_be_between_0_and_its_cap(tmp_path):
+    for bad in (0.51, 1.0, -0.01, float("nan")):
         with pytest.raises(ValueError, match="defect_share"):
             synth.write_corpus(tmp_path, **{**PARAMS, "defect_share": bad})
         with pytest.raises(ValueError, match="defect_share"):

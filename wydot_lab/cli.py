@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: every vehicle transmits all the time)")
     s.add_argument("--defect-share", type=float, default=None,
                    help="share of the lines written that are defect lines (truncated, TIM, wrong type, ...), "
-                        "on top of the valid records; in [0, 1) (default 0; params/default.yaml: 0.005)")
+                        "on top of the valid records; in [0, 0.5] (default 0; params/default.yaml: 0.005)")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs for big corpora)")
     s.set_defaults(func=_cmd_synth)
 

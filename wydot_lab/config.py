@@ -77,6 +77,9 @@ class DaskParams(_Strict):
     npartitions: int | None = None
 
 
+MAX_DEFECT_SHARE = 0.5
+
+
 class SynthParams(_Strict):
     """What `wydot-lab synth --params FILE` generates (`make synth-data` uses params/default.yaml)."""
 
@@ -86,7 +89,9 @@ class SynthParams(_Strict):
     rate_hz: float = Field(0.1, gt=0)
     seed: int = 7
     records_per_hour: int | None = Field(None, ge=1)  # runs of 20 messages; null: every vehicle transmits all the time
-    defect_share: float = Field(0.0, ge=0, lt=1)  # share of the lines that are defects (default.yaml: 0.005)
+    # share of the lines that are defects (default.yaml: 0.005); capped: n * share / (1 - share)
+    # defect lines per n records explodes towards 1
+    defect_share: float = Field(0.0, ge=0, le=MAX_DEFECT_SHARE, allow_inf_nan=False)
 
 
 class FeatureParams(_Strict):

@@ -52,6 +52,7 @@ import pandas as pd
 import pyarrow as pa
 
 from wydot_lab import geo, layout
+from wydot_lab.config import MAX_DEFECT_SHARE
 from wydot_lab.frames import CRUMB_SIGN
 from wydot_lab.schema import BSM_SCHEMA, CRUMB, conform
 
@@ -706,7 +707,8 @@ def _tim(rec: bytes, u: float) -> bytes:
 
 def _bad_time(rec: bytes) -> bytes:
     m, t = _generated_at(rec)
-    return rec[:m.start(1)] + t.strftime("%m/%d/%Y %I:%M:%S %p").encode() + rec[m.end(1):]
+    text = t.strftime("%m/%d/%Y %I:%M:%S") + (" AM" if t.hour < 12 else " PM")  # %p follows the locale
+    return rec[:m.start(1)] + text.encode() + rec[m.end(1):]
 
 
 _MAKE = {
@@ -729,8 +731,8 @@ def defect_line(kind: str, rec: bytes, u: float = 0.5) -> bytes:
 
 def _with_defects(chunks, start: int, bad: Defects):
     """An object's chunks (rows from block row `start`, CHUNK_ROWS per chunk) with the defect
-    lines of `bad` (this object's) each after its row. Only chunks holding one are cut, and
-    only read up to their last defect's row."""
+    lines of `bad` (this object's) each after its row. Only chunks holding one are cut (their
+    line ends found in one vectorised pass)."""
     rows, kinds, us = bad.row.tolist(), bad.kind.tolist(), bad.u.tolist()
     i = 0
     for c, blob in enumerate(chunks):
@@ -740,12 +742,11 @@ def _with_defects(chunks, start: int, bad: Defects):
             yield blob
             continue
         view = memoryview(blob)
-        row = pos = done = 0  # row `row` starts at byte `pos`; bytes before `done` are out
+        ends = np.flatnonzero(np.frombuffer(blob, np.uint8) == 10)  # line ends, one vectorised pass
+        done = 0  # bytes before `done` are out
         for d in range(i, k):
-            while row < rows[d] - first:
-                pos = blob.find(b"\n", pos) + 1
-                row += 1
-            end = blob.find(b"\n", pos)
+            r = rows[d] - first
+            pos, end = (int(ends[r - 1]) + 1 if r else 0), int(ends[r])
             yield view[done:end + 1]
             yield defect_line(KINDS[kinds[d]], bytes(view[pos:end]), us[d])
             done = end + 1
@@ -847,8 +848,8 @@ def generate(start, days: int = 1, vehicles: int = 100, rate_hz: float = 0.1, se
 
 
 def _check_defect_share(share: float) -> None:
-    if not 0.0 <= share < 1.0:
-        raise ValueError(f"defect_share must be in [0, 1), got {share}")
+    if not 0.0 <= share <= MAX_DEFECT_SHARE:  # also False for NaN
+        raise ValueError(f"defect_share must be in [0, {MAX_DEFECT_SHARE}], got {share}")
 
 
 def _write_unit(out: str, vehicles: int, rate_hz: float, seed: int, records_per_hour, defect_share: float,
