@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REAL_DIR
 
-from wydot_lab import dtg_csv, ingest
+from wydot_lab import dtg_csv, ingest, validate
 from wydot_lab.schema import BSM_SCHEMA
 
 V6 = REAL_DIR / "01_sandbox_sample_bsm_schemaVersion6.ndjson"
@@ -321,6 +321,24 @@ def test_bad_input_is_quarantined_with_its_reason(mutate, reason):
     q = r.quarantine.to_pylist()[0]
     assert q["source_line"] == 2 and q["line"].encode() == bad
     assert any(x.startswith(reason) for x in q["reasons"]), q["reasons"]
+
+
+def test_quarantine_examples_show_each_rule_once_with_its_first_lines():
+    good = V6.read_bytes().strip()
+    speed = good.replace(b'"speed":7.52', b'"speed":900.0')
+    both = speed.replace(b'"id":"CB950124"', b'"id":"XYZ"')
+    typed = good.replace(b'"speed":7.52', b'"speed":"7.52"')
+    data = b"\n".join([good, b"oops", speed, b'{"a": "' + b"x" * 300 + b'"', both, b"[1]", typed]) + b"\n"
+    q = ingest.ingest_bytes(data, "s3/wydot/BSM/x.ndjson").quarantine
+    ex = validate.examples(q)
+    assert ex["rule"].tolist() == ["id_format", "not_json", "not_object", "speed_range", "wrong_type"]
+    assert ex["line"].tolist() == [5, 2, 6, 3, 7] and set(ex["file"]) == {"x.ndjson"}
+    by_rule = ex.set_index("rule")
+    assert by_rule.loc["not_json", "text"] == "oops"
+    assert by_rule.loc["speed_range", "text"] == speed[:100].decode() + "..."
+    assert by_rule.loc["wrong_type", "reason"] == q.column("reasons").to_pylist()[-1][0] != "wrong_type"
+    two = validate.examples(q, per_rule=2, width=5)
+    assert two["line"].tolist() == [5, 2, 4, 6, 3, 5, 7] and two["text"].str.len().max() == 8
 
 
 def test_every_failed_rule_is_listed():

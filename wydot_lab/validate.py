@@ -7,6 +7,7 @@ real test-drive data from Colorado is genuine.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -80,6 +81,27 @@ def rule_name(reason: str) -> str:
     """The rule a quarantine reason names: "wrong_type at `$.x`" and "unknown_schema_version 9"
     count under "wrong_type" and "unknown_schema_version"."""
     return reason.split(" ", 1)[0]
+
+
+def examples(quarantine: pa.Table, per_rule: int = 1, width: int = 100) -> pd.DataFrame:
+    """The first `per_rule` quarantined lines of every rule (the full reason, file name, line
+    number, the start of the text): what each rule caught, at a glance; a line failing
+    several rules shows under each."""
+    reasons = quarantine.column("reasons")
+    flat = pc.list_flatten(reasons)
+    rules = pc.struct_field(pc.extract_regex(flat, r"^(?P<rule>\S+)"), [0])
+    hits = pd.DataFrame({"rule": rules.to_numpy(zero_copy_only=False), "reason": flat.to_numpy(zero_copy_only=False),
+                         "row": pc.list_parent_indices(reasons).to_numpy()})
+    hits = hits.groupby("rule", sort=True).head(per_rule).sort_values("rule", kind="stable")
+    rows = pa.array(hits["row"].to_numpy())
+    text = quarantine.column("line").take(rows)
+    cut = pc.utf8_length(text).to_numpy(zero_copy_only=False) > width
+    excerpt = pc.utf8_slice_codeunits(text, 0, width).to_numpy(zero_copy_only=False).astype(object)
+    excerpt[cut] += "..."
+    files = quarantine.column("source_object").take(rows).to_numpy(zero_copy_only=False)
+    return pd.DataFrame({"rule": hits["rule"].to_numpy(), "reason": hits["reason"].to_numpy(),
+                         "file": [str(f).rsplit("/", 1)[-1] for f in files],
+                         "line": quarantine.column("source_line").take(rows).to_numpy(), "text": excerpt})
 
 
 def reasons_per_row(errors: dict[str, np.ndarray]) -> tuple[np.ndarray, list[list[str]]]:
