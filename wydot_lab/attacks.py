@@ -19,7 +19,7 @@ Parameters (all optional, defaults in `ATTACKS[name].defaults`):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
@@ -168,7 +168,7 @@ class _Ctx(VehicleOrder):
 
 def _ctx(frame: pd.DataFrame) -> _Ctx:
     vo = by_vehicle(frame)
-    return _Ctx(vo.order, vo.veh, vo.n_veh, vo.t_ns, vo.first, attacker=frame["is_attacker"].to_numpy(bool))
+    return _Ctx(**{f.name: getattr(vo, f.name) for f in fields(vo)}, attacker=frame["is_attacker"].to_numpy(bool))
 
 
 def _per_message(ctx: _Ctx, draws: np.ndarray) -> np.ndarray:
