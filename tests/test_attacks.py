@@ -5,6 +5,7 @@ import functools
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -192,8 +193,23 @@ def test_data_replay_copies_another_vehicles_earlier_message():
     okey = (out[LAT].astype(str) + "|" + out[LON].astype(str)).to_numpy()
     for i in np.flatnonzero(a):
         vid, ts = src_of[okey[i]]
-        assert vid != out[ID].iloc[i]
+        assert vid != out[ID].iloc[i] and ts <= t[i]  # another vehicle's, and already sent
     assert a.sum() > 0
+
+
+def test_data_replay_never_sends_a_message_from_the_future():
+    """An attacker whose victim has sent nothing yet stays genuine until it has."""
+    early = bsm_frames.straight_line(n=10, vid="0000000A")
+    late = bsm_frames.straight_line(n=10, vid="0000000B", y0=500.0)
+    t = late.column(TIME).to_numpy() + np.timedelta64(5, "s")
+    late = late.set_column(late.schema.get_field_index(TIME), TIME, pa.array(t, late.schema.field(TIME).type))
+    clean = bsm_frames.frame(pa.concat_tables([early, late]))
+    out = attacks.apply(clean, {"name": "data_replay"}, np.array(["0000000A"]), np.random.default_rng(0))
+    a = out["is_attack"].to_numpy()
+    assert not a[:5].any() and a[5:10].all() and not a[10:].any()
+    for c in attacks.REPLAY_COLUMNS:
+        pd.testing.assert_series_equal(out[c].iloc[:5], clean[c].iloc[:5])
+    assert np.allclose(out[LAT].iloc[5:10], clean[LAT].iloc[10:15])  # B's latest message at or before t
 
 
 def test_careful_form_keeps_crumbs_consistent_naive_does_not():

@@ -414,8 +414,8 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
     v = victim[ctx.veh]
     pos = np.searchsorted(keys, v * (len(sorted_t) + 1) + want, side="right") - 1
     starts = np.flatnonzero(ctx.first)  # sorted position where each vehicle code starts
-    pos = np.maximum(pos, starts[v])  # nothing earlier: the victim's first message
-    src = np.where(ctx.attacker, ctx.order[pos], np.arange(ctx.n))
+    replayed = ctx.attacker & (pos >= starts[v])  # the victim has sent something by then; else genuine
+    src = np.where(replayed, ctx.order[np.maximum(pos, 0)], np.arange(ctx.n))
     for col in REPLAY_COLUMNS:
         out[col] = pd.Series(frame[col].array.take(src), index=frame.index)
     x, y = _local(frame)
@@ -423,7 +423,7 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
     speed = floats(frame, SPEED)
     dv = np.abs(speed[src] - speed)
     cond = (moved > _tolerance(frame)) | (dv > SPEED_TOL_MPS)
-    return _labelled(out, ctx.attacker.copy(), cond, params)
+    return _labelled(out, replayed, cond, params)
 
 
 def default_matrix() -> list[dict]:
