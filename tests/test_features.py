@@ -50,6 +50,37 @@ def test_reported_heading_against_travel_and_speed_against_motion():
     assert np.allclose(g["crumb_heading_diff_deg"], 180.0, atol=0.1)
 
 
+def test_sudden_appearance_only_for_received_messages_near_their_receiver():
+    """Two runs of one vehicle (a 10-minute silence), heard by a receiver 100 m from where each
+    run starts. As received messages (rxMsg) both run starts are sudden; in the vehicle's own
+    log (bsmTx, the "receiver" is itself) none is; a receiver 1 km away sees nothing sudden."""
+    table = bsm_frames.straight_line(speed=20.0, n=20)
+    t = table.column(TIME).to_numpy().copy()
+    t[10:] += np.timedelta64(600, "s")
+    lat, lon = table.column("coreData_position_lat").to_numpy(), table.column("coreData_position_long").to_numpy()
+    table = table.set_column(table.schema.get_field_index(TIME), TIME, pa.array(t, table.schema.field(TIME).type))
+
+    def heard(record_type: str, away_m: float) -> np.ndarray:
+        rlat = np.where(np.arange(20) < 10, lat[0], lat[10]) + away_m / 111_195.0
+        f = bsm_frames.frame(table)
+        f["metadata_recordType"] = pd.array([record_type] * 20, dtype=f["metadata_recordType"].dtype)
+        f["metadata_rmd_latitude"], f["metadata_rmd_longitude"] = rlat, np.where(np.arange(20) < 10, lon[0], lon[10])
+        return features.featurize_frame(f)["flag_sudden_appearance"].to_numpy()
+
+    assert np.flatnonzero(heard("rxMsg", 100.0)).tolist() == [0, 10]
+    assert not heard("bsmTx", 100.0).any() and not heard("bsmTx", 0.0).any()
+    assert not heard("rxMsg", 1000.0).any()
+
+
+def test_pairwise_checks_cover_every_pair_of_a_run_whatever_the_period():
+    """10 s sampling with a millisecond of jitter: the F2MD pair checks still compare every
+    consecutive pair of the run (a fixed 10 s cut-off silently skipped half of them)."""
+    t = bsm_frames.straight_line(speed=20.0, n=10, dt=10.001)
+    t = t.set_column(t.schema.get_field_index("coreData_speed"), "coreData_speed", pa.array([35.0] * 10))
+    f = _feats(t)
+    assert (f["flag_position_speed"].iloc[1:] == 1).all() and f["flag_position_speed"].iloc[0] == 0
+
+
 def test_rolling_windows_match_pandas_per_run():
     frame = bsm_frames.frame(bsm_frames.corridor(vehicles=5, msgs=25, seed=3, gap_every=8))
     f = features.featurize_frame(frame, 4)
@@ -78,7 +109,9 @@ def test_a_silence_leaves_no_trace_in_the_next_runs_windows():
     table = table.set_column(table.schema.get_field_index("metadata_generatedAt"), "metadata_generatedAt",
                              pa.array(t, table.schema.field("metadata_generatedAt").type))
     f = features.featurize_frame(bsm_frames.frame(table), 5)
-    assert f["dt_s"].iloc[15] > features.RUN_GAP_S and f["speed_residual_mps"].iloc[15] > 20
+    assert f["dt_s"].iloc[15] > features.RUN_GAP_S  # the silence itself is kept
+    assert f[list(features.SINCE_PREVIOUS[1:])].iloc[15].isna().all()  # the rest would describe the gap
+    assert np.isnan(f["delta_accel_mps2"].iloc[16]) and np.isfinite(f["delta_accel_mps2"].iloc[17])
     after = f.iloc[15:20]
     assert np.isnan(after["speed_residual_mean_w"].iloc[0])
     assert np.abs(after["speed_residual_mean_w"].iloc[1:]).max() < 0.05

@@ -30,8 +30,7 @@ POS_SPEED_TOL_MPS = 5.0  # position-speed consistency, on top of the GPS noise /
 HEADING_MAX_DEG = 90.0  # heading vs direction of travel
 MOVED_MIN_M, MOVING_MIN_MPS = 1.0, 1.0  # heading check only when really moving
 MIN_BEACON_S = 0.09  # J2735 sends at most 10 Hz
-MAX_CHECK_DT_S = 10.0  # pairwise checks only between messages this close in time
-RUN_GAP_S = 30.0  # a longer silence starts a new run (sudden appearance)
+RUN_GAP_S = 30.0  # a longer silence starts a new run: pairwise checks and windows stay within runs
 SUDDEN_APPEARANCE_M = 210.0  # first message of a run this close to its receiver
 ROAD_TOL_M = 8.0  # distance from the centre line allowed beyond semiMajor
 DEFAULT_SEMI_MAJOR_M = 3.0  # GPS noise assumed where semiMajor is unknown
@@ -69,13 +68,15 @@ FEATURES: dict[str, str] = {
     "flag_position_speed": "F2MD position-speed consistency: |speed_residual| above 5 m/s + GPS noise / dt",
     "flag_heading": "F2MD heading consistency: heading off the direction of travel by > 90 deg while moving",
     "flag_beacon": "F2MD beacon frequency: less than 0.09 s after the previous message",
-    "flag_sudden_appearance": "F2MD sudden appearance: first message of a run within 210 m of its receiver",
+    "flag_sudden_appearance": "F2MD sudden appearance: first message of a run of a received BSM (rxMsg) "
+                              "within 210 m of its receiver",
     "flag_offroad": "distance to the centre line above 8 m + semiMajor",
     "flag_count": "number of failed F2MD checks (the rule detector flags a message when > 0)",
 }
 FLAGS = [f for f in FEATURES if f.startswith("flag_") and f != "flag_count"]
 # compare a message with the vehicle's previous one: across a silence longer than RUN_GAP_S
-# they describe the gap (hours between trips), not the motion
+# they would describe the gap (hours between trips), not the motion, so at a run's first
+# message they are NaN, but for dt_s (the silence itself)
 SINCE_PREVIOUS = ("dt_s", "dist_m", "implied_speed_mps", "speed_residual_mps", "heading_bearing_diff_deg",
                   "delta_speed_mps", "delta_heading_deg", "accel_implied_mps2", "delta_accel_mps2",
                   "accel_residual_mps2", "yaw_residual_dps")
@@ -209,12 +210,14 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
         out.update(
             dt_s=dt, dist_m=dist, implied_speed_mps=implied, speed_mps=speed, speed_residual_mps=resid,
             heading_bearing_diff_deg=hb, delta_speed_mps=dv, delta_heading_deg=np.abs(dh_signed),
-            accel_implied_mps2=acc, delta_accel_mps2=acc - g.prev(acc),
+            accel_implied_mps2=acc, delta_accel_mps2=acc - g.prev(g.since_previous(acc)),
             accel_residual_mps2=floats(f, "coreData_accelset_accelLong") - acc,
             yaw_residual_dps=np.where(dt > 0, dh_signed / dt, np.nan) - floats(f, "coreData_accelset_accelYaw"),
         )
-    out["speed_residual_mean_w"], out["speed_residual_std_w"] = g.rolling(g.since_previous(resid), window)
-    out["heading_bearing_diff_mean_w"] = g.rolling(g.since_previous(hb), window)[0]
+    for name in SINCE_PREVIOUS[1:]:
+        out[name] = g.since_previous(out[name])
+    out["speed_residual_mean_w"], out["speed_residual_std_w"] = g.rolling(out["speed_residual_mps"], window)
+    out["heading_bearing_diff_mean_w"] = g.rolling(out["heading_bearing_diff_deg"], window)[0]
     out["speed_std_w"] = g.rolling(speed, window)[1]
     dcl = np.asarray(geo.distance_to_centreline(lat, lon), float) if n else np.zeros(0)
     out["dist_centreline_m"] = dcl
@@ -224,7 +227,7 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
     out.update(_crumb_features(f, x, y, dt, px, py, heading, speed))
 
     noise = sm_ + g.prev(sm_)
-    close = np.isfinite(dt) & (dt <= MAX_CHECK_DT_S)
+    close = ~g.new_run  # consecutive messages of one run (whatever the sampling period)
     with np.errstate(invalid="ignore", divide="ignore"):
         flags = {
             "flag_speed": speed > SPEED_CAP_MPS,
@@ -254,9 +257,15 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
 
 
 def _sudden(f: pd.DataFrame, x: np.ndarray, y: np.ndarray, new_run: np.ndarray) -> np.ndarray:
-    """First message of a run, reported within SUDDEN_APPEARANCE_M of its known receiver."""
+    """First message of a run of a received BSM (rxMsg), reported within SUDDEN_APPEARANCE_M of
+    its known receiver. A vehicle's own log (bsmTx, bsmLogDuringEvent) records its own position
+    as the "receiver", so there every run start would be sudden, and an attack that falsifies
+    the position would give itself away against that field."""
+    if "metadata_recordType" not in f or not len(f):
+        return np.zeros(len(f), bool)
+    received = f["metadata_recordType"].eq("rxMsg").fillna(False).to_numpy(bool)
     rlat, rlon = floats(f, "metadata_rmd_latitude"), floats(f, "metadata_rmd_longitude")
-    known = np.isfinite(rlat) & np.isfinite(rlon) & ((rlat != 0) | (rlon != 0))
+    known = received & np.isfinite(rlat) & np.isfinite(rlon) & ((rlat != 0) | (rlon != 0))
     if not known.any():
         return np.zeros(len(f), bool)
     rx, ry = np.full(len(f), np.nan), np.full(len(f), np.nan)
@@ -279,6 +288,10 @@ def markdown() -> str:
     lines = ["# Features", "",
              "Generated from `wydot_lab.features.FEATURES` (one row per message, per vehicle in time order).",
              "Ids, msgCnt, raw timestamps and raw x/y are never features; x_m, y_m, elevation_m feed only",
-             "the `position_only` reference detector.", ""]
+             "the `position_only` reference detector.", "",
+             f"A run is a vehicle's messages with no silence longer than {RUN_GAP_S:g} s between them. Features",
+             "that compare a message with the previous one (" + ", ".join(f"`{k}`" for k in SINCE_PREVIOUS[1:4])
+             + ", ...) are NaN at a run's first message, `dt_s` aside; rolling windows restart with",
+             "every run, and the pairwise F2MD checks compare messages of one run only.", ""]
     lines += [f"- `{k}`: {v}" for k, v in FEATURES.items()]
     return "\n".join(lines) + "\n"
