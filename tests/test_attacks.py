@@ -212,6 +212,18 @@ def test_data_replay_never_sends_a_message_from_the_future():
     assert np.allclose(out[LAT].iloc[5:10], clean[LAT].iloc[10:15])  # B's latest message at or before t
 
 
+def test_careful_crumbs_younger_than_the_previous_message_follow_the_fake_path():
+    """10 s between messages, crumbs 1..9 s old: a careful attacker parked at one fake point
+    has every such crumb at that point (it has reported nothing else since)."""
+    clean = bsm_frames.frame(bsm_frames.straight_line(speed=20.0, n=8, dt=10.0))
+    out = attacks.apply(clean, {"name": "const_position", "careful": True}, np.array(["0000000A"]),
+                        np.random.default_rng(3))
+    crumbs = out[CRUMBS].iloc[1:]  # the first message has no earlier report to agree with
+    young = [(c["latOffset"], c["lonOffset"]) for row in crumbs for c in row if c["timeOffset"] < 10.0]
+    assert len(young) == 7 * 5
+    assert np.abs(np.array(young)).max() < 2e-7  # degrees: the 1e-7 rounding of real crumbs
+
+
 def test_careful_form_keeps_crumbs_consistent_naive_does_not():
     """Naive const_position leaves the crumbs pointing along the true path; the careful form
     re-anchors them so the crumb at the previous message's age hits the fixed point."""

@@ -262,8 +262,10 @@ def _local(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 def _careful_crumbs(crumbs: pd.Series, ctx: _Ctx, rows: np.ndarray, dlat: np.ndarray,
                     dlon: np.ndarray) -> pd.Series:
     """Shift each falsified message's crumbs by (previous displacement - own displacement),
-    so the crumb at the previous message's age points at the position reported then
-    (a vehicle's first message has no earlier report: its crumbs stay as they are)."""
+    so the crumb at the previous message's age points at the position reported then, and
+    younger crumbs lie on the straight path from there to the position reported now, by
+    age (older crumbs keep the previous displacement; a vehicle's first message has no
+    earlier report: its crumbs stay as they are)."""
     dlat = np.where(rows, dlat, 0.0)
     dlon = np.where(rows, dlon, 0.0)
     prev_lat, prev_lon = np.zeros(ctx.n), np.zeros(ctx.n)
@@ -272,7 +274,10 @@ def _careful_crumbs(crumbs: pd.Series, ctx: _Ctx, rows: np.ndarray, dlat: np.nda
     p_lat[ctx.first], p_lon[ctx.first] = s_lat[ctx.first], s_lon[ctx.first]  # nothing to agree with yet
     prev_lat[ctx.order], prev_lon[ctx.order] = p_lat, p_lon
     slat, slon = CRUMB_SIGN * (prev_lat - dlat), CRUMB_SIGN * (prev_lon - dlon)
-    return shift_crumbs(crumbs, slat, slon, rows & ((slat != 0) | (slon != 0)))
+    t = ctx.t_ns[ctx.order]
+    since = np.empty(ctx.n)
+    since[ctx.order] = np.where(ctx.first, np.nan, (t - np.r_[t[:1], t[:-1]]) / 1e9)
+    return shift_crumbs(crumbs, slat, slon, rows & ((slat != 0) | (slon != 0)), full_age_s=since)
 
 
 def _speed_write(frame: pd.DataFrame, rows: np.ndarray, fake: np.ndarray, params: dict) -> pd.DataFrame:

@@ -124,9 +124,11 @@ def first_crumbs(series: pd.Series, k: int) -> dict[str, np.ndarray]:
 
 
 def shift_crumbs(series: pd.Series, dlat: np.ndarray, dlon: np.ndarray, rows: np.ndarray,
-                 decimals: int = 7) -> pd.Series:
+                 decimals: int = 7, full_age_s: np.ndarray | None = None) -> pd.Series:
     """Add (dlat, dlon) degrees to every crumb offset of the rows where `rows` is True.
 
+    full_age_s (per row): a crumb younger than that gets the share age / full_age_s of the
+    shift (a path interpolated from the current position), older ones all of it.
     Other rows keep their bits; nulls stay null; shifted offsets are rounded to the
     1e-7 degree resolution of real crumbs so they carry no precision side channel.
     """
@@ -135,11 +137,17 @@ def shift_crumbs(series: pd.Series, dlat: np.ndarray, dlon: np.ndarray, rows: np
     values = arr.values.slice(offsets[0], offsets[-1] - offsets[0])
     parents = np.repeat(np.arange(len(arr)), np.diff(offsets))
     hit = rows[parents]
+    share = np.ones(len(parents))
+    if full_age_s is not None:
+        age = pc.struct_field(values, "timeOffset").to_numpy(zero_copy_only=False).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.clip(age / full_age_s[parents], 0.0, 1.0)
+        share[np.isnan(share)] = 1.0
     children = []
     for f in CRUMB:
         col = pc.struct_field(values, f.name)
         if f.name in ("latOffset", "lonOffset"):
-            d = (dlat if f.name == "latOffset" else dlon)[parents]
+            d = (dlat if f.name == "latOffset" else dlon)[parents] * share
             old = col.to_numpy(zero_copy_only=False).astype(float)
             new = np.where(hit, np.round(old + d, decimals), old)
             col = pa.array(new, type=pa.float64(), mask=col.is_null().to_numpy(zero_copy_only=False))
