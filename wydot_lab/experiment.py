@@ -1,9 +1,11 @@
 """The experiment matrix: attack kinds x magnitudes x detectors x attacker shares -> one table.
 
 How a run is built (one row of the matrix per attack spec and share):
-  * the clean corpus is loaded once; the vehicle-disjoint split is drawn once from the
-    model seed on the clean ids, so every run is scored on the same test vehicles;
+  * the clean corpus is loaded once;
   * attackers are drawn once per share (sorted unique ids, seeded) before anything else;
+    the vehicle-disjoint split follows (model seed), stratified on them, so every attack of
+    a share is scored on the same test vehicles (shares differ in their splits: compare
+    shares over several seeds, not one run);
   * each attack spec runs alone on the clean data, with its own generator derived from
     (attack seed, attack label, share), so adding a spec never changes another's numbers;
   * features are computed with Dask; each detector is trained on the train vehicles and
