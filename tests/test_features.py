@@ -81,6 +81,14 @@ def test_pairwise_checks_cover_every_pair_of_a_run_whatever_the_period():
     assert (f["flag_position_speed"].iloc[1:] == 1).all() and f["flag_position_speed"].iloc[0] == 0
 
 
+@pytest.mark.parametrize("speed, flagged", [(20.0, 0), (35.7, 0), (2.3, 0), (36.0, 1), (1.0, 1), (0.0, 1)])
+def test_speed_flag_is_the_privacy_window(speed, flagged):
+    """Published WYDOT data passed the privacy filter (5..80 mph): a stop or a crawl is as
+    implausible there as a speed above the cap."""
+    f = _feats(bsm_frames.straight_line(speed=speed, n=5))
+    assert (f["flag_speed"] == flagged).all()
+
+
 def test_rolling_windows_match_pandas_per_run():
     frame = bsm_frames.frame(bsm_frames.corridor(vehicles=5, msgs=25, seed=3, gap_every=8))
     f = features.featurize_frame(frame, 4)

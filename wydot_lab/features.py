@@ -22,6 +22,7 @@ from wydot_lab.frames import CRUMB_SIGN, CRUMBS, ID, LAT, LON, TIME, by_vehicle,
 
 # F2MD legacy thresholds, units adapted (DOMAIN.md section 4)
 SPEED_CAP_MPS = 35.8  # privacy-filter cap; genuine published data never exceeds it
+SPEED_FLOOR_MPS = 2.235  # privacy-filter floor (5 mph): the filter dropped every slower record
 V_MAX_MPS = 40.0  # position consistency: no jump above v_max * dt
 A_MAX_MPS2 = 3.0  # speed consistency, acceleration
 D_MAX_MPS2 = 4.5  # speed consistency, deceleration
@@ -62,7 +63,8 @@ FEATURES: dict[str, str] = {
                         "and the position the vehicle reported then",
     "crumb_speed_residual_mps": "reported speed minus the speed implied by the most recent crumb",
     "crumb_heading_diff_deg": "|reported heading - bearing from the most recent crumb to the reported position|",
-    "flag_speed": "F2MD speed plausibility: speed above the 35.8 m/s privacy cap",
+    "flag_speed": "F2MD speed plausibility: speed outside the 2.235..35.8 m/s (5..80 mph) that the privacy "
+                  "filter leaves in published data",
     "flag_position_jump": "F2MD position consistency: moved more than v_max * dt + GPS noise",
     "flag_speed_change": "F2MD speed consistency: |delta speed| beyond a_max/d_max * dt + noise",
     "flag_position_speed": "F2MD position-speed consistency: |speed_residual| above 5 m/s + GPS noise / dt",
@@ -230,7 +232,7 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
     close = ~g.new_run  # consecutive messages of one run (whatever the sampling period)
     with np.errstate(invalid="ignore", divide="ignore"):
         flags = {
-            "flag_speed": speed > SPEED_CAP_MPS,
+            "flag_speed": (speed > SPEED_CAP_MPS) | (speed < SPEED_FLOOR_MPS),
             "flag_position_jump": dist > V_MAX_MPS * dt + noise,
             "flag_speed_change": close & ((dv > A_MAX_MPS2 * dt + SPEED_NOISE_MPS)
                                           | (dv < -D_MAX_MPS2 * dt - SPEED_NOISE_MPS)),
