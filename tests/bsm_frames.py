@@ -39,6 +39,21 @@ def _table(cols: dict) -> pa.Table:
     return conform(pa.table(arrays))
 
 
+def replaced(table: pa.Table, **columns) -> pa.Table:
+    """`table` with the named columns set to the given values (typed as the schema says)."""
+    for name, values in columns.items():
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, pa.array(values, table.schema.field(i).type))
+    return table
+
+
+def later(table: pa.Table, seconds: float, from_row: int = 0) -> pa.Table:
+    """`table` with every message from `from_row` on sent `seconds` later (a silence)."""
+    t = table.column("metadata_generatedAt").to_numpy().copy()
+    t[from_row:] += np.timedelta64(int(seconds * 1000), "ms")
+    return replaced(table, metadata_generatedAt=t)
+
+
 def straight_line(speed: float = 25.0, n: int = 30, dt: float = 1.0, heading: float = 90.0,
                   vid: str = "0000000A", x0: float = 0.0, y0: float = 0.0) -> pa.Table:
     """One vehicle at constant speed on a straight line in the local frame (near its origin,

@@ -200,9 +200,7 @@ def test_data_replay_copies_another_vehicles_earlier_message():
 def test_data_replay_never_sends_a_message_from_the_future():
     """An attacker whose victim has sent nothing yet stays genuine until it has."""
     early = bsm_frames.straight_line(n=10, vid="0000000A")
-    late = bsm_frames.straight_line(n=10, vid="0000000B", y0=500.0)
-    t = late.column(TIME).to_numpy() + np.timedelta64(5, "s")
-    late = late.set_column(late.schema.get_field_index(TIME), TIME, pa.array(t, late.schema.field(TIME).type))
+    late = bsm_frames.later(bsm_frames.straight_line(n=10, vid="0000000B", y0=500.0), 5)
     clean = bsm_frames.frame(pa.concat_tables([early, late]))
     out = attacks.apply(clean, {"name": "data_replay"}, np.array(["0000000A"]), np.random.default_rng(0))
     a = out["is_attack"].to_numpy()

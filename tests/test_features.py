@@ -38,10 +38,8 @@ def test_constant_speed_straight_line_known_answers():
 def test_reported_heading_against_travel_and_speed_against_motion():
     f = _feats(bsm_frames.straight_line(speed=20.0, n=10, heading=0.0))
     # same track, but it claims to drive south at 35 m/s
-    t = bsm_frames.straight_line(speed=20.0, n=10, heading=0.0)
-    t = t.set_column(t.schema.get_field_index("coreData_heading"), "coreData_heading", pa.array([180.0] * 10))
-    t = t.set_column(t.schema.get_field_index("coreData_speed"), "coreData_speed", pa.array([37.0] * 10))
-    g = _feats(t)
+    g = _feats(bsm_frames.replaced(bsm_frames.straight_line(speed=20.0, n=10, heading=0.0),
+                                   coreData_heading=[180.0] * 10, coreData_speed=[37.0] * 10))
     assert np.allclose(g["heading_bearing_diff_deg"].iloc[1:], 180.0, atol=0.1)
     assert (g["flag_heading"].iloc[1:] == 1).all() and (f["flag_heading"] == 0).all()
     assert np.allclose(g["speed_residual_mps"].iloc[1:], 17.0, atol=0.05)
@@ -54,11 +52,8 @@ def test_sudden_appearance_only_for_received_messages_near_their_receiver():
     """Two runs of one vehicle (a 10-minute silence), heard by a receiver 100 m from where each
     run starts. As received messages (rxMsg) both run starts are sudden; in the vehicle's own
     log (bsmTx, the "receiver" is itself) none is; a receiver 1 km away sees nothing sudden."""
-    table = bsm_frames.straight_line(speed=20.0, n=20)
-    t = table.column(TIME).to_numpy().copy()
-    t[10:] += np.timedelta64(600, "s")
+    table = bsm_frames.later(bsm_frames.straight_line(speed=20.0, n=20), 600, from_row=10)
     lat, lon = table.column("coreData_position_lat").to_numpy(), table.column("coreData_position_long").to_numpy()
-    table = table.set_column(table.schema.get_field_index(TIME), TIME, pa.array(t, table.schema.field(TIME).type))
 
     def heard(record_type: str, away_m: float) -> np.ndarray:
         rlat = np.where(np.arange(20) < 10, lat[0], lat[10]) + away_m / 111_195.0
@@ -75,9 +70,7 @@ def test_sudden_appearance_only_for_received_messages_near_their_receiver():
 def test_pairwise_checks_cover_every_pair_of_a_run_whatever_the_period():
     """10 s sampling with a millisecond of jitter: the F2MD pair checks still compare every
     consecutive pair of the run (a fixed 10 s cut-off silently skipped half of them)."""
-    t = bsm_frames.straight_line(speed=20.0, n=10, dt=10.001)
-    t = t.set_column(t.schema.get_field_index("coreData_speed"), "coreData_speed", pa.array([35.0] * 10))
-    f = _feats(t)
+    f = _feats(bsm_frames.replaced(bsm_frames.straight_line(speed=20.0, n=10, dt=10.001), coreData_speed=[35.0] * 10))
     assert (f["flag_position_speed"].iloc[1:] == 1).all() and f["flag_position_speed"].iloc[0] == 0
 
 
@@ -111,11 +104,7 @@ def test_rolling_windows_match_pandas_per_run():
 def test_a_silence_leaves_no_trace_in_the_next_runs_windows():
     """A vehicle silent for 10 minutes that reappears where it left: the residual across the
     gap is the whole reported speed, but the new run's windows only see the new run."""
-    table = bsm_frames.straight_line(speed=25.0, n=30)
-    t = table.column("metadata_generatedAt").to_numpy().copy()
-    t[15:] += np.timedelta64(600, "s")
-    table = table.set_column(table.schema.get_field_index("metadata_generatedAt"), "metadata_generatedAt",
-                             pa.array(t, table.schema.field("metadata_generatedAt").type))
+    table = bsm_frames.later(bsm_frames.straight_line(speed=25.0, n=30), 600, from_row=15)
     f = features.featurize_frame(bsm_frames.frame(table), 5)
     assert f["dt_s"].iloc[15] > features.RUN_GAP_S  # the silence itself is kept
     assert f[list(features.SINCE_PREVIOUS[1:])].iloc[15].isna().all()  # the rest would describe the gap

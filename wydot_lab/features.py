@@ -101,20 +101,17 @@ class _Groups:
     """Sorted rows' vehicle boundaries (shifts never cross vehicles) and run boundaries
     (rolling windows never cross a silence longer than RUN_GAP_S)."""
 
-    def __init__(self, first: np.ndarray):
+    def __init__(self, first: np.ndarray, dt: np.ndarray):
+        """Runs start at a vehicle's first message (`first`, where `dt` is NaN) and after
+        every silence > RUN_GAP_S."""
         self.first = first
-        self.new_run = first.copy()
-        self.run_start = np.zeros(len(first), np.int64)
+        self.new_run = ~_in_run(dt)
+        self.run_start = np.maximum.accumulate(np.where(self.new_run, np.arange(len(dt)), 0))
 
     def prev(self, v: np.ndarray) -> np.ndarray:
         out = np.r_[np.nan, v[:-1]] if len(v) else v.astype(float)
         out[self.first] = np.nan
         return out
-
-    def split_runs(self, dt: np.ndarray) -> None:
-        """Runs start at a vehicle's first message and after every silence > RUN_GAP_S."""
-        self.new_run = ~_in_run(dt)
-        self.run_start = np.maximum.accumulate(np.where(self.new_run, np.arange(len(dt)), 0))
 
     def since_previous(self, v: np.ndarray) -> np.ndarray:
         """v without the runs' first values, which compare with the previous trip, not motion."""
@@ -183,18 +180,14 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
     """
     vo = by_vehicle(frame)
     f = frame.iloc[vo.order]
-    tns, first = vo.t_ns[vo.order], vo.first
-    n = len(f)
-    g = _Groups(first)
+    dt, n = vo.dt_s, len(f)
+    g = _Groups(vo.first, dt)
 
     lat, lon = floats(f, LAT), floats(f, LON)
     x, y = (np.asarray(a, float) for a in geo.to_local(lat, lon)) if n else (np.zeros(0), np.zeros(0))
     speed, heading = floats(f, "coreData_speed"), floats(f, "coreData_heading")
     sm = floats(f, "coreData_accuracy_semiMajor")
     sm_ = np.where(np.isfinite(sm), sm, DEFAULT_SEMI_MAJOR_M)
-    dt = (tns - np.r_[tns[:1], tns[:-1]]) / 1e9
-    dt[first] = np.nan
-    g.split_runs(dt)
     px, py = g.prev(x), g.prev(y)
     dx, dy = x - px, y - py
     dist = np.hypot(dx, dy)
@@ -216,8 +209,9 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
             accel_residual_mps2=floats(f, "coreData_accelset_accelLong") - acc,
             yaw_residual_dps=np.where(dt > 0, dh_signed / dt, np.nan) - floats(f, "coreData_accelset_accelYaw"),
         )
-    for name in SINCE_PREVIOUS[1:]:
-        out[name] = g.since_previous(out[name])
+    for name in SINCE_PREVIOUS:
+        if name != "dt_s":  # the silence itself stays
+            out[name] = g.since_previous(out[name])
     out["speed_residual_mean_w"], out["speed_residual_std_w"] = g.rolling(out["speed_residual_mps"], window)
     out["heading_bearing_diff_mean_w"] = g.rolling(out["heading_bearing_diff_deg"], window)[0]
     out["speed_std_w"] = g.rolling(speed, window)[1]

@@ -59,6 +59,14 @@ class VehicleOrder:
     first: np.ndarray  # in sorted order: the row starts a vehicle
 
     @functools.cached_property
+    def dt_s(self) -> np.ndarray:
+        """In sorted order: seconds since the vehicle's previous message (NaN at its first)."""
+        t = self.t_ns[self.order]
+        dt = (t - np.r_[t[:1], t[:-1]]) / 1e9
+        dt[self.first] = np.nan
+        return dt
+
+    @functools.cached_property
     def start(self) -> np.ndarray:
         """In sorted order: the position where the row's vehicle starts."""
         return np.maximum.accumulate(np.where(self.first, np.arange(len(self.first)), 0))

@@ -85,9 +85,8 @@ class IngestResult:
         return dict(Counter(self.non_bsm.column("record_type").to_pylist()))
 
     def quarantine_reasons(self) -> dict[str, int]:
-        """Records per reason (a record with two reasons counts under both)."""
-        flat = pc.list_flatten(self.quarantine.column("reasons")).to_pylist()
-        return dict(Counter(map(validate.rule_name, flat)))
+        """Records per rule (a record with two reasons counts under both)."""
+        return validate.reason_counts(self.quarantine)
 
     def write_quarantine(self, path: str | Path) -> None:
         pq.write_table(self.quarantine, str(path))

@@ -651,6 +651,11 @@ class Defects:
     def counts(self) -> dict[str, int]:
         return {KINDS[k]: int(n) for k, n in zip(*np.unique(self.kind, return_counts=True))}
 
+    def between(self, a: int, z: int) -> "Defects":
+        """The defect lines after rows a..z-1 (one object's)."""
+        i, j = np.searchsorted(self.row, [a, z])
+        return Defects(self.row[i:j], self.kind[i:j], self.u[i:j])
+
 
 _NO_DEFECTS = Defects(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
 
@@ -862,9 +867,9 @@ def _write_unit(out: str, vehicles: int, rate_hz: float, seed: int, records_per_
     for (key, a, z), chunks in zip(blk.objects, format_chunks(blk, [(a, z) for _, a, z in blk.objects])):
         path = Path(out) / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        i, j = np.searchsorted(bad.row, [a, z])
-        if j > i:
-            chunks = _with_defects(chunks, a, Defects(bad.row[i:j], bad.kind[i:j], bad.u[i:j]))
+        mine = bad.between(a, z)
+        if len(mine.row):
+            chunks = _with_defects(chunks, a, mine)
         with open(path, "wb") as f:
             for blob in chunks:
                 f.write(blob)

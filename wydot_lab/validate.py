@@ -83,15 +83,28 @@ def rule_name(reason: str) -> str:
     return reason.split(" ", 1)[0]
 
 
+def reason_rules(quarantine: pa.Table) -> pd.DataFrame:
+    """One row per (quarantined record, reason): `row` (record index), `reason`, `rule`
+    (`rule_name` of the reason, called once per distinct reason, not per record)."""
+    reasons = quarantine.column("reasons")
+    flat = pc.list_flatten(reasons)
+    distinct = pc.unique(flat)
+    rules = np.array([rule_name(r) for r in distinct.to_pylist()], dtype=object)
+    return pd.DataFrame({"row": pc.list_parent_indices(reasons).to_numpy(),
+                         "reason": flat.to_numpy(zero_copy_only=False),
+                         "rule": rules[pc.index_in(flat, distinct).to_numpy()] if len(flat) else rules})
+
+
+def reason_counts(quarantine: pa.Table) -> dict[str, int]:
+    """Records per rule (a record failing two rules counts under both)."""
+    return {str(k): int(v) for k, v in reason_rules(quarantine)["rule"].value_counts(sort=False).items()}
+
+
 def examples(quarantine: pa.Table, per_rule: int = 1, width: int = 100) -> pd.DataFrame:
     """The first `per_rule` quarantined lines of every rule (the full reason, file name, line
     number, the start of the text): what each rule caught, at a glance; a line failing
     several rules shows under each."""
-    reasons = quarantine.column("reasons")
-    flat = pc.list_flatten(reasons)
-    rules = pc.struct_field(pc.extract_regex(flat, r"^(?P<rule>\S+)"), [0])
-    hits = pd.DataFrame({"rule": rules.to_numpy(zero_copy_only=False), "reason": flat.to_numpy(zero_copy_only=False),
-                         "row": pc.list_parent_indices(reasons).to_numpy()})
+    hits = reason_rules(quarantine)
     hits = hits.groupby("rule", sort=True).head(per_rule).sort_values("rule", kind="stable")
     rows = pa.array(hits["row"].to_numpy())
     text = quarantine.column("line").take(rows)
