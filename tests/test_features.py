@@ -164,6 +164,15 @@ def test_within_run_leaves_out_what_crosses_a_silence():
     assert set(features.SINCE_PREVIOUS) <= set(features.FEATURES)
 
 
+def test_first_run_is_one_trip_in_time_order():
+    two_trips = bsm_frames.later(bsm_frames.straight_line(n=20), 600, from_row=12)
+    other = bsm_frames.straight_line(n=5, vid="0000000B")
+    frame = bsm_frames.frame(pa.concat_tables([two_trips, other])).sample(frac=1.0, random_state=2)
+    run = features.first_run(frame, "0000000A")
+    assert run[ID].eq("0000000A").all() and len(run) == 12 and run[TIME].is_monotonic_increasing
+    assert len(features.first_run(frame, "0000000A", limit=5)) == 5
+
+
 def test_features_doc_is_generated_from_the_code():
     assert (ROOT / "docs" / "FEATURES.md").read_text() == features.markdown()
 

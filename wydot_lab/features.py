@@ -97,6 +97,15 @@ def _in_run(dt: np.ndarray) -> np.ndarray:
     return dt <= RUN_GAP_S  # NaN (a vehicle's first message) is False
 
 
+def first_run(frame: pd.DataFrame, vehicle: str, limit: int | None = None) -> pd.DataFrame:
+    """A vehicle's rows of its first run, in time order, at most `limit`: one trip for a
+    zoomed map, not pieces of trips hours and kilometres apart."""
+    one = frame[frame[ID] == vehicle]
+    vo = by_vehicle(one)
+    run = np.cumsum(~_in_run(vo.dt_s))
+    return one.iloc[vo.order[run == 1]].head(limit)
+
+
 class _Groups:
     """Sorted rows' vehicle boundaries (shifts never cross vehicles) and run boundaries
     (rolling windows never cross a silence longer than RUN_GAP_S)."""
