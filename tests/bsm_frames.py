@@ -35,6 +35,8 @@ def _table(cols: dict) -> pa.Table:
         "source_object": ["handmade"] * n, "source_line": list(range(1, n + 1)),
     }
     base.update(cols)
+    if "coreData_secMark" not in base and "metadata_generatedAt" in base:  # ms within the minute, as sent
+        base["coreData_secMark"] = np.asarray(base["metadata_generatedAt"], "datetime64[ms]").astype(np.int64) % 60_000
     arrays = {k: pa.array(v, type=BSM_SCHEMA.field(k).type) for k, v in base.items()}
     return conform(pa.table(arrays))
 

@@ -1,7 +1,7 @@
 """The experiment matrix: attack kinds x magnitudes x detectors x attacker shares -> one table.
 
 How a run is built (one row of the matrix per attack spec and share):
-  * the clean corpus is loaded once;
+  * the clean corpus is loaded once, one row per transmission (`dedup`);
   * attackers are drawn once per share (sorted unique ids, seeded) before anything else;
     the vehicle-disjoint split follows (model seed), stratified on them, so every attack of
     a share is scored on the same test vehicles (shares differ in their splits: compare
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from wydot_lab import attacks, config, features, layout, models
+from wydot_lab import attacks, config, dedup, features, layout, models
 from wydot_lab.frames import ID, TIME, to_frame
 
 Progress = Callable[[str], None] | None
@@ -57,6 +57,14 @@ def load_corpus(params: config.Params) -> pa.Table:
     t = table.column(TIME).to_numpy(zero_copy_only=False).astype("datetime64[ms]")
     keep = (t >= np.datetime64(t0.replace(tzinfo=None), "ms")) & (t < np.datetime64(t1.replace(tzinfo=None), "ms"))
     return table.filter(pa.array(keep))
+
+
+def records_frame(table: pa.Table) -> tuple[pd.DataFrame, dict]:
+    """(clean frame, one row per transmission in (id, time) order with a fresh index; dedup counts).
+    What attacks, features and the experiment start from (`dedup`: copies of one BSM logged by
+    several loggers would read as messages 0 s apart)."""
+    frame, report = dedup.collapse(to_frame(table))
+    return frame.sort_values([ID, TIME], kind="stable").reset_index(drop=True), report
 
 
 @contextlib.contextmanager
@@ -134,9 +142,12 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
     out = Path(out_dir)
     (out / "models").mkdir(parents=True, exist_ok=True)
     table = load_corpus(params) if table is None else table
-    frame = to_frame(table).sort_values([ID, TIME], kind="stable").reset_index(drop=True)
+    frame, copies = records_frame(table)
     if frame.empty:
         raise ValueError("experiment: no valid records in the requested range")
+    if copies["copies_dropped"]:
+        _say(progress, f"experiment: {copies['copies_dropped']} copies of {copies['logged_more_than_once']} "
+                       "BSMs logged more than once dropped (one row per transmission)")
     specs, shares, m = _specs(params), _shares(params), params.model
     for d in m.detectors:
         models.make_detector(d, m)  # fail early on an unknown detector

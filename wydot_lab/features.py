@@ -297,6 +297,10 @@ def markdown() -> str:
              f"A run is a vehicle's messages with no silence longer than {RUN_GAP_S:g} s between them. Features",
              "that compare a message with the previous one (" + ", ".join(f"`{k}`" for k in SINCE_PREVIOUS[1:4])
              + ", ...) are NaN at a run's first message, `dt_s` aside; rolling windows restart with",
-             "every run, and the pairwise F2MD checks compare messages of one run only.", ""]
+             "every run, and the pairwise F2MD checks compare messages of one run only.", "",
+             "Features read one row per transmission: copies of a BSM that several loggers recorded",
+             "(the sender's bsmTx, bsmLogDuringEvent, receivers' rxMsg) are collapsed first",
+             "(`wydot_lab.dedup`, called by `experiment.records_frame`), or they would read as messages",
+             "milliseconds apart.", ""]
     lines += [f"- `{k}`: {v}" for k, v in FEATURES.items()]
     return "\n".join(lines) + "\n"

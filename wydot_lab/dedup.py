@@ -1,0 +1,70 @@
+"""One row per transmission: collapse the copies of a BSM that several logs recorded.
+
+In the WYDOT data one broadcast can be logged more than once: by its sender (`bsmTx`,
+bsmSource EV), again in `bsmLogDuringEvent`, and by every connected vehicle that
+received it (`rxMsg`, bsmSource RV), each copy with its own logger's `generatedAt`.
+Per-vehicle features would read two copies as two messages a few milliseconds apart:
+no movement at full speed, a beacon interval under 0.09 s, i.e. false alarms. A
+detector judges what a vehicle *sent*, so attacks and features work on one row per
+transmission; the cache keeps every copy (nothing is lost).
+
+A copy has the same sender id, `msgCnt`, `secMark` and position within `COPY_WINDOW_S`.
+Two distinct messages of one vehicle cannot share msgCnt (period 128 messages) and
+secMark (period 60 s) less than 60 s apart, so the window only has to cover logging
+delay and clock skew between loggers. Rows with any of these fields missing are kept
+as they are. The sender's own copy is kept (not RV, not rxMsg), else the earliest.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from wydot_lab.frames import ID, LAT, LON, TIME, time_ns
+
+COPY_WINDOW_S = 10.0
+KEY = (ID, "coreData_msgCnt", "coreData_secMark", LAT, LON)
+
+
+def transmission_ids(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S) -> np.ndarray:
+    """A transmission number per row (copies of one BSM share it), in row order."""
+    n = len(frame)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    codes = [pd.factorize(frame[c], use_na_sentinel=True)[0] for c in KEY]
+    known = np.logical_and.reduce([c >= 0 for c in codes])
+    t = time_ns(frame[TIME])
+    order = np.lexsort((t, *reversed(codes)))
+    same = np.ones(n, bool)
+    for c in codes:
+        s = c[order]
+        same[1:] &= s[1:] == s[:-1]
+    ts = t[order]
+    same[1:] &= (ts[1:] - ts[:-1]) <= int(window_s * 1e9)
+    same[1:] &= known[order][1:] & known[order][:-1]
+    same[0] = False
+    ids = np.empty(n, np.int64)
+    ids[order] = np.cumsum(~same) - 1
+    return ids
+
+
+def collapse(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S) -> tuple[pd.DataFrame, dict]:
+    """(one row per transmission, in input order; counts). The index is kept, so a row can be
+    traced back to its record."""
+    ids = transmission_ids(frame, window_s)
+    n = len(frame)
+    own = ~(_equals(frame, "metadata_bsmSource", "RV") | _equals(frame, "metadata_recordType", "rxMsg"))
+    t = time_ns(frame[TIME]) if n else np.zeros(0, np.int64)
+    pick = np.lexsort((np.arange(n), t, ~own, ids))  # per transmission: own copy, then earliest
+    first = np.ones(n, bool)
+    first[1:] = ids[pick][1:] != ids[pick][:-1]
+    keep = np.sort(pick[first])
+    copies = np.bincount(ids, minlength=int(ids.max()) + 1 if n else 0)
+    report = {"records": n, "transmissions": len(keep), "copies_dropped": n - len(keep),
+              "logged_more_than_once": int((copies > 1).sum())}
+    return (frame if len(keep) == n else frame.iloc[keep]), report
+
+
+def _equals(frame: pd.DataFrame, col: str, value: str) -> np.ndarray:
+    if col not in frame:
+        return np.zeros(len(frame), bool)
+    return frame[col].eq(value).fillna(False).to_numpy(bool)
