@@ -261,7 +261,9 @@ def _frame(image: np.ndarray, x_range, y_range, title: str,
     ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10, loc="left")
     if legend:
         handles = [Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in legend.items()]
-        ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.85)
+        # above the raster, right-aligned with it: inside, it hid the points in that corner
+        ax.legend(handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(handles), fontsize=8,
+                  frameon=False, borderaxespad=0.2, handletextpad=0.2, columnspacing=1.0)
     return fig
 
 
