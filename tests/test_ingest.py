@@ -476,3 +476,9 @@ def test_every_row_keeps_provenance(real):
     t = real.valid
     assert t.column("source_line").null_count == 0
     assert all(Path(p).parent == REAL_DIR for p in set(t.column("source_object").to_pylist()))
+
+
+def test_a_folder_given_as_one_file_names_the_call_that_reads_it():
+    with pytest.raises(IsADirectoryError, match=r"is a folder: ingest_paths\("):
+        ingest.ingest_file(REAL_DIR)
+    assert ingest.ingest_paths(str(REAL_DIR)).counts()["valid"] == 50

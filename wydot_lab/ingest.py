@@ -572,6 +572,8 @@ def ingest_file(path: str | Path, unknown_version: str = "raise", workers: int |
     process); the result is the same as from one process. Anything else (gzip, pretty
     JSON, a first line that is not JSON, a pipe) is read whole.
     """
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{path} is a folder: ingest_paths([{str(path)!r}]) reads every file under it")
     return _one_file(_file_parts(Path(path), unknown_version, workers))
 
 
