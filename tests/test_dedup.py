@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
+from conftest import REAL_DIR
 
 import bsm_frames as B
-from wydot_lab import dedup, experiment, features
+from wydot_lab import dedup, experiment, features, ingest
 from wydot_lab.frames import ID, TIME, to_frame
 
 
@@ -45,18 +47,62 @@ def test_only_received_copies_keep_the_earliest():
     assert out[TIME].iloc[0] == frame[TIME].iloc[1]
 
 
-def test_distinct_messages_never_collapse():
-    line = B.straight_line(n=6)
-    frame = to_frame(pa.concat_tables([
-        line,
-        B.replaced(line, coreData_id=["0000000B"] * 6),  # another sender with the same payload (a replay)
-        B.later(line, dedup.COPY_WINDOW_S + 1),  # same msgCnt, secMark and position, later than any copy
-        B.replaced(_received_copies(line, [0, 1], 40), coreData_msgCnt=[None, None]),  # unknown msgCnt
-        B.replaced(_received_copies(line, [2], 40), coreData_position_lat=[line.column("coreData_position_lat")[2].as_py() + 1e-7]),
-    ]))
+def _pair(**copy_changes) -> pd.DataFrame:
+    """A message and a receiver's copy of it 40 ms later, the copy changed as given."""
+    line = B.straight_line(n=3).take([2])
+    return to_frame(pa.concat_tables([line, B.replaced(_received_copies(line, [0], 40), **copy_changes)]))
+
+
+@pytest.mark.parametrize("field, value", [("coreData_id", "0000000B"),  # another sender: a replay, not a copy
+                                          ("coreData_msgCnt", 3), ("coreData_secMark", 2001),
+                                          ("coreData_position_lat", 1e-7), ("coreData_position_long", 1e-7)])
+def test_a_copy_differing_in_one_key_field_is_another_message(field, value):
+    assert len(set(dedup.transmission_ids(_pair()))) == 1
+    pair = _pair()
+    changed = pair[field].iloc[0] + value if isinstance(value, float) else value
+    pair.loc[1, field] = changed
+    assert pair[field].iloc[0] != pair[field].iloc[1]
+    assert len(set(dedup.transmission_ids(pair))) == 2
+    assert dedup.collapse(pair)[1]["copies_dropped"] == 0
+
+
+@pytest.mark.parametrize("field", ["coreData_id", "coreData_msgCnt", "coreData_secMark", "coreData_position_lat",
+                                   TIME])
+def test_rows_missing_a_key_field_or_their_time_are_kept(field):
+    pair = _pair()
+    pair[field] = pd.NaT if field == TIME else None
+    assert pair[field].isna().all()
+    assert len(set(dedup.transmission_ids(pair))) == 2
+
+
+def test_the_window_counts_from_the_first_copy():
+    line = B.straight_line(n=1)
+    w = int(dedup.COPY_WINDOW_S * 1000)
+    chain = pa.concat_tables([line, _received_copies(line, [0], w - 1000), _received_copies(line, [0], 2 * w - 2000)])
+    ids = dedup.transmission_ids(to_frame(chain))
+    assert ids[0] == ids[1] != ids[2]  # each step is inside the window, the last copy is not
+
+
+@pytest.mark.parametrize("marks", [{"metadata_bsmSource": ["RV"]},  # a bsmLogDuringEvent log of received BSMs
+                                   {"metadata_recordType": ["rxMsg"], "metadata_bsmSource": [None]}])  # v3
+def test_either_received_mark_loses_to_the_own_copy(marks):
+    own = B.replaced(B.straight_line(n=1), metadata_bsmSource=["EV"], metadata_recordType=["bsmTx"])
+    copy = B.replaced(own, metadata_generatedAt=own.column(TIME).to_numpy() - np.timedelta64(200, "ms"),
+                      **{"metadata_recordType": ["bsmLogDuringEvent"], **marks})
+    out, report = dedup.collapse(to_frame(pa.concat_tables([copy, own])))
+    assert report["copies_dropped"] == 1
+    assert out.index.tolist() == [1]
+
+
+def test_real_records_hold_two_copies():
+    """The samples hold one BSM in both schema versions 5 and 6, and one BSM that two rxMsg logs
+    recorded 0.3 s apart."""
+    frame = to_frame(ingest.ingest_paths([REAL_DIR]).valid)
     out, report = dedup.collapse(frame)
-    assert report["copies_dropped"] == 0 and len(out) == len(frame)
-    assert len(np.unique(dedup.transmission_ids(frame))) == len(frame)
+    assert report["copies_dropped"] == 2 and report["logged_more_than_once"] == 2
+    dropped = frame.drop(index=out.index)
+    assert sorted(zip(dropped["coreData_msgCnt"], dropped["coreData_secMark"])) == [(55, 57710), (127, 28589)]
+    assert len(out) == 48
 
 
 def test_copies_up_to_the_window_collapse():

@@ -8,11 +8,14 @@ no movement at full speed, a beacon interval under 0.09 s, i.e. false alarms. A
 detector judges what a vehicle *sent*, so attacks and features work on one row per
 transmission; the cache keeps every copy (nothing is lost).
 
-A copy has the same sender id, `msgCnt`, `secMark` and position within `COPY_WINDOW_S`.
-Two distinct messages of one vehicle cannot share msgCnt (period 128 messages) and
-secMark (period 60 s) less than 60 s apart, so the window only has to cover logging
-delay and clock skew between loggers. Rows with any of these fields missing are kept
-as they are. The sender's own copy is kept (not RV, not rxMsg), else the earliest.
+A copy has the same sender id, `msgCnt`, `secMark` and position, within `COPY_WINDOW_S`
+of the first copy. Two distinct messages of one vehicle cannot share msgCnt (period 128
+messages) and secMark (period 60 s) less than 60 s apart, so the window only has to cover
+logging delay and clock skew between loggers (RV copies in the real samples lag by
+0.15-0.5 s). Rows with any of these fields or the time missing are kept as they are. The
+sender's own copy is kept (not bsmSource RV, not recordType rxMsg), else the earliest.
+Limits: schemaVersion 1 `generatedAt` is ODE's processing time, so v1 copies processed
+apart are not matched; a v3 bsmLogDuringEvent record (no bsmSource) counts as own.
 """
 from __future__ import annotations
 
@@ -26,22 +29,32 @@ KEY = (ID, "coreData_msgCnt", "coreData_secMark", LAT, LON)
 
 
 def transmission_ids(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S) -> np.ndarray:
-    """A transmission number per row (copies of one BSM share it), in row order."""
+    """A transmission number per row (copies of one BSM share it), in row order. Every copy
+    lies within `window_s` of the first copy of its transmission."""
     n = len(frame)
     if n == 0:
         return np.zeros(0, np.int64)
     codes = [pd.factorize(frame[c], use_na_sentinel=True)[0] for c in KEY]
-    known = np.logical_and.reduce([c >= 0 for c in codes])
     t = time_ns(frame[TIME])
+    known = np.logical_and.reduce([c >= 0 for c in codes]) & (t != np.iinfo(np.int64).min)  # NaT
     order = np.lexsort((t, *reversed(codes)))
     same = np.ones(n, bool)
     for c in codes:
         s = c[order]
         same[1:] &= s[1:] == s[:-1]
     ts = t[order]
-    same[1:] &= (ts[1:] - ts[:-1]) <= int(window_s * 1e9)
+    window = int(window_s * 1e9)
+    same[1:] &= (ts[1:] - ts[:-1]) <= window
     same[1:] &= known[order][1:] & known[order][:-1]
     same[0] = False
+    starts = np.flatnonzero(~same)
+    ends = np.r_[starts[1:], n]
+    long = ts[ends - 1] - ts[starts] > window
+    for a, z in zip(starts[long], ends[long]):
+        first = ts[a]  # a chain of copies longer than the window (rare): a new one after it
+        for i in range(a + 1, z):
+            if ts[i] - first > window:
+                same[i], first = False, ts[i]
     ids = np.empty(n, np.int64)
     ids[order] = np.cumsum(~same) - 1
     return ids
@@ -49,7 +62,7 @@ def transmission_ids(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S) -> np
 
 def collapse(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S) -> tuple[pd.DataFrame, dict]:
     """(one row per transmission, in input order; counts). The index is kept, so a row can be
-    traced back to its record."""
+    traced back to its record; with no copies the frame itself comes back."""
     ids = transmission_ids(frame, window_s)
     n = len(frame)
     own = ~(_equals(frame, "metadata_bsmSource", "RV") | _equals(frame, "metadata_recordType", "rxMsg"))
