@@ -36,9 +36,14 @@ def _table(cols: dict) -> pa.Table:
     }
     base.update(cols)
     if "coreData_secMark" not in base and "metadata_generatedAt" in base:  # ms within the minute, as sent
-        base["coreData_secMark"] = np.asarray(base["metadata_generatedAt"], "datetime64[ms]").astype(np.int64) % 60_000
+        base["coreData_secMark"] = _sec_mark(base["metadata_generatedAt"])
     arrays = {k: pa.array(v, type=BSM_SCHEMA.field(k).type) for k, v in base.items()}
     return conform(pa.table(arrays))
+
+
+def _sec_mark(t) -> np.ndarray:
+    """ms within the minute, as a sender stamps its BSM."""
+    return np.asarray(t, "datetime64[ms]").astype(np.int64) % 60_000
 
 
 def replaced(table: pa.Table, **columns) -> pa.Table:
@@ -50,10 +55,11 @@ def replaced(table: pa.Table, **columns) -> pa.Table:
 
 
 def later(table: pa.Table, seconds: float, from_row: int = 0) -> pa.Table:
-    """`table` with every message from `from_row` on sent `seconds` later (a silence)."""
+    """`table` with every message from `from_row` on sent `seconds` later (a silence): its
+    time and secMark move together."""
     t = table.column("metadata_generatedAt").to_numpy().copy()
     t[from_row:] += np.timedelta64(int(seconds * 1000), "ms")
-    return replaced(table, metadata_generatedAt=t)
+    return replaced(table, metadata_generatedAt=t, coreData_secMark=_sec_mark(t))
 
 
 def straight_line(speed: float = 25.0, n: int = 30, dt: float = 1.0, heading: float = 90.0,

@@ -192,3 +192,32 @@ def test_dask_on_local_cluster_equals_pandas():
     assert len(got) == len(frame)
     pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False)
     assert list(got[TIME].dtype.__str__()) == list(expected[TIME].dtype.__str__())
+
+
+@pytest.mark.parametrize("logged, sec_mark, sent", [
+    ("12:00:30.000", 30500, "12:00:30.500"),
+    ("12:00:00.200", 59900, "11:59:59.900"),  # sent in the minute before the logger's stamp
+    ("12:00:59.900", 100, "12:01:00.100"),  # and in the minute after
+    ("12:00:30.000", None, "12:00:30.000"),  # secMark unavailable: the logger's time
+    ("12:00:30.000", 61000, "12:00:30.000"),  # out of range
+])
+def test_time_sent_is_the_secmark_in_the_minute_nearest_the_log_stamp(logged, sec_mark, sent):
+    from wydot_lab.frames import sent_ns
+
+    frame = pd.DataFrame({TIME: pd.to_datetime([f"2021-04-01 {logged}"], utc=True),
+                          "coreData_secMark": pd.array([sec_mark], dtype="Int32")})
+    assert sent_ns(frame)[0] == pd.Timestamp(f"2021-04-01 {sent}", tz="UTC").value
+
+
+def test_batched_receiver_stamps_keep_the_senders_time_steps():
+    """Two messages of one vehicle, 100 ms apart by secMark, that a receiver's rxMsg log
+    stamped with one generatedAt (as in test_data/real_wydot/04_*), listed newest first."""
+    from conftest import REAL_DIR
+    from wydot_lab import ingest
+
+    real = bsm_frames.frame(ingest.ingest_paths([REAL_DIR]).valid)
+    pair = real[real["coreData_msgCnt"].isin([53, 54]) & (real["metadata_recordType"] == "rxMsg")]
+    assert pair[TIME].nunique() == 1 and list(pair["coreData_msgCnt"]) == [54, 53]
+    f = features.featurize_frame(pair.reset_index(drop=True))
+    assert f.loc[0, "dt_s"] == pytest.approx(0.1) and np.isnan(f.loc[1, "dt_s"])  # msgCnt 54 after 53
+    assert f["flag_beacon"].sum() == 0

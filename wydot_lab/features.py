@@ -301,6 +301,8 @@ def markdown() -> str:
              "Features read one row per transmission: copies of a BSM that several loggers recorded",
              "(the sender's bsmTx, bsmLogDuringEvent, receivers' rxMsg) are collapsed first",
              "(`wydot_lab.dedup`, called by `experiment.records_frame`), or they would read as messages",
-             "milliseconds apart.", ""]
+             "milliseconds apart. Time steps are taken on the sender's clock: each message's secMark",
+             "placed in the minute of its generatedAt (`frames.sent_ns`), since a receiver stamps",
+             "generatedAt when it writes its log, in batches.", ""]
     lines += [f"- `{k}`: {v}" for k, v in FEATURES.items()]
     return "\n".join(lines) + "\n"

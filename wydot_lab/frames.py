@@ -43,6 +43,29 @@ def time_ns(series: pd.Series) -> np.ndarray:
     return pd.to_datetime(series, utc=True).dt.as_unit("ns").astype("int64").to_numpy()
 
 
+MINUTE_NS = 60_000_000_000
+SEC_MARK = "coreData_secMark"
+
+
+def sent_ns(frame: pd.DataFrame) -> np.ndarray:
+    """When each BSM was sent, int64 ns: its `secMark` (ms within the minute, on the sender's
+    clock) placed in the minute nearest the logger's `generatedAt`.
+
+    Why: a receiver's rxMsg log stamps generatedAt when it writes, in batches (the real
+    samples hold two messages of one vehicle, secMark 100 ms apart, with one stamp), so
+    per-vehicle time steps taken from it read 0 s. Where secMark is missing (65535) or out
+    of range the logger's time stays.
+    """
+    t = time_ns(frame[TIME])
+    if SEC_MARK not in frame or not len(t):
+        return t
+    sm = frame[SEC_MARK].to_numpy(dtype=float, na_value=np.nan)
+    ok = np.isfinite(sm) & (sm >= 0) & (sm <= 60999) & (t != np.iinfo(np.int64).min)
+    sent = t - t % MINUTE_NS + np.where(ok, sm, 0).astype(np.int64) * 1_000_000
+    sent += np.clip(np.round((t - sent) / MINUTE_NS), -1, 1).astype(np.int64) * MINUTE_NS
+    return np.where(ok, sent, t)
+
+
 def floats(frame: pd.DataFrame, col: str) -> np.ndarray:
     """A column as float64, NaN where null."""
     return frame[col].to_numpy(dtype=float, na_value=np.nan)
@@ -55,7 +78,7 @@ class VehicleOrder:
     order: np.ndarray  # row positions in (id, time) order
     veh: np.ndarray  # vehicle code per row (index into the sorted unique ids)
     n_veh: int
-    t_ns: np.ndarray  # time per row, int64 ns
+    t_ns: np.ndarray  # time sent per row (`sent_ns`), int64 ns
     first: np.ndarray  # in sorted order: the row starts a vehicle
 
     @functools.cached_property
@@ -80,9 +103,9 @@ def vehicle_codes(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def by_vehicle(frame: pd.DataFrame) -> VehicleOrder:
-    """The (coreData_id, time) order of a frame, rows of equal key kept in input order."""
+    """The (coreData_id, time sent) order of a frame, rows of equal key kept in input order."""
     veh, uniq = vehicle_codes(frame)
-    t = time_ns(frame[TIME])
+    t = sent_ns(frame)
     order = np.lexsort((t, veh))
     vs = veh[order]
     first = np.ones(len(vs), bool)
