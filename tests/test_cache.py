@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import shutil
 from importlib.metadata import version
 from pathlib import Path
 
@@ -144,8 +145,10 @@ def test_fsspec_memory_root(three_days):
 
 def test_offline_mode_serves_only_from_cache(three_days, tmp_path):
     root = tmp_path / "cache"
-    local_fetch(three_days, root)
-    gone = tmp_path / "nowhere"
+    gone = tmp_path / "source"
+    shutil.copytree(three_days, gone)
+    local_fetch(gone, root)
+    shutil.rmtree(gone)
     res = local_fetch(gone, root, offline=True)
     assert res["cached"] == 24 and res["valid"] == 24 * PER_HOUR
     with pytest.raises(SourceError, match="offline"):
@@ -200,3 +203,37 @@ def test_every_dask_partition_has_the_meta_dtypes_whatever_the_nulls(tmp_path):
     assert str(meta["coreData_size_width"]) == "Int32" and str(meta["coreData_brakes_abs"]) == "string"
     assert str(meta["coreData_brakes_wheelBrakes_leftFront"]) == "boolean"
 
+
+
+def test_one_cache_root_never_mixes_two_sources(tmp_path, monkeypatch):
+    a = S.write_folder(tmp_path / "a", S.corpus(H0, 3, per_hour=5, seed=2, objects=1))
+    b = S.write_folder(tmp_path / "b", S.corpus(H0, 3, per_hour=5, seed=3, objects=1))
+    root = tmp_path / "cache"
+    assert local_fetch(a, root)["fetched"] == 24
+    before = {p: p.read_bytes() for p in root.rglob("*.parquet")}
+    with pytest.raises(SourceError, match=r"holds 24 hours of this range from .*/a \(first 2021-04-01T00\); "
+                                          r"this run reads .*/b\. Use one cache root per source") as err:
+        local_fetch(b, root)
+    assert err.value.kind == "cache_conflict"
+    assert {p: p.read_bytes() for p in root.rglob("*.parquet")} == before  # nothing replaced
+    monkeypatch.chdir(tmp_path)
+    assert local_fetch(Path("a"), root)["cached"] == 24  # the same folder, spelled relative
+    cmd = str(err.value).split("remove those hours: ", 1)[1]
+    assert cmd.startswith("wydot-lab cache clear --cache ")
+    from wydot_lab import cli
+    assert cli.main(cmd.split()[1:]) == 0
+    assert local_fetch(b, root)["fetched"] == 24
+
+
+def test_a_range_without_source_objects_says_so(three_days, tmp_path):
+    from wydot_lab import config
+
+    assert "warning" not in local_fetch(three_days, tmp_path / "cache")
+    res = local_fetch(three_days, tmp_path / "cache", "2021-05-01", "2021-05-01")
+    assert res["records"] == 0 and res["warning"].endswith("has no objects in [2021-05-01T00:00:00+00:00 .. "
+                                                           "2021-05-02T00:00:00+00:00): check the dates")
+    params = config.Params.model_validate({"source": {"url": str(three_days)}, "cache": {"root": str(tmp_path / "c2")},
+                                           "dates": {"start": "2021-05-01", "end": "2021-05-01"}})
+    with pytest.raises(ValueError, match=r"no valid BSMs for dates 2021-05-01 \.\. 2021-05-01: .* has no objects"):
+        fetch.fetch_range(params, progress=False, require_records=True)
+    assert fetch.fetch_range(params, progress=False)["valid"] == 0  # without the requirement: an empty answer

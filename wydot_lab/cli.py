@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write a synthetic I-80 BSM corpus in the bucket layout")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="folder to write <out>/wydot/BSM/YYYY/MM/DD/HH/<object>")
     s.add_argument("--params", help="take the `synth` section of this params YAML as defaults")
     s.add_argument("--start", help="YYYY-MM-DD (UTC); default 2021-04-01")
     s.add_argument("--days", type=int, help="default 3")
@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_synth)
 
     v = sub.add_parser("validate", help="parse and validate files or folders")
-    v.add_argument("paths", nargs="+")
+    v.add_argument("paths", nargs="+", help="ODE NDJSON / JSON / .gz files, data.transportation.gov CSV exports, "
+                                          "or folders of them")
     v.add_argument("--quarantine", help="write quarantined records to this Parquet file")
     v.add_argument("--unknown-version", choices=["raise", "quarantine"], default="raise",
                    help="a record of an ODE schemaVersion outside 1..6: stop with its file and line (default), "
@@ -112,19 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_validate)
 
     i = sub.add_parser("ingest", help="fetch a date range into the Parquet cache")
-    i.add_argument("source", help="folder or s3://bucket[/prefix]")
-    i.add_argument("--start", required=True)
-    i.add_argument("--end", required=True)
-    i.add_argument("--cache", required=True)
-    i.add_argument("--pilot", default="wydot")
-    i.add_argument("--type", dest="message_type", default="BSM")
-    i.add_argument("--profile")
-    i.add_argument("--anonymous", action="store_true")
-    i.add_argument("--requester-pays", action="store_true")
-    i.add_argument("--endpoint-url")
-    i.add_argument("--region", default="us-east-1")
-    i.add_argument("--allow-partial", action="store_true")
-    i.add_argument("--ttl-days", type=float)
+    i.add_argument("source", help="folder or s3://bucket[/prefix] (e.g. s3://usdot-its-cvpilot-publicdata)")
+    i.add_argument("--start", required=True, help="first UTC day YYYY-MM-DD (or an hour YYYY-MM-DDTHH:00)")
+    i.add_argument("--end", required=True, help="last UTC day, included (or an hour, excluded)")
+    i.add_argument("--cache", required=True, help="cache root, a path or fsspec URL; one root per source")
+    i.add_argument("--pilot", default="wydot", help="source folder in the bucket (default wydot)")
+    i.add_argument("--type", dest="message_type", default="BSM", help="message type folder (default BSM)")
+    i.add_argument("--profile", help="AWS profile name from ~/.aws (keys are never arguments)")
+    i.add_argument("--anonymous", action="store_true", help="unsigned requests (buckets open to anyone)")
+    i.add_argument("--requester-pays", action="store_true", help="you pay the egress (requester-pays buckets)")
+    i.add_argument("--endpoint-url", help="any S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    i.add_argument("--region", default="us-east-1", help="bucket region (default us-east-1)")
+    i.add_argument("--allow-partial", action="store_true",
+                   help="an hour that still fails after retries is recorded as missing instead of failing the run")
+    i.add_argument("--ttl-days", type=float, help="refetch cached hours older than this (default: never expire)")
     i.add_argument("--dry-run", action="store_true")
     i.add_argument("--price-per-gb", type=float, default=0.09, help="egress USD/GB for --dry-run")
     i.add_argument("--offline", action="store_true", help="serve from the cache only; no listing, no download")
@@ -132,23 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_cmd_ingest)
 
     c = sub.add_parser("cache", help="list, verify or clear cached partitions")
-    c.add_argument("action", choices=["ls", "verify", "clear"])
-    c.add_argument("--cache", required=True)
-    c.add_argument("--start")
-    c.add_argument("--end")
-    c.add_argument("--pilot", default="wydot")
-    c.add_argument("--type", dest="message_type", default="BSM")
+    c.add_argument("action", choices=["ls", "verify", "clear"],
+                   help="ls: one line per hour; verify: SHA-256 of every file; clear: remove hours")
+    c.add_argument("--cache", required=True, help="cache root, a path or fsspec URL")
+    c.add_argument("--start", help="first UTC day YYYY-MM-DD (default: all cached hours)")
+    c.add_argument("--end", help="last UTC day, included")
+    c.add_argument("--pilot", default="wydot", help="default wydot")
+    c.add_argument("--type", dest="message_type", default="BSM", help="default BSM")
     c.add_argument("--ttl-days", type=float, help="ls: show partitions older than this as expired")
     c.set_defaults(func=_cmd_cache)
 
     e = sub.add_parser("experiment", help="run the attack x detector matrix from a params file")
-    e.add_argument("params")
-    e.add_argument("--out", required=True)
+    e.add_argument("params", help="params YAML (see docs/PARAMS.md)")
+    e.add_argument("--out", required=True, help="folder for results, metrics.json, models/")
     e.set_defaults(func=_cmd_experiment)
 
     pl = sub.add_parser("pipeline", help="run the stage notebooks with papermill")
-    pl.add_argument("params", nargs="?", default="params/default.yaml")
-    pl.add_argument("--out")
+    pl.add_argument("params", nargs="?", default="params/default.yaml", help="default params/default.yaml")
+    pl.add_argument("--out", help="run folder (default outputs/<UTC time>-<params hash>)")
     pl.set_defaults(func=_cmd_pipeline)
     return p
 

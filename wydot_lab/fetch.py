@@ -51,9 +51,12 @@ def _say(progress: Progress, msg: str) -> None:
 
 
 def _bar(progress: Progress, **kw):
+    """A live bar in a terminal or a notebook; none when stderr goes to a file or pipe (logs
+    would fill with carriage-return redraws: the progress lines say it all there)."""
     from tqdm.auto import tqdm
 
-    return tqdm(disable=not progress, file=sys.stderr, leave=False, **kw)
+    live = "notebook" in tqdm.__module__ or sys.stderr.isatty()
+    return tqdm(disable=not (progress and live), file=sys.stderr, leave=False, **kw)
 
 
 def _ranges(hours: list[dt.datetime]) -> list[str]:
@@ -88,6 +91,7 @@ class Plan:
     manifests: dict[dt.datetime, dict | None]  # as read while planning: a fetch does not read them again
     price_per_gb: float
     offline: bool = False
+    source_id: str = ""  # SourceSpec.identity(), kept in every manifest
 
     @property
     def to_fetch(self) -> list[dt.datetime]:
@@ -182,8 +186,22 @@ def plan(source: Source, cache: cache_mod.Cache, start, end, ttl_days: float | N
         if st[0] == cache_mod.CORRUPT and part.manifest and part.manifest.get("status") != cache_mod.CORRUPT:
             cache.mark_corrupt(part, st[1])
         status[h] = st
+    _check_one_source(cache, source.spec.identity(), manifests, t0, t1)
     return Plan(source.spec.display(), source.spec.mode(), cache.root_url, t0, t1, hours, status, listings, failed,
-                manifests, price_per_gb, offline)
+                manifests, price_per_gb, offline, source.spec.identity())
+
+
+def _check_one_source(cache: cache_mod.Cache, source_id: str, manifests: dict, t0: dt.datetime,
+                      t1: dt.datetime) -> None:
+    """Hours cached from another source are never refetched over, nor served as this one's."""
+    foreign = {h: m["source_id"] for h, m in manifests.items() if m and m.get("source_id", source_id) != source_id}
+    if foreign:
+        first = min(foreign)
+        raise SourceError(
+            f"cache {cache.root_url} holds {len(foreign)} hours of this range from {foreign[first]} (first "
+            f"{layout.hour_label(first)}); this run reads {source_id}. Use one cache root per source "
+            f"(--cache / params cache.root), or remove those hours: wydot-lab cache clear --cache {cache.root_url} "
+            f"--start {layout.hour_label(t0)}:00 --end {layout.hour_label(t1)}:00", "cache_conflict")
 
 
 # ---------------------------------------------------------------- download + ingest
@@ -301,6 +319,10 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
     p = plan(source, cache, start, end, ttl_days=ttl_days, price_per_gb=price_per_gb, allow_partial=allow_partial,
              offline=offline, deep=deep, now=now, workers=workers, progress=progress)
     _say(progress, str(p))
+    empty = None if offline or any(p.listings.get(h) for h in p.hours) else (
+        f"{p.source} has no objects in [{p.t0.isoformat()} .. {p.t1.isoformat()}): check the dates")
+    if empty:
+        _say(progress, f"warning: {empty}")
     if dry_run or offline:
         if offline and p.to_fetch:
             raise SourceError(f"offline: {len(p.to_fetch)} hours not servable from cache {cache.root_url}: "
@@ -310,6 +332,8 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
                "fetched": 0, "missing": [], "incomplete": []}
         if dry_run:
             out.update(dry_run=True, plan=p.summary())
+        if empty:
+            out["warning"] = empty
         out["seconds"] = round(time.perf_counter() - t_start, 3)
         return out
 
@@ -354,7 +378,7 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
             "refetched": dict(Counter(p.status[h][0] for h in written)),
             "cached_by_concurrent_run": len(cached_by_other),
             "source": p.source, "mode": p.mode, "cache_root": p.cache_root,
-            "start": p.t0.isoformat(), "end": p.t1.isoformat(),
+            "start": p.t0.isoformat(), "end": p.t1.isoformat(), **({"warning": empty} if empty else {}),
             "seconds": round(time.perf_counter() - t_start, 3)}
 
 
@@ -386,7 +410,7 @@ def _account(f: Folder, todo: set, in_range: set, acc: dict, missing: set) -> No
 def _write_hour(cache: cache_mod.Cache, h: dt.datetime, folders: list[Folder], p: Plan) -> dict:
     prev, own, nxt = folders
     objs = [o.as_dict() for f in folders for o in p.listings.get(f.hour, [])]
-    extra = {"source_url": p.source, "mode": p.mode,
+    extra = {"source_url": p.source, "source_id": p.source_id, "mode": p.mode,
              "source_folders": [layout.hour_prefix(cache.pilot, cache.message_type, f.hour) for f in folders]}
     if own.error is not None:
         return cache.write(h, None, None, None, 0, objs, {**extra, "error": str(own.error)},
@@ -423,12 +447,20 @@ def plan_range(params, progress: Progress = True) -> Plan:
 
 
 def fetch_range(params, progress: Progress = True, dry_run: bool = False, offline: bool = False,
-                now: dt.datetime | None = None) -> dict:
-    """Fill the cache for `params.dates` from `params.source` (typed `config.Params`)."""
+                now: dt.datetime | None = None, require_records: bool = False) -> dict:
+    """Fill the cache for `params.dates` from `params.source` (typed `config.Params`).
+
+    require_records: a range without one valid BSM raises (a notebook would fail later, on
+    an empty map, far from the cause)."""
     source, cache = _from_params(params)
-    return fetch(source, cache, params.dates.start, params.dates.end, ttl_days=params.cache.ttl_days,
-                 allow_partial=params.source.allow_partial, dry_run=dry_run,
-                 price_per_gb=params.source.egress_usd_per_gb, offline=offline, now=now, progress=progress)
+    out = fetch(source, cache, params.dates.start, params.dates.end, ttl_days=params.cache.ttl_days,
+                allow_partial=params.source.allow_partial, dry_run=dry_run,
+                price_per_gb=params.source.egress_usd_per_gb, offline=offline, now=now, progress=progress)
+    if require_records and not dry_run and out["valid"] == 0:
+        why = out.get("warning") or (f"{out['records']} records, none valid" if out["records"]
+                                     else "its objects hold no records")
+        raise ValueError(f"no valid BSMs for dates {params.dates.start} .. {params.dates.end}: {why}")
+    return out
 
 
 def load_range(params, progress: Progress = True, refresh: bool = True):

@@ -178,8 +178,11 @@ def _run_stage(pm, stage: Stage, i: int, n: int, nb_dir: Path, run_dir: Path, pa
 
 def _execute(pm, src: Path, executed: Path, values: dict, cwd: Path, timeout: float | None = None) -> None:
     """papermill one notebook with the stage parameters, run in its output folder, quietly."""
+    # the kernel listens on 127.0.0.1 only; its warning that TCP is unencrypted (ipykernel >= 7)
+    # printed one block per stage and said nothing about the run
     pm.execute_notebook(str(src), str(executed), parameters=values, kernel_name=KERNEL, cwd=str(cwd),
-                        progress_bar=False, log_output=False, execution_timeout=timeout)
+                        progress_bar=False, log_output=False, execution_timeout=timeout,
+                        extra_arguments=["--IPKernelApp.log_level=ERROR"])
 
 
 def stage(name: str, stages: tuple[Stage, ...] = STAGES) -> Stage:
