@@ -26,6 +26,7 @@ import s3_server as S  # noqa: E402  (test helper: moto server + corpus in the b
 
 from wydot_lab import cache, fetch  # noqa: E402
 from wydot_lab.source import Source, SourceSpec  # noqa: E402
+from verdict import verdict  # noqa: E402  (benchmarks/, the script's folder)
 
 TARGET = 50.0
 PEER = 19.7  # an earlier pipeline's cached/cold ratio
@@ -76,7 +77,7 @@ def main(per_hour: int = 3000) -> float:
           f"{med(warms) * 1000:.0f} ms ({n / warm:,.0f} rec/s); via load_table -> Arrow: min {arrow * 1000:.0f} ms, "
           f"median {med(arrows) * 1000:.0f} ms; cold fetch+ingest {cold:.2f} s ({mb:.0f} MB from local S3)")
     print(f"cache: cached/cold speed-up {ratio:.1f}x (median {med(colds) / med(warms):.1f}x; Arrow {cold / arrow:.1f}x)"
-          f"  (target >= {TARGET:.0f}x; earlier pipeline {PEER}x)")
+          f"  (target >= {TARGET:.0f}x: {verdict(ratio, TARGET)}; earlier pipeline {PEER}x)")
     return ratio
 
 

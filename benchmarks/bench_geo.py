@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from wydot_lab import geo
+from verdict import verdict  # noqa: E402  (benchmarks/, the script's folder)
 
 TARGET = 1_000_000
 
@@ -48,7 +49,7 @@ def main(n: int = 1_000_000) -> None:
     assert np.abs(ref - d_local[:m]).max() < 1e-6 and np.abs(d_one - d_local).max() < 1e-4
 
     print(f"geo: Centreline.distance (local x/y, one direction) {n / t_local:,.0f} points/s "
-          f"(target >= {TARGET:,})")
+          f"(target >= {TARGET:,}: {verdict(n / t_local, TARGET)})")
     print(f"geo: distance_to_centreline(lat, lon, 'eastbound') incl. projection {n / t_one:,.0f} points/s")
     print(f"geo: distance_to_centreline(lat, lon) nearest of both directions {n / t_both:,.0f} points/s")
     print(f"geo: brute force over all {len(c.x) - 1:,} segments {m / t_brute:,.0f} points/s (same answers)")

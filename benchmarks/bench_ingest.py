@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from wydot_lab import ingest
+from verdict import verdict  # noqa: E402  (benchmarks/, the script's folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 10.0
@@ -94,7 +95,7 @@ def main() -> None:
     print(f"ingest NDJSON -> validated canonical Parquet: {a:,.0f} rec/s ({cpus} processes; {a1:,.0f} on 1)  |  "
           f"json.loads + json_normalize + to_parquet: {b:,.0f} rec/s  |  {a / b:.1f}x best vs best "
           f"({a1 / b:.1f}x on 1 process), per round {' '.join(f'{r:.1f}x' for r in per_round)} "
-          f"(target >= {TARGET:.0f}x)  [{n:,} records, {size_mb:.0f} MB, {ROUNDS} rounds]")
+          f"(target >= {TARGET:.0f}x: {verdict(a / b, TARGET)})  [{n:,} records, {size_mb:.0f} MB, {ROUNDS} rounds]")
     print(choice)
 
 
