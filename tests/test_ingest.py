@@ -335,16 +335,30 @@ def test_quarantine_examples_show_each_rule_once_with_its_first_lines():
     assert ex["line"].tolist() == [5, 2, 6, 3, 7] and set(ex["file"]) == {"x.ndjson"}
     by_rule = ex.set_index("rule")
     assert by_rule.loc["not_json", "text"] == "oops"
-    assert by_rule.loc["speed_range", "text"] == speed[:100].decode() + "..."
+    assert by_rule.loc["not_json", "reason"].startswith("not_json (JSON is malformed")
+    assert by_rule.loc["speed_range", "reason"] == "speed_range 900 (allowed 0..163.8)"
+    for rule, field in (("speed_range", '"speed":900.0'), ("wrong_type", '"speed":"7.52"'), ("id_format", '"id":"XYZ"')):
+        text = by_rule.loc[rule, "text"]  # around the field the rule names, not the line's start
+        assert field in text and text.startswith("...") and len(text) <= 106, (rule, text)
+        assert text.strip(".") in (speed if rule == "speed_range" else typed if rule == "wrong_type" else both).decode()
     assert by_rule.loc["wrong_type", "reason"] == q.column("reasons").to_pylist()[-1][0] != "wrong_type"
     two = validate.examples(q, per_rule=2, width=5)
-    assert two["line"].tolist() == [5, 2, 4, 6, 3, 5, 7] and two["text"].str.len().max() == 8
+    assert two["line"].tolist() == [5, 2, 4, 6, 3, 5, 7] and two["text"].str.strip(".").str.len().max() == 5
+
+
+def test_a_cut_line_shows_its_end():
+    good = V6.read_bytes().strip()
+    q = ingest.ingest_bytes(good[:300] + b"\n", "x").quarantine
+    ex = validate.examples(q, width=40)
+    assert ex["reason"].tolist() == ["not_json (Input data was truncated)"]
+    assert ex["text"].tolist() == ["..." + good[260:300].decode()]
 
 
 def test_every_failed_rule_is_listed():
     bad = V6.read_bytes().replace(b'"speed":7.52', b'"speed":900.0').replace(b'"id":"CB950124"', b'"id":"XYZ"')
     q = ingest.ingest_bytes(bad, "x").quarantine.to_pylist()[0]
-    assert set(q["reasons"]) == {"speed_range", "id_format"}
+    assert set(q["reasons"]) == {"speed_range 900 (allowed 0..163.8)", "id_format 'XYZ' (8 hex digits)"}
+    assert {validate.rule_name(r) for r in q["reasons"]} == {"speed_range", "id_format"}
 
 
 def test_unknown_schema_version_is_a_clear_error_or_quarantined():

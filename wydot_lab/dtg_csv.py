@@ -109,7 +109,7 @@ def ingest_csv(path: str | Path):
     errors, warnings = validate.check(canon, gen_present)
     for src, mask in wrong.items():
         errors[f"wrong_type at {src}"] = mask
-    bad, reasons = validate.reasons_per_row(errors)
+    bad, reasons = validate.reasons_per_row(errors, canon)
     buf_rows = []
     for i in np.flatnonzero(bad):
         out = io.StringIO()

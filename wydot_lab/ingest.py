@@ -510,7 +510,7 @@ class _Lines:
             presents.append(np.zeros(0, bool))
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         errors, warnings = validate.check(table, np.concatenate(presents))
-        bad, reasons = validate.reasons_per_row(errors)
+        bad, reasons = validate.reasons_per_row(errors, table)
         self.rule_counts.update({k: int(v.sum()) for k, v in {**errors, **warnings}.items()})
         for i, rs in zip(np.flatnonzero(bad), reasons):
             self.q_rows.append((rec_lines[i], _text(rec_text[i]), rs))

@@ -210,8 +210,10 @@ def classify_failure(line: bytes, err: Exception) -> tuple[str, str | None]:
     """
     try:
         obj = any_decoder.decode(line)
-    except (msgspec.DecodeError, RecursionError):
-        return "not_json", None
+    except msgspec.DecodeError as e:
+        return f"not_json ({e})", None
+    except RecursionError:
+        return "not_json (nested too deep)", None
     if not isinstance(obj, dict):
         return "not_object", None
     md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}

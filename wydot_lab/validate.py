@@ -102,25 +102,85 @@ def reason_counts(quarantine: pa.Table) -> dict[str, int]:
 
 def examples(quarantine: pa.Table, per_rule: int = 1, width: int = 100) -> pd.DataFrame:
     """The first `per_rule` quarantined lines of every rule (the full reason, file name, line
-    number, the start of the text): what each rule caught, at a glance; a line failing
+    number, and `width` characters of the text where the rule looked: around the field it
+    names, the end of a cut line): what each rule caught, at a glance; a line failing
     several rules shows under each."""
     hits = reason_rules(quarantine)
     hits = hits.groupby("rule", sort=True).head(per_rule).sort_values("rule", kind="stable")
     rows = pa.array(hits["row"].to_numpy())
-    text = quarantine.column("line").take(rows)
-    cut = pc.utf8_length(text).to_numpy(zero_copy_only=False) > width
-    excerpt = pc.utf8_slice_codeunits(text, 0, width).to_numpy(zero_copy_only=False).astype(object)
-    excerpt[cut] += "..."
+    texts = quarantine.column("line").take(rows).to_pylist()
+    excerpt = [_excerpt(t or "", _focus(rule, reason), width) for t, rule, reason in
+               zip(texts, hits["rule"], hits["reason"])]
     files = quarantine.column("source_object").take(rows).to_numpy(zero_copy_only=False)
     return pd.DataFrame({"rule": hits["rule"].to_numpy(), "reason": hits["reason"].to_numpy(),
                          "file": [str(f).rsplit("/", 1)[-1] for f in files],
                          "line": quarantine.column("source_line").take(rows).to_numpy(), "text": excerpt})
 
 
-def reasons_per_row(errors: dict[str, np.ndarray]) -> tuple[np.ndarray, list[list[str]]]:
-    """(bad mask, list of failed rule names for each bad row, in row order)."""
+# the JSON path a rule is about, where its column name does not spell it
+_PATHS = {"id_format": "coreData_id", "missing_id": "coreData", "missing_position": "coreData",
+          "bad_timestamp": "metadata_recordGeneratedAt", "missing_generatedAt": "metadata",
+          "unknown_schema_version": "metadata_schemaVersion", "missing_coreData": "payload_data"}
+
+
+def _focus(rule: str, reason: str) -> list[str] | str | None:
+    """Where a rule looked in a line: its JSON path (keys in order), "$" for the end of a cut
+    line, None for the start."""
+    if rule == "not_json":
+        return "$" if "truncated" in reason else None
+    if rule == "wrong_type" and "`" in reason:
+        return reason.split("`")[1].lstrip("$.").split(".")
+    path = _PATHS.get(rule) or (RANGES[rule][0] if rule in RANGES else None)
+    return path.split("_") if path else None
+
+
+def _excerpt(text: str, focus: list[str] | str | None, width: int) -> str:
+    """`width` characters of `text` from a little before `focus`, with "..." where cut. Keys are
+    found in path order, case-insensitively, whole or else by prefix (column `lat` is key `latitude`),
+    so coreData's heading is not mistaken for the receiver's."""
+    at = 0
+    if focus == "$":
+        at = len(text)
+    elif focus:
+        low = text.lower()
+        for key in focus:
+            found = low.find(f'"{key.lower()}"', at)
+            found = found if found >= 0 else low.find('"' + key.lower(), at)
+            if found < 0:
+                break
+            at = found
+    start = max(0, min(at - width // 4, len(text) - width))
+    out = text[start:start + width]
+    return ("..." if start else "") + out + ("..." if start + width < len(text) else "")
+
+
+def reasons_per_row(errors: dict[str, np.ndarray], table: pa.Table | None = None
+                    ) -> tuple[np.ndarray, list[list[str]]]:
+    """(bad mask, the failed rules of each bad row, in row order). With the checked `table`,
+    a range or id rule says what it saw: "speed_range 900 (allowed 0..163.8)" (`rule_name`
+    still reads "speed_range"), so a quarantined record explains itself."""
     names = list(errors)
     stacked = np.column_stack([errors[k] for k in names]) if names else np.zeros((0, 0), bool)
     bad = stacked.any(axis=1) if names else np.zeros(0, bool)
-    reasons = [[names[j] for j in np.flatnonzero(row)] for row in stacked[bad]]
+    detail = _details(errors, table) if table is not None else {}
+    rows = np.flatnonzero(bad)
+    reasons = [[detail.get((names[j], i), names[j]) for j in np.flatnonzero(row)] for i, row in zip(rows, stacked[bad])]
     return bad, reasons
+
+
+def _details(errors: dict[str, np.ndarray], table: pa.Table) -> dict[tuple[str, int], str]:
+    """{(rule, row): reason with the value} for the failing rows of the range and id rules."""
+    out: dict[tuple[str, int], str] = {}
+    checks = {rule: (col, f"(allowed {_num(lo)}..{_num(hi)})") for rule, (col, lo, hi) in RANGES.items()}
+    checks["id_format"] = ("coreData_id", "(8 hex digits)")
+    for rule, (col, allowed) in checks.items():
+        rows = np.flatnonzero(errors.get(rule, np.zeros(0, bool)))
+        if len(rows):
+            values = table.column(col).take(pa.array(rows)).to_pylist()
+            for i, v in zip(rows.tolist(), values):
+                out[rule, i] = f"{rule} {repr(v) if isinstance(v, str) else _num(v)} {allowed}"
+    return out
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
