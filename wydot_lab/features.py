@@ -51,10 +51,10 @@ FEATURES: dict[str, str] = {
     "accel_residual_mps2": "reported accelLong minus accel_implied_mps2",
     "yaw_residual_dps": "signed heading change / dt_s minus reported accelYaw",
     "speed_residual_mean_w": "rolling mean of speed_residual_mps over the last `window` messages of the run",
-    "speed_residual_std_w": "rolling std of speed_residual_mps over the last `window` messages of the run",
+    "speed_residual_std_w": "rolling std of speed_residual_mps over the last `window` messages of the run (NaN below two values)",
     "heading_bearing_diff_mean_w": "rolling mean of heading_bearing_diff_deg over the last `window` messages "
                                    "of the run",
-    "speed_std_w": "rolling std of the reported speed over the last `window` messages of the run",
+    "speed_std_w": "rolling std of the reported speed over the last `window` messages of the run (NaN below two values)",
     "dist_centreline_m": "distance to the nearer I-80 centre line (either direction)",
     "dist_centreline_mean_w": "rolling mean of dist_centreline_m over the last `window` messages of the run",
     "semi_major_m": "reported GPS accuracy, semi-major axis",
@@ -127,7 +127,8 @@ class _Groups:
         return np.where(self.new_run, np.nan, v)
 
     def rolling(self, v: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, population std) over the last w values of the same run, NaNs skipped.
+        """(mean, population std) over the last w values of the same run, NaNs skipped; the std
+        of fewer than two values is NaN (unknown spread, not a steady 0).
 
         Built from w lagged copies (w is small), so each value depends only on its own
         vehicle's rows: the same bits whatever else shares the partition."""
@@ -142,7 +143,7 @@ class _Groups:
         z = np.where(ok, lags, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(cnt > 0, z.sum(axis=1) / cnt, np.nan)
-            var = np.where(cnt > 0, (np.where(ok, lags - mean[:, None], 0.0) ** 2).sum(axis=1) / cnt, np.nan)
+            var = np.where(cnt > 1, (np.where(ok, lags - mean[:, None], 0.0) ** 2).sum(axis=1) / cnt, np.nan)
         return mean, np.sqrt(var)
 
 

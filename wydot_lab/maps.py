@@ -230,7 +230,7 @@ def _decimals(ticks: np.ndarray) -> int:
 
 def _frame(image: np.ndarray, x_range, y_range, title: str,
            legend: dict[str, str] | None = None, background: np.ndarray | None = None,
-           subtitle: str | None = None):
+           subtitle: str | None = None, line_legend: dict[str, str] | None = None):
     """A matplotlib figure around the raster: title, degree ticks, legend; no GUI needed."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -259,12 +259,17 @@ def _frame(image: np.ndarray, x_range, y_range, title: str,
     ax.set_ylabel("latitude")
     ax.tick_params(labelsize=8)
     ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10, loc="left")
-    if legend:
-        handles = [Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in legend.items()]
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in (legend or {}).items()]
+    handles += [Line2D([], [], ls="-", lw=1.5, color=c, label=k) for k, c in (line_legend or {}).items()]
+    if handles:
         # above the raster, right-aligned with it: inside, it hid the points in that corner
         ax.legend(handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(handles), fontsize=8,
                   frameon=False, borderaxespad=0.2, handletextpad=0.2, columnspacing=1.0)
     return fig
+
+
+def _centerline_key(centerline: bool) -> dict[str, str]:
+    return {"I-80 centre lines": CENTERLINE_COLOR} if centerline else {}
 
 
 def _centerline_layer(width: int, height: int, x_range, y_range) -> np.ndarray:
@@ -305,8 +310,9 @@ def trajectory_map(df: Any, *, title: str = "Trajectories", width: int = 900,
         agg = aggregate_points(df, width, height, x_range, y_range)
     image = shade(agg)
     bg = _centerline_layer(width, height, x_range, y_range) if centerline else None
-    fig = _frame(image, x_range, y_range, title, background=bg,
-                 subtitle=f"{n:,} messages, {'lines' if lines else 'points'}; grey: I-80 centre line")
+    fig = _frame(image, x_range, y_range, title, background=bg, line_legend=_centerline_key(centerline),
+                 subtitle=f"{n:,} messages as {'lines' if lines else 'points'}; darker = more messages "
+                          "(histogram-equalised)")
     if path is not None:
         save(fig, path)
     return fig
@@ -332,7 +338,8 @@ def attack_map(df: pd.DataFrame, *, category: str = "label", title: str = "Clean
     bg = _centerline_layer(width, height, x_range, y_range) if centerline else None
     counts = df[category].value_counts()
     sub = ", ".join(f"{k}: {int(counts.get(k, 0)):,}" for k in colors)
-    fig = _frame(image, x_range, y_range, title, legend=colors, background=bg, subtitle=sub)
+    fig = _frame(image, x_range, y_range, title, legend=colors, background=bg, subtitle=sub,
+                 line_legend=_centerline_key(centerline))
     if path is not None:
         save(fig, path)
     return fig
