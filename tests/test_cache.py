@@ -205,24 +205,73 @@ def test_every_dask_partition_has_the_meta_dtypes_whatever_the_nulls(tmp_path):
 
 
 
-def test_one_cache_root_never_mixes_two_sources(tmp_path, monkeypatch):
-    a = S.write_folder(tmp_path / "a", S.corpus(H0, 3, per_hour=5, seed=2, objects=1))
-    b = S.write_folder(tmp_path / "b", S.corpus(H0, 3, per_hour=5, seed=3, objects=1))
+def _two_sources(tmp_path, pilot="wydot") -> tuple[Path, Path]:
+    out = []
+    for name, seed in (("a", 2), ("b", 3)):
+        src = S.write_folder(tmp_path / name, S.corpus(H0, 3, per_hour=5, seed=seed, objects=1))
+        if pilot != "wydot":
+            shutil.move(src / "wydot", src / pilot)
+        out.append(src)
+    return out[0], out[1]
+
+
+def _fetch_as(src: Path, root: Path, pilot: str = "wydot", **kw) -> dict:
+    spec = SourceSpec(url=str(src), pilot=pilot)
+    return fetch.fetch(Source(spec), cache_mod.Cache(str(root), pilot), "2021-04-01", "2021-04-01", **kw)
+
+
+@pytest.mark.parametrize("pilot", ["wydot", "thea"])
+def test_one_cache_root_never_mixes_two_sources(tmp_path, monkeypatch, pilot):
+    a, b = _two_sources(tmp_path, pilot)
     root = tmp_path / "cache"
-    assert local_fetch(a, root)["fetched"] == 24
+    assert _fetch_as(a, root, pilot)["fetched"] == 24
     before = {p: p.read_bytes() for p in root.rglob("*.parquet")}
-    with pytest.raises(SourceError, match=r"holds 24 hours of this range from .*/a \(first 2021-04-01T00\); "
-                                          r"this run reads .*/b\. Use one cache root per source") as err:
-        local_fetch(b, root)
-    assert err.value.kind == "cache_conflict"
+    with pytest.raises(cache_mod.SourceConflict, match=r"holds 24 hours of this range from .*/a \(first "
+                                                        r"2021-04-01T00\); this run reads .*/b\. Use one cache root") as err:
+        _fetch_as(b, root, pilot)
     assert {p: p.read_bytes() for p in root.rglob("*.parquet")} == before  # nothing replaced
+    with pytest.raises(cache_mod.SourceConflict):  # nor served as the other source's data
+        cache_mod.load_table("2021-04-01", "2021-04-01", str(root), pilot=pilot, source_id=str(b.resolve()))
+    assert cache_mod.load_table("2021-04-01", "2021-04-01", str(root), pilot=pilot,
+                                source_id=str(a.resolve())).num_rows == 3 * 5
     monkeypatch.chdir(tmp_path)
-    assert local_fetch(Path("a"), root)["cached"] == 24  # the same folder, spelled relative
+    assert _fetch_as(Path("a"), root, pilot)["cached"] == 24  # the same folder, spelled relative
     cmd = str(err.value).split("remove those hours: ", 1)[1]
-    assert cmd.startswith("wydot-lab cache clear --cache ")
+    assert cmd.startswith("wydot-lab cache clear --cache ") and f"--pilot {pilot} " in cmd
     from wydot_lab import cli
     assert cli.main(cmd.split()[1:]) == 0
-    assert local_fetch(b, root)["fetched"] == 24
+    assert _fetch_as(b, root, pilot)["fetched"] == 24
+
+
+def test_manifests_from_before_source_ids_still_name_their_source(tmp_path):
+    a, b = _two_sources(tmp_path)
+    root = tmp_path / "cache"
+    _fetch_as(a, root)
+    for m in root.rglob("manifest.json"):
+        d = json.loads(m.read_text())
+        del d["source_id"]
+        m.write_text(json.dumps(d))
+    with pytest.raises(cache_mod.SourceConflict, match="from .*/a "):
+        _fetch_as(b, root)
+
+
+def test_a_concurrent_run_from_another_source_is_not_written_over(tmp_path, monkeypatch):
+    """Run B plans on an empty cache; run A (another source) writes the hours before B takes
+    the locks: B stops instead of replacing them."""
+    a, b = _two_sources(tmp_path)
+    root = tmp_path / "cache"
+    real_plan = fetch.plan
+
+    def plan_then_a_writes(*args, **kw):
+        p = real_plan(*args, **kw)
+        monkeypatch.setattr(fetch, "plan", real_plan)
+        _fetch_as(a, root)
+        return p
+
+    monkeypatch.setattr(fetch, "plan", plan_then_a_writes)
+    with pytest.raises(cache_mod.SourceConflict):
+        _fetch_as(b, root)
+    assert {json.loads(m.read_text())["source_id"] for m in root.rglob("manifest.json")} == {str(a.resolve())}
 
 
 def test_a_range_without_source_objects_says_so(three_days, tmp_path):
@@ -231,7 +280,10 @@ def test_a_range_without_source_objects_says_so(three_days, tmp_path):
     assert "warning" not in local_fetch(three_days, tmp_path / "cache")
     res = local_fetch(three_days, tmp_path / "cache", "2021-05-01", "2021-05-01")
     assert res["records"] == 0 and res["warning"].endswith("has no objects in [2021-05-01T00:00:00+00:00 .. "
-                                                           "2021-05-02T00:00:00+00:00): check the dates")
+                                                           "2021-05-02T00:00:00+00:00) nor an hour either side: "
+                                                           "check the dates")
+    spill = local_fetch(three_days, tmp_path / "c3", "2021-04-04T00:00", "2021-04-04T01:00")
+    assert "warning" not in spill  # the folder before the range has objects: records may sit there
     params = config.Params.model_validate({"source": {"url": str(three_days)}, "cache": {"root": str(tmp_path / "c2")},
                                            "dates": {"start": "2021-05-01", "end": "2021-05-01"}})
     with pytest.raises(ValueError, match=r"no valid BSMs for dates 2021-05-01 \.\. 2021-05-01: .* has no objects"):

@@ -227,3 +227,15 @@ def test_batched_receiver_stamps_keep_the_senders_time_steps():
     f = features.featurize_frame(pair.reset_index(drop=True))
     assert f.loc[0, "dt_s"] == pytest.approx(0.1) and np.isnan(f.loc[1, "dt_s"])  # msgCnt 54 after 53
     assert f["flag_beacon"].sum() == 0
+
+
+def test_schema_version_1_keeps_the_processing_stamp():
+    """v1 generatedAt is ODE's processing time: no anchor for secMark's minute."""
+    from wydot_lab.frames import sent_ns
+
+    frame = pd.DataFrame({TIME: pd.to_datetime(["2021-04-01 12:00:30"] * 2, utc=True),
+                          "coreData_secMark": pd.array([1000, 1000], dtype="Int32"),
+                          "metadata_schemaVersion": pd.array([1, 6], dtype="Int8")})
+    t = sent_ns(frame)
+    assert t[0] == pd.Timestamp("2021-04-01 12:00:30", tz="UTC").value
+    assert t[1] == pd.Timestamp("2021-04-01 12:00:01", tz="UTC").value

@@ -496,3 +496,10 @@ def test_a_folder_given_as_one_file_names_the_call_that_reads_it():
     with pytest.raises(IsADirectoryError, match=r"is a folder: ingest_paths\("):
         ingest.ingest_file(REAL_DIR)
     assert ingest.ingest_paths(str(REAL_DIR)).counts()["valid"] == 50
+
+
+def test_a_reason_quotes_at_most_40_characters_of_a_value():
+    bad = V6.read_bytes().strip().replace(b'"id":"CB950124"', b'"id":"' + b"Z" * 5000 + b'"')
+    q = ingest.ingest_bytes(bad + b"\n", "x").quarantine.to_pylist()[0]
+    assert q["reasons"] == ["id_format '" + "Z" * 40 + "...' (8 hex digits)"]
+    assert len(q["line"]) == len(bad)  # the line itself is whole

@@ -127,3 +127,12 @@ def test_interactive_rasterizes(two_vehicles):
     df = two_vehicles.assign(is_attack=np.arange(len(two_vehicles)) % 2 == 0)
     df["label"] = maps.label_column(df)
     assert maps.interactive(df, category="label") is not None
+
+
+def test_lines_follow_the_order_sent_not_a_receivers_batched_stamp():
+    stamp = pd.Timestamp("2018-12-05 14:04:57.701", tz="UTC")
+    d = pd.DataFrame({"coreData_id": ["31325442"] * 3, "metadata_generatedAt": [stamp, stamp, stamp],
+                      "coreData_secMark": pd.array([57610, 57510, 57710], dtype="Int32"),
+                      "x": [2.0, 1.0, 3.0], "y": [0.0, 0.0, 0.0]})
+    assert maps.break_lines(d)["x"].tolist() == [1.0, 2.0, 3.0]
+    assert maps.break_lines(d.drop(columns="coreData_secMark"))["x"].tolist() == [2.0, 1.0, 3.0]  # stamp only

@@ -105,3 +105,17 @@ def test_split_puts_attackers_on_both_sides_even_at_a_low_share(share):
         assert train.is_attacker.any() and test.is_attacker.any()
         assert not set(train[ID]) & set(test[ID])
         assert abs(test[ID].nunique() - 30) <= 1
+
+
+@pytest.mark.parametrize("name", sorted(models.DETECTORS))
+def test_every_detector_fits_runs_of_two_messages(name):
+    """Runs of two messages leave some features without a single value (delta_accel needs three
+    messages, a window std two values): every detector still fits and scores."""
+    clean = bsm_frames.frame(bsm_frames.corridor(vehicles=12, msgs=8, seed=4, gap_every=2))
+    att = attacks.choose_attackers(clean[ID], 0.5, np.random.default_rng(0))
+    f = features.featurize_frame(attacks.apply(clean, {"name": "const_offset", "min_m": 100, "max_m": 200},
+                                               att, np.random.default_rng(1)))
+    assert f["delta_accel_mps2"].isna().all() and f["speed_residual_std_w"].isna().all()
+    det = models.make_detector(name, config.ModelParams(n_estimators=10)).fit(f, f["is_attack"].to_numpy(bool))
+    score = det.score(f)
+    assert score.shape == (len(f),) and np.isfinite(score).all()

@@ -62,6 +62,10 @@ class CorruptPartition(RuntimeError):
     """A cached file does not match its manifest; it is never returned."""
 
 
+class SourceConflict(ValueError):
+    """A cache root holds hours of the range from another source: never served or fetched over."""
+
+
 class CacheWarning(UserWarning):
     """Hours of a requested range that the cache cannot serve completely."""
 
@@ -343,6 +347,30 @@ class Cache:
         return table if table.schema == schema else conform(table, schema)
 
 
+def manifest_source(manifest: dict | None) -> str | None:
+    """The source identity a partition was built from (`source_url` for manifests that predate
+    `source_id`)."""
+    if not manifest:
+        return None
+    if manifest.get("source_id"):
+        return manifest["source_id"]
+    return layout.source_identity(manifest["source_url"]) if manifest.get("source_url") else None
+
+
+def check_source(cache: "Cache", source_id: str, manifests: dict[dt.datetime, dict | None],
+                 t0: dt.datetime, t1: dt.datetime) -> None:
+    """Raise `SourceConflict` if any of these partitions came from another source."""
+    foreign = {h: s for h, m in manifests.items() if (s := manifest_source(m)) not in (None, source_id)}
+    if foreign:
+        first = min(foreign)
+        raise SourceConflict(
+            f"cache {cache.root_url} holds {len(foreign)} hours of this range from {foreign[first]} (first "
+            f"{layout.hour_label(first)}); this run reads {source_id}. Use one cache root per source "
+            f"(--cache / params cache.root), or remove those hours: wydot-lab cache clear --cache {cache.root_url} "
+            f"--pilot {cache.pilot} --type {cache.message_type} --start {layout.hour_label(t0)}:00 "
+            f"--end {layout.hour_label(t1)}:00")
+
+
 def _protocols(fs) -> set:
     p = fs.protocol
     return set(p) if isinstance(p, (tuple, list)) else {p}
@@ -461,11 +489,14 @@ def available(cache: Cache, t0: dt.datetime, t1: dt.datetime, ttl_days: float | 
 
 
 def _servable(start, end, root: str, pilot: str, message_type: str, storage_options: dict | None,
-              ttl_days: float | None, strict: bool) -> tuple[Cache, list[Partition]]:
-    """The cache and its servable partitions of a range; hours it cannot serve raise (`strict`) or warn."""
+              ttl_days: float | None, strict: bool, source_id: str | None = None) -> tuple[Cache, list[Partition]]:
+    """The cache and its servable partitions of a range; hours it cannot serve raise (`strict`) or warn;
+    with `source_id`, hours of another source raise `SourceConflict`."""
     t0, t1 = layout.hour_range(start, end)
     cache = Cache(root, pilot, message_type, storage_options)
     parts, problems = available(cache, t0, t1, ttl_days=ttl_days)
+    if source_id is not None:
+        check_source(cache, source_id, {p.hour: p.manifest for p in parts}, t0, t1)
     if problems:
         msg = (f"cache {root}: {len(problems)} of {len(layout.hours_between(t0, t1))} hours not complete: "
                + ", ".join(f"{h} ({why})" for h, why in list(problems.items())[:6])
@@ -478,19 +509,21 @@ def _servable(start, end, root: str, pilot: str, message_type: str, storage_opti
 
 def load(start, end, root: str, pilot: str = layout.DEFAULT_PILOT, message_type: str = layout.DEFAULT_TYPE,
          storage_options: dict | None = None, verify: bool = True, columns: list[str] | None = None,
-         rows_per_partition: int = 2_000_000, ttl_days: float | None = None, strict: bool = False):
+         rows_per_partition: int = 2_000_000, ttl_days: float | None = None, strict: bool = False,
+         source_id: str | None = None):
     """Cached valid records of a range as a dask DataFrame of the canonical schema.
 
     Pruning: only the `date=` folders of the range are listed and only the hours
     in range are read (hive layout, no scan of the whole cache). Works offline.
     Hours not servable (absent, expired, corrupt, missing) raise with `strict`,
     else are reported in one `CacheWarning`, never skipped silently.
-    Each dask partition verifies size + SHA-256 of its files before parsing.
+    Each dask partition verifies size + SHA-256 of its files before parsing. With `source_id`
+    (`layout.source_identity` of the source meant), hours cached from another source raise.
     """
     import dask
     import dask.dataframe as dd
 
-    cache, parts = _servable(start, end, root, pilot, message_type, storage_options, ttl_days, strict)
+    cache, parts = _servable(start, end, root, pilot, message_type, storage_options, ttl_days, strict, source_id)
     meta = _pandas_meta()
     if columns is not None:
         meta = meta[columns]
@@ -505,9 +538,9 @@ def load(start, end, root: str, pilot: str = layout.DEFAULT_PILOT, message_type:
 
 def load_table(start, end, root: str, kind: str = "valid", pilot: str = layout.DEFAULT_PILOT,
                message_type: str = layout.DEFAULT_TYPE, storage_options: dict | None = None, verify: bool = True,
-               ttl_days: float | None = None, strict: bool = False) -> pa.Table:
+               ttl_days: float | None = None, strict: bool = False, source_id: str | None = None) -> pa.Table:
     """Same hours as `load`, as one Arrow table (`kind`: valid | quarantine | non_bsm)."""
-    cache, parts = _servable(start, end, root, pilot, message_type, storage_options, ttl_days, strict)
+    cache, parts = _servable(start, end, root, pilot, message_type, storage_options, ttl_days, strict, source_id)
     return _read_parts(cache, parts, kind, verify)
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from wydot_lab import attacks, config, dedup, features, layout, models
-from wydot_lab.frames import ID, TIME, to_frame
+from wydot_lab.frames import ID, TIME, sent_ns, to_frame
 
 Progress = Callable[[str], None] | None
 METRICS = ("precision", "recall", "f1", "pr_auc", "tn", "fp", "fn", "tp", "n")
@@ -52,7 +52,8 @@ def load_corpus(params: config.Params) -> pa.Table:
         from wydot_lab import cache
 
         table = cache.load_table(params.dates.start, params.dates.end, root=config.resolve_path(params.cache.root),
-                                 pilot=params.source.pilot, message_type=params.source.message_type)
+                                 pilot=params.source.pilot, message_type=params.source.message_type,
+                                 source_id=layout.source_identity(url))
     t0, t1 = layout.date_range_bounds(params.dates.start, params.dates.end)
     t = table.column(TIME).to_numpy(zero_copy_only=False).astype("datetime64[ms]")
     keep = (t >= np.datetime64(t0.replace(tzinfo=None), "ms")) & (t < np.datetime64(t1.replace(tzinfo=None), "ms"))
@@ -60,11 +61,12 @@ def load_corpus(params: config.Params) -> pa.Table:
 
 
 def records_frame(table: pa.Table) -> tuple[pd.DataFrame, dict]:
-    """(clean frame, one row per transmission in (id, time) order with a fresh index; dedup counts).
+    """(clean frame, one row per transmission in (id, time sent) order with a fresh index; dedup counts).
     What attacks, features and the experiment start from (`dedup`: copies of one BSM logged by
     several loggers would read as messages 0 s apart)."""
     frame, report = dedup.collapse(to_frame(table))
-    return frame.sort_values([ID, TIME], kind="stable").reset_index(drop=True), report
+    frame = frame.assign(_sent=sent_ns(frame)).sort_values([ID, "_sent"], kind="stable")
+    return frame.drop(columns="_sent").reset_index(drop=True), report
 
 
 @contextlib.contextmanager

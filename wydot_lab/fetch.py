@@ -186,22 +186,9 @@ def plan(source: Source, cache: cache_mod.Cache, start, end, ttl_days: float | N
         if st[0] == cache_mod.CORRUPT and part.manifest and part.manifest.get("status") != cache_mod.CORRUPT:
             cache.mark_corrupt(part, st[1])
         status[h] = st
-    _check_one_source(cache, source.spec.identity(), manifests, t0, t1)
+    cache_mod.check_source(cache, source.spec.identity(), manifests, t0, t1)
     return Plan(source.spec.display(), source.spec.mode(), cache.root_url, t0, t1, hours, status, listings, failed,
                 manifests, price_per_gb, offline, source.spec.identity())
-
-
-def _check_one_source(cache: cache_mod.Cache, source_id: str, manifests: dict, t0: dt.datetime,
-                      t1: dt.datetime) -> None:
-    """Hours cached from another source are never refetched over, nor served as this one's."""
-    foreign = {h: m["source_id"] for h, m in manifests.items() if m and m.get("source_id", source_id) != source_id}
-    if foreign:
-        first = min(foreign)
-        raise SourceError(
-            f"cache {cache.root_url} holds {len(foreign)} hours of this range from {foreign[first]} (first "
-            f"{layout.hour_label(first)}); this run reads {source_id}. Use one cache root per source "
-            f"(--cache / params cache.root), or remove those hours: wydot-lab cache clear --cache {cache.root_url} "
-            f"--start {layout.hour_label(t0)}:00 --end {layout.hour_label(t1)}:00", "cache_conflict")
 
 
 # ---------------------------------------------------------------- download + ingest
@@ -319,8 +306,9 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
     p = plan(source, cache, start, end, ttl_days=ttl_days, price_per_gb=price_per_gb, allow_partial=allow_partial,
              offline=offline, deep=deep, now=now, workers=workers, progress=progress)
     _say(progress, str(p))
-    empty = None if offline or any(p.listings.get(h) for h in p.hours) else (
-        f"{p.source} has no objects in [{p.t0.isoformat()} .. {p.t1.isoformat()}): check the dates")
+    empty = None if offline or p.failed_folders or any(p.listings.values()) else (
+        f"{p.source} has no objects in [{p.t0.isoformat()} .. {p.t1.isoformat()}) nor an hour either side: "
+        "check the dates")
     if empty:
         _say(progress, f"warning: {empty}")
     if dry_run or offline:
@@ -347,8 +335,9 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
             stack.enter_context(cache.lock(h))
         for h in wanted:  # another process may have written it while we waited
             objs = _neighbour_objects(p.listings, h)
-            part = cache.partition(h) if objs is not None else None
-            if part is not None and cache.status(part, ttl_days, objs, now=now, deep=deep)[0] == cache_mod.FRESH:
+            part = cache.partition(h)
+            cache_mod.check_source(cache, p.source_id, {h: part.manifest}, p.t0, p.t1)
+            if objs is not None and cache.status(part, ttl_days, objs, now=now, deep=deep)[0] == cache_mod.FRESH:
                 p.status[h] = (cache_mod.FRESH, "written by a concurrent run")
                 p.manifests[h] = part.manifest
                 cached_by_other.append(h)
@@ -457,8 +446,9 @@ def fetch_range(params, progress: Progress = True, dry_run: bool = False, offlin
                 allow_partial=params.source.allow_partial, dry_run=dry_run,
                 price_per_gb=params.source.egress_usd_per_gb, offline=offline, now=now, progress=progress)
     if require_records and not dry_run and out["valid"] == 0:
-        why = out.get("warning") or (f"{out['records']} records, none valid" if out["records"]
-                                     else "its objects hold no records")
+        why = out.get("warning") or (f"hours missing (source failures): {', '.join(out['missing'][:5])}"
+                                     if out["missing"] else f"{out['records']} records, none valid"
+                                     if out["records"] else "its objects hold no records in range")
         raise ValueError(f"no valid BSMs for dates {params.dates.start} .. {params.dates.end}: {why}")
     return out
 
@@ -484,7 +474,7 @@ def load_range(params, progress: Progress = True, refresh: bool = True):
                           cache_mod.CacheWarning, stacklevel=2)
     return cache_mod.load(params.dates.start, params.dates.end, resolve_path(params.cache.root),
                           pilot=params.source.pilot, message_type=params.source.message_type,
-                          ttl_days=params.cache.ttl_days)
+                          ttl_days=params.cache.ttl_days, source_id=layout.source_identity(resolve_path(params.source.url)))
 
 
 # ---------------------------------------------------------------- CLI glue

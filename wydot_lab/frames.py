@@ -54,13 +54,17 @@ def sent_ns(frame: pd.DataFrame) -> np.ndarray:
     Why: a receiver's rxMsg log stamps generatedAt when it writes, in batches (the real
     samples hold two messages of one vehicle, secMark 100 ms apart, with one stamp), so
     per-vehicle time steps taken from it read 0 s. Where secMark is missing (65535) or out
-    of range the logger's time stays.
+    of range the logger's time stays, and for schemaVersion 1, whose generatedAt is ODE's
+    processing time (minutes to days after sending, so no anchor for the minute). A stamp
+    30 s or more after sending puts the message a minute off.
     """
     t = time_ns(frame[TIME])
     if SEC_MARK not in frame or not len(t):
         return t
     sm = frame[SEC_MARK].to_numpy(dtype=float, na_value=np.nan)
     ok = np.isfinite(sm) & (sm >= 0) & (sm <= 60999) & (t != np.iinfo(np.int64).min)
+    if "metadata_schemaVersion" in frame:
+        ok &= frame["metadata_schemaVersion"].to_numpy(dtype=float, na_value=np.nan) != 1
     sent = t - t % MINUTE_NS + np.where(ok, sm, 0).astype(np.int64) * 1_000_000
     sent += np.clip(np.round((t - sent) / MINUTE_NS), -1, 1).astype(np.int64) * MINUTE_NS
     return np.where(ok, sent, t)

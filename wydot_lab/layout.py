@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+from urllib.parse import urlsplit
 
 DEFAULT_BUCKET = "usdot-its-cvpilot-publicdata"
 DEFAULT_PILOT = "wydot"
@@ -83,3 +85,17 @@ def hour_range(start, end) -> tuple[dt.datetime, dt.datetime]:
 def hour_label(hour: dt.datetime) -> str:
     """How an hour is named in manifests, summaries and messages: `2021-04-01T07`."""
     return f"{hour:%Y-%m-%dT%H}"
+
+
+def source_identity(url: str) -> str:
+    """Which data a source URL names, whatever its spelling or endpoint: `s3://bucket/prefix`, or
+    a resolved path. Cache manifests keep it, so one cache root never mixes two sources."""
+    if url.startswith(("s3://", "s3a://")):
+        u = urlsplit(url)
+        return "s3://" + (u.netloc + "/" + u.path.strip("/")).rstrip("/")
+    if url.startswith("file://"):
+        return os.path.realpath(url[len("file://"):].rstrip("/") or "/")
+    if "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.rstrip('/')}"
+    return os.path.realpath(url)

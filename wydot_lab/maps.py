@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wydot_lab.frames import ID as VEHICLE, LAT, LON, TIME, floats, time_ns
+from wydot_lab.frames import ID as VEHICLE, LAT, LON, TIME, floats, sent_ns, time_ns
 
 EARTH_RADIUS = 6378137.0  # the Web Mercator sphere
 
@@ -72,9 +72,11 @@ def break_lines(df: pd.DataFrame, vehicle: str = VEHICLE, time: str = TIME,
     cols = ["x", "y", *keep]
     if df.empty:
         return pd.DataFrame({c: pd.Series(dtype="float32") for c in cols})
-    d = df.sort_values([vehicle, time], kind="stable")
+    # in the order sent (secMark), as features see it: a receiver's batched log stamps would zigzag
+    d = df.assign(_t=sent_ns(df) if time == TIME else time_ns(df[time]))
+    d = d.sort_values([vehicle, "_t"], kind="stable")
     ids = d[vehicle].to_numpy()
-    t = time_ns(d[time])
+    t = d["_t"].to_numpy()
     new = np.zeros(len(d), dtype=bool)
     new[1:] = (ids[1:] != ids[:-1]) | (np.abs(np.diff(t)) > max_gap_s * 1e9)
     breaks = np.flatnonzero(new)

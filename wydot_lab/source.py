@@ -42,7 +42,7 @@ class SourceError(RuntimeError):
     """A source failure the user must act on; `str()` is one line naming bucket, mode and fix.
 
     kind: missing_credentials | profile_not_found | bad_credentials | access_denied |
-    no_such_bucket | unreachable | transient | no_such_folder | cache_conflict | error
+    no_such_bucket | unreachable | transient | no_such_folder | error
     """
 
     def __init__(self, message: str, kind: str = "error", hour: dt.datetime | None = None):
@@ -123,13 +123,8 @@ class SourceSpec:
         return redact_url(self.url)
 
     def identity(self) -> str:
-        """Which data this is, whatever the spelling or the endpoint: `s3://bucket/prefix`, or a
-        resolved path. Cache manifests keep it, so one root never mixes two sources."""
-        if self.is_s3:
-            return f"s3://{self.root}"
-        if "://" not in self.url or self.url.startswith("file://"):
-            return os.path.realpath(self.root)
-        return f"{self.url.split('://', 1)[0]}://{self.root}"
+        """`layout.source_identity` of the URL (kept in cache manifests)."""
+        return layout.source_identity(self.url)
 
 
 def redact_url(url: str) -> str:

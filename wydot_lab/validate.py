@@ -178,7 +178,8 @@ def _details(errors: dict[str, np.ndarray], table: pa.Table) -> dict[tuple[str, 
         if len(rows):
             values = table.column(col).take(pa.array(rows)).to_pylist()
             for i, v in zip(rows.tolist(), values):
-                out[rule, i] = f"{rule} {repr(v) if isinstance(v, str) else _num(v)} {allowed}"
+                seen = repr(v if len(v) <= 40 else v[:40] + "...") if isinstance(v, str) else _num(v)
+                out[rule, i] = f"{rule} {seen} {allowed}"  # the line itself is kept whole beside it
     return out
 
 
