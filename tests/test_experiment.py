@@ -44,6 +44,8 @@ def test_matrix_writes_its_files_and_reruns_identically(corpus, tmp_path):
     ma, mb = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
     assert ma == mb
     assert ma["params"] == config.to_dict(p)
+    assert ma["corpus"] == {"records": 20 * 24, "transmissions": 20 * 24, "copies_dropped": 0,
+                            "logged_more_than_once": 0, "vehicles": 20}
     assert pd.read_parquet(tmp_path / "a" / "results.parquet").equals(a)
     imp = pd.read_parquet(tmp_path / "a" / "importances.parquet")
     assert set(imp["detector"]) == {"random_forest", "position_only"}

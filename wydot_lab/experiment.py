@@ -139,8 +139,9 @@ def _shares(params: config.Params) -> list[float]:
 
 def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
         table: pa.Table | None = None) -> pd.DataFrame:
-    """Run the whole matrix, write results.{parquet,csv}, importances.parquet, metrics.json,
-    params.json and models/ into `out_dir`; return the results table."""
+    """Run the whole matrix, write results.{parquet,csv}, importances.parquet, metrics.json (with
+    the corpus counts: records, transmissions, copies dropped, vehicles), params.json and models/
+    into `out_dir`; return the results table."""
     out = Path(out_dir)
     (out / "models").mkdir(parents=True, exist_ok=True)
     table = load_corpus(params) if table is None else table
@@ -197,8 +198,9 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
                        if r["level"] == "message"}
                 _say(progress, f"  share {share:g} {lab}: F1 {f1s}")
     results = pd.DataFrame(rows)
+    corpus = {**copies, "vehicles": int(frame[ID].nunique())}  # what the numbers rest on
     _write(out, params, results, pd.DataFrame(imps, columns=["share", "attack", "detector", "feature",
-                                                             "importance"]))
+                                                             "importance"]), corpus)
     # every test message's score, so PR curves and thresholds can be drawn without re-running
     pd.concat(scores, ignore_index=True).to_parquet(out / "scores.parquet", index=False)
     return results
@@ -264,11 +266,11 @@ def summary(params: config.Params, results: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _write(out: Path, params: config.Params, results: pd.DataFrame, imps: pd.DataFrame) -> None:
+def _write(out: Path, params: config.Params, results: pd.DataFrame, imps: pd.DataFrame, corpus: dict) -> None:
     results.to_parquet(out / "results.parquet", index=False)
     results.to_csv(out / "results.csv", index=False)
     imps.to_parquet(out / "importances.parquet", index=False)
-    metrics = {"params": config.to_dict(params), **summary(params, results),
+    metrics = {"params": config.to_dict(params), "corpus": corpus, **summary(params, results),
                "results": results.to_dict(orient="records")}
     (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1, sort_keys=False) + "\n")
     (out / "params.json").write_text(json.dumps(config.to_dict(params), indent=1) + "\n")
