@@ -110,3 +110,11 @@ def test_scores_file_holds_every_test_message_score(corpus, tmp_path):
     per_run = scores.groupby(["share", "attack", "detector"]).size()
     assert (per_run.to_numpy() == msg.sort_values(["share", "attack", "detector"])["n"].to_numpy()).all()
     assert scores["score"].notna().all() and set(scores["detector"]) == set(p.model.detectors)
+
+
+def test_caveats_name_shares_resting_on_few_attackers():
+    results = pd.DataFrame({"share": [0.3, 0.3, 0.05, 0.05], "test_attackers": [12, 9, 2, 3]})
+    assert experiment.caveats(results) == [
+        "share 0.05: F1 rests on 2 test attacker vehicles (min over attacks); compare several attacks.seed / "
+        "model.seed values before citing it"]
+    assert experiment.caveats(results.assign(test_attackers=5)) == []

@@ -253,10 +253,25 @@ def quality_bar(results: pd.DataFrame, share: float) -> dict[str, Any]:
     return bars
 
 
+MIN_TEST_ATTACKERS = 5  # below this a share's F1 rests on a handful of vehicles
+
+
+def caveats(results: pd.DataFrame) -> list[str]:
+    """Plain warnings about what the numbers rest on: shares whose test side holds few attackers."""
+    out = []
+    for share, grp in results.groupby("share", sort=True):
+        few = int(grp["test_attackers"].min())
+        if few < MIN_TEST_ATTACKERS:
+            out.append(f"share {share:g}: F1 rests on {few} test attacker vehicle{'s' * (few != 1)} "
+                       f"(min over attacks); compare several attacks.seed / model.seed values before citing it")
+    return out
+
+
 def summary(params: config.Params, results: pd.DataFrame) -> dict[str, Any]:
-    """F1 tables (primary share, every share, vehicle level) and the quality bars."""
+    """F1 tables (primary share, every share, vehicle level), the quality bars and caveats."""
     primary = _shares(params)[0]
     return {
+        "caveats": caveats(results),
         "split": params.model.split,
         "share": primary,
         "f1": f1_table(results, primary),
@@ -279,5 +294,7 @@ def _write(out: Path, params: config.Params, results: pd.DataFrame, imps: pd.Dat
 def run_cli(params: config.Params, out_dir: str | Path, progress: Progress = None) -> dict:
     """`wydot-lab experiment`: run the matrix; the summary is the JSON line the CLI prints."""
     summ = summary(params, run(params, out_dir, progress))
-    return _clean({**{k: summ[k] for k in ("f1", "split", "share", "f1_by_share", "quality_bar")},
+    for c in summ["caveats"]:
+        _say(progress, f"caveat: {c}")
+    return _clean({**{k: summ[k] for k in ("f1", "split", "share", "f1_by_share", "quality_bar", "caveats")},
                    "out": str(out_dir), "files": sorted(p.name for p in Path(out_dir).iterdir())})
