@@ -56,6 +56,26 @@ def test_matrix_writes_its_files_and_reruns_identically(corpus, tmp_path):
     assert (a.loc[a["level"] == "message", "n"] == a.loc[a["level"] == "message", "n_test"]).all()
 
 
+def test_repeats_draw_new_attackers_splits_and_models_and_average(corpus, tmp_path):
+    kw = {"detectors": ["rules", "random_forest"]}
+    one = experiment.run(_params(**kw), tmp_path / "one", table=corpus)
+    two = experiment.run(_params(repeats=2, **kw), tmp_path / "two", table=corpus)
+    assert set(two["repeat"]) == {0, 1}
+    first = two[two["repeat"] == 0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, one)  # repeat 0 is the single run, bit for bit
+    second = two[two["repeat"] == 1]
+    assert not second["f1"].reset_index(drop=True).equals(first["f1"])  # another draw, other numbers
+    m = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert m["repeats"] == 2
+    msg = two[(two["share"] == 0.3) & (two["level"] == "message")]
+    for (det, attack), g in msg.groupby(["detector", "attack"]):
+        assert m["f1"][det][attack] == pytest.approx(g["f1"].mean())
+        assert m["f1_sd"][det][attack] == pytest.approx(g["f1"].std(), nan_ok=True)
+    scores = pd.read_parquet(tmp_path / "two" / "scores.parquet")
+    assert set(scores["repeat"]) == {0, 1}
+    assert "f1_sd" not in json.loads((tmp_path / "one" / "metrics.json").read_text())
+
+
 def test_quality_bar_says_plainly_when_not_met():
     rows = []
     for det, f1 in (("random_forest", {"const_offset_100_200": 0.95, "random_offset_50_100": 0.85, "x": 0.55}),
@@ -115,6 +135,9 @@ def test_scores_file_holds_every_test_message_score(corpus, tmp_path):
 def test_caveats_name_shares_resting_on_few_attackers():
     results = pd.DataFrame({"share": [0.3, 0.3, 0.05, 0.05], "test_attackers": [12, 9, 2, 3]})
     assert experiment.caveats(results) == [
-        "share 0.05: F1 rests on 2 test attacker vehicles (min over attacks); compare several attacks.seed / "
-        "model.seed values before citing it"]
+        "share 0.05: F1 rests on 2 test attacker vehicles (min over attacks); set model.repeats (e.g. 5) or "
+        "compare seeds before citing it"]
     assert experiment.caveats(results.assign(test_attackers=5)) == []
+    assert experiment.caveats(results.assign(repeat=[0, 1, 0, 1])) == [
+        "share 0.05: F1 rests on 2 test attacker vehicles (min over attacks and repeats); the F1 tables average "
+        "2 repeats, see f1_sd"]

@@ -129,6 +129,7 @@ class ModelParams(_Strict):
     test_share: float = Field(0.3, gt=0, lt=1)
     seed: int = 42
     n_estimators: int = Field(200, ge=1)
+    repeats: int = Field(1, ge=1)  # independent runs (attack and model seeds +0, +1, ...); F1 tables are means
 
 
 class MapParams(_Strict):

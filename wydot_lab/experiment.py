@@ -9,7 +9,9 @@ How a run is built (one row of the matrix per attack spec and share):
   * each attack spec runs alone on the clean data, with its own generator derived from
     (attack seed, attack label, share), so adding a spec never changes another's numbers;
   * features are computed with Dask; each detector is trained on the train vehicles and
-    scored on the test vehicles (message, conditional-message and vehicle level).
+    scored on the test vehicles (message, conditional-message and vehicle level);
+  * `model.repeats` > 1 runs it all again with attack and model seeds +1, +2, ... (new
+    attackers, split and models); F1 tables are means over repeats, `f1_sd` their spread.
 Everything is seeded: a rerun with the same params writes the same metrics.
 """
 from __future__ import annotations
@@ -159,47 +161,50 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
                    f"{len(m.detectors)} detectors x {len(shares)} shares")
     rows, imps, scores = [], [], []
     with _scheduler(params.dask) as sched:
-        for si, share in enumerate(shares):
-            attackers, train_clean, test_clean = split_for_share(frame, params, share)
-            train_rows, test_rows = train_clean.index, test_clean.index
-            _say(progress, f"  share {share:g}: {len(attackers)} attackers; {train_clean[ID].nunique()} train / "
-                           f"{test_clean[ID].nunique()} test vehicles")
-            for spec in specs:
-                lab = attacks.label(spec)
-                attacked = attacks.apply(frame, spec, attackers, attack_rng(params.attacks.seed, lab, share))
-                feats = featurize(attacked, params, sched)
-                train, test = feats.loc[train_rows], feats.loc[test_rows]
-                models.check_disjoint(train, test, by_day)
-                base = {"share": share, "split": m.split, "attack": lab, "attack_name": spec["name"],
-                        "attack_params": json.dumps(attacks.resolve(spec), sort_keys=True),
-                        "n_train": len(train), "n_test": len(test),
-                        "test_attackers": int(test.groupby(ID)["is_attack"].any().sum()),
-                        "test_attacked_messages": int(test["is_attack"].sum())}
-                for det_name in m.detectors:
-                    det = models.make_detector(det_name, m).fit(train, train["is_attack"].to_numpy(bool))
-                    score = det.score(test)
-                    res = models.evaluate(det, test, score)
-                    scores.append(pd.DataFrame({
-                        "share": share, "attack": lab, "detector": det_name,
-                        ID: test[ID].to_numpy(), TIME: test[TIME].to_numpy(),
-                        "is_attack": test["is_attack"].to_numpy(bool),
-                        "is_attack_cond": test["is_attack_cond"].to_numpy(bool),
-                        "score": score}))
-                    for level in LEVELS:
-                        rows.append({**base, "detector": det_name, "level": level,
-                                     **{k: res[level][k] for k in METRICS}})
-                    for feat, v in (det.importances() if hasattr(det, "importances") else {}).items():
-                        imps.append({"share": share, "attack": lab, "detector": det_name,
-                                     "feature": feat, "importance": v})
-                    if si == 0:
-                        models.save_model(det, out / "models" / f"{lab}__{det_name}.joblib",
-                                          {"attack": spec, "share": share, "params": config.to_dict(params)})
-                f1s = {r["detector"]: round(r["f1"], 3) for r in rows[-len(LEVELS) * len(m.detectors):]
-                       if r["level"] == "message"}
-                _say(progress, f"  share {share:g} {lab}: F1 {f1s}")
+        for rep in range(m.repeats):
+            p = repeat_params(params, rep)
+            tag = f"repeat {rep}, " if m.repeats > 1 else ""
+            for si, share in enumerate(shares):
+                attackers, train_clean, test_clean = split_for_share(frame, p, share)
+                train_rows, test_rows = train_clean.index, test_clean.index
+                _say(progress, f"  {tag}share {share:g}: {len(attackers)} attackers; "
+                               f"{train_clean[ID].nunique()} train / {test_clean[ID].nunique()} test vehicles")
+                for spec in specs:
+                    lab = attacks.label(spec)
+                    attacked = attacks.apply(frame, spec, attackers, attack_rng(p.attacks.seed, lab, share))
+                    feats = featurize(attacked, params, sched)
+                    train, test = feats.loc[train_rows], feats.loc[test_rows]
+                    models.check_disjoint(train, test, by_day)
+                    base = {"repeat": rep, "share": share, "split": m.split, "attack": lab, "attack_name": spec["name"],
+                            "attack_params": json.dumps(attacks.resolve(spec), sort_keys=True),
+                            "n_train": len(train), "n_test": len(test),
+                            "test_attackers": int(test.groupby(ID)["is_attack"].any().sum()),
+                            "test_attacked_messages": int(test["is_attack"].sum())}
+                    for det_name in m.detectors:
+                        det = models.make_detector(det_name, p.model).fit(train, train["is_attack"].to_numpy(bool))
+                        score = det.score(test)
+                        res = models.evaluate(det, test, score)
+                        scores.append(pd.DataFrame({
+                            "repeat": rep, "share": share, "attack": lab, "detector": det_name,
+                            ID: test[ID].to_numpy(), TIME: test[TIME].to_numpy(),
+                            "is_attack": test["is_attack"].to_numpy(bool),
+                            "is_attack_cond": test["is_attack_cond"].to_numpy(bool),
+                            "score": score}))
+                        for level in LEVELS:
+                            rows.append({**base, "detector": det_name, "level": level,
+                                         **{k: res[level][k] for k in METRICS}})
+                        for feat, v in (det.importances() if hasattr(det, "importances") else {}).items():
+                            imps.append({"repeat": rep, "share": share, "attack": lab, "detector": det_name,
+                                         "feature": feat, "importance": v})
+                        if si == 0 and rep == 0:
+                            models.save_model(det, out / "models" / f"{lab}__{det_name}.joblib",
+                                              {"attack": spec, "share": share, "params": config.to_dict(params)})
+                    f1s = {r["detector"]: round(r["f1"], 3) for r in rows[-len(LEVELS) * len(m.detectors):]
+                           if r["level"] == "message"}
+                    _say(progress, f"  {tag}share {share:g} {lab}: F1 {f1s}")
     results = pd.DataFrame(rows)
     corpus = {**copies, "vehicles": int(frame[ID].nunique())}  # what the numbers rest on
-    _write(out, params, results, pd.DataFrame(imps, columns=["share", "attack", "detector", "feature",
+    _write(out, params, results, pd.DataFrame(imps, columns=["repeat", "share", "attack", "detector", "feature",
                                                              "importance"]), corpus)
     # every test message's score, so PR curves and thresholds can be drawn without re-running
     pd.concat(scores, ignore_index=True).to_parquet(out / "scores.parquet", index=False)
@@ -221,10 +226,24 @@ def _clean(x: Any) -> Any:
     return x
 
 
-def f1_table(results: pd.DataFrame, share: float, level: str = "message") -> dict[str, dict[str, float]]:
-    """{detector: {attack: F1}} for one share and level."""
+def f1_table(results: pd.DataFrame, share: float, level: str = "message", stat: str = "mean"
+             ) -> dict[str, dict[str, float]]:
+    """{detector: {attack: F1}} for one share and level: the mean over repeats (`stat="std"`: their
+    spread, NaN for one repeat); undefined F1s (no attacker in a test side) are skipped."""
     r = results[(results["share"] == share) & (results["level"] == level)]
-    return {d: {a: float(v) for a, v in zip(g["attack"], g["f1"])} for d, g in r.groupby("detector", sort=False)}
+    agg = r.groupby(["detector", "attack"], sort=False)["f1"].agg(stat)
+    out: dict[str, dict[str, float]] = {}
+    for (d, a), v in agg.items():
+        out.setdefault(d, {})[a] = float(v)
+    return out
+
+
+def repeat_params(params: config.Params, rep: int) -> config.Params:
+    """The params of repeat `rep`: attack and model seeds + rep (repeat 0 is `params` itself)."""
+    if rep == 0:
+        return params
+    return params.model_copy(update={"attacks": params.attacks.model_copy(update={"seed": params.attacks.seed + rep}),
+                                     "model": params.model.model_copy(update={"seed": params.model.seed + rep})})
 
 
 def quality_bar(results: pd.DataFrame, share: float) -> dict[str, Any]:
@@ -259,22 +278,29 @@ MIN_TEST_ATTACKERS = 5  # below this a share's F1 rests on a handful of vehicles
 def caveats(results: pd.DataFrame) -> list[str]:
     """Plain warnings about what the numbers rest on: shares whose test side holds few attackers."""
     out = []
+    repeats = int(results["repeat"].nunique()) if "repeat" in results else 1
     for share, grp in results.groupby("share", sort=True):
         few = int(grp["test_attackers"].min())
         if few < MIN_TEST_ATTACKERS:
             out.append(f"share {share:g}: F1 rests on {few} test attacker vehicle{'s' * (few != 1)} "
-                       f"(min over attacks); compare several attacks.seed / model.seed values before citing it")
+                       f"(min over attacks{' and repeats' if repeats > 1 else ''}); "
+                       + (f"the F1 tables average {repeats} repeats, see f1_sd" if repeats > 1 else
+                          "set model.repeats (e.g. 5) or compare seeds before citing it"))
     return out
 
 
 def summary(params: config.Params, results: pd.DataFrame) -> dict[str, Any]:
-    """F1 tables (primary share, every share, vehicle level), the quality bars and caveats."""
+    """F1 tables (primary share, every share, vehicle level; means over repeats, with their spread
+    `f1_sd` when there are several), the quality bars and caveats."""
     primary = _shares(params)[0]
+    spread = {"f1_sd": f1_table(results, primary, stat="std")} if params.model.repeats > 1 else {}
     return {
         "caveats": caveats(results),
         "split": params.model.split,
         "share": primary,
+        "repeats": params.model.repeats,
         "f1": f1_table(results, primary),
+        **spread,
         "f1_by_share": {str(s): f1_table(results, s) for s in _shares(params)},
         "f1_vehicle": f1_table(results, primary, "vehicle"),
         "quality_bar": quality_bar(results, primary),
@@ -296,5 +322,6 @@ def run_cli(params: config.Params, out_dir: str | Path, progress: Progress = Non
     summ = summary(params, run(params, out_dir, progress))
     for c in summ["caveats"]:
         _say(progress, f"caveat: {c}")
-    return _clean({**{k: summ[k] for k in ("f1", "split", "share", "f1_by_share", "quality_bar", "caveats")},
+    keys = ("f1", "f1_sd", "repeats", "split", "share", "f1_by_share", "quality_bar", "caveats")
+    return _clean({**{k: summ[k] for k in keys if k in summ},
                    "out": str(out_dir), "files": sorted(p.name for p in Path(out_dir).iterdir())})
