@@ -274,9 +274,8 @@ def _careful_crumbs(crumbs: pd.Series, ctx: _Ctx, rows: np.ndarray, dlat: np.nda
     p_lat[ctx.first], p_lon[ctx.first] = s_lat[ctx.first], s_lon[ctx.first]  # nothing to agree with yet
     prev_lat[ctx.order], prev_lon[ctx.order] = p_lat, p_lon
     slat, slon = CRUMB_SIGN * (prev_lat - dlat), CRUMB_SIGN * (prev_lon - dlon)
-    since = np.empty(ctx.n)
-    since[ctx.order] = ctx.dt_s
-    return shift_crumbs(crumbs, slat, slon, rows & ((slat != 0) | (slon != 0)), full_age_s=since)
+    return shift_crumbs(crumbs, slat, slon, rows & ((slat != 0) | (slon != 0)),
+                        full_age_s=_per_message(ctx, ctx.dt_s))
 
 
 def _speed_write(frame: pd.DataFrame, rows: np.ndarray, fake: np.ndarray, params: dict) -> pd.DataFrame:

@@ -22,18 +22,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from wydot_lab.frames import ID, LAT, LON, TIME, time_ns
+from wydot_lab.frames import ID, LAT, LON, SEC_MARK, TIME, received, time_ns
 
 COPY_WINDOW_S = 10.0
-KEY = (ID, "coreData_msgCnt", "coreData_secMark", LAT, LON)
+KEY = (ID, "coreData_msgCnt", SEC_MARK, LAT, LON)
 
 
-def transmission_ids(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S) -> np.ndarray:
+def transmission_ids(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S, with_times: bool = False):
     """A transmission number per row (copies of one BSM share it), in row order. Every copy
-    lies within `window_s` of the first copy of its transmission."""
+    lies within `window_s` of the first copy of its transmission. `with_times`: also the
+    generatedAt (int64 ns) it compared."""
     n = len(frame)
     if n == 0:
-        return np.zeros(0, np.int64)
+        return (np.zeros(0, np.int64),) * 2 if with_times else np.zeros(0, np.int64)
     codes = [pd.factorize(frame[c], use_na_sentinel=True)[0] for c in KEY]
     t = time_ns(frame[TIME])
     known = np.logical_and.reduce([c >= 0 for c in codes]) & (t != np.iinfo(np.int64).min)  # NaT
@@ -57,27 +58,25 @@ def transmission_ids(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S) -> np
                 same[i], first = False, ts[i]
     ids = np.empty(n, np.int64)
     ids[order] = np.cumsum(~same) - 1
-    return ids
+    return (ids, t) if with_times else ids
+
+
+def kept(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S) -> tuple[np.ndarray, dict]:
+    """(positions of one row per transmission, ascending; counts): the sender's own copy where
+    logged, else the earliest."""
+    n = len(frame)
+    ids, t = transmission_ids(frame, window_s, with_times=True)
+    pick = np.lexsort((np.arange(n), t, received(frame), ids))  # per transmission: own copy, then earliest
+    first = np.ones(n, bool)
+    first[1:] = ids[pick][1:] != ids[pick][:-1]
+    keep = np.sort(pick[first])
+    copies = np.bincount(ids, minlength=int(ids.max()) + 1 if n else 0)
+    return keep, {"records": n, "transmissions": len(keep), "copies_dropped": n - len(keep),
+                  "logged_more_than_once": int((copies > 1).sum())}
 
 
 def collapse(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S) -> tuple[pd.DataFrame, dict]:
     """(one row per transmission, in input order; counts). The index is kept, so a row can be
     traced back to its record; with no copies the frame itself comes back."""
-    ids = transmission_ids(frame, window_s)
-    n = len(frame)
-    own = ~(_equals(frame, "metadata_bsmSource", "RV") | _equals(frame, "metadata_recordType", "rxMsg"))
-    t = time_ns(frame[TIME]) if n else np.zeros(0, np.int64)
-    pick = np.lexsort((np.arange(n), t, ~own, ids))  # per transmission: own copy, then earliest
-    first = np.ones(n, bool)
-    first[1:] = ids[pick][1:] != ids[pick][:-1]
-    keep = np.sort(pick[first])
-    copies = np.bincount(ids, minlength=int(ids.max()) + 1 if n else 0)
-    report = {"records": n, "transmissions": len(keep), "copies_dropped": n - len(keep),
-              "logged_more_than_once": int((copies > 1).sum())}
-    return (frame if len(keep) == n else frame.iloc[keep]), report
-
-
-def _equals(frame: pd.DataFrame, col: str, value: str) -> np.ndarray:
-    if col not in frame:
-        return np.zeros(len(frame), bool)
-    return frame[col].eq(value).fillna(False).to_numpy(bool)
+    keep, report = kept(frame, window_s)
+    return (frame if len(keep) == len(frame) else frame.iloc[keep]), report

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from wydot_lab import attacks, config, dedup, features, layout, models
-from wydot_lab.frames import ID, TIME, sent_ns, to_frame
+from wydot_lab.frames import ID, TIME, by_vehicle, to_frame
 
 Progress = Callable[[str], None] | None
 METRICS = ("precision", "recall", "f1", "pr_auc", "tn", "fp", "fn", "tp", "n")
@@ -66,9 +66,11 @@ def records_frame(table: pa.Table) -> tuple[pd.DataFrame, dict]:
     """(clean frame, one row per transmission in (id, time sent) order with a fresh index; dedup counts).
     What attacks, features and the experiment start from (`dedup`: copies of one BSM logged by
     several loggers would read as messages 0 s apart)."""
-    frame, report = dedup.collapse(to_frame(table))
-    frame = frame.assign(_sent=sent_ns(frame)).sort_values([ID, "_sent"], kind="stable")
-    return frame.drop(columns="_sent").reset_index(drop=True), report
+    frame = to_frame(table)
+    keep, report = dedup.kept(frame)
+    order = by_vehicle(frame).order
+    order = order[np.isin(order, keep, assume_unique=True)]  # the kept rows, in (id, time sent) order
+    return frame.take(order).reset_index(drop=True), report
 
 
 @contextlib.contextmanager

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from wydot_lab import geo
-from wydot_lab.frames import CRUMB_SIGN, CRUMBS, ID, LAT, LON, TIME, by_vehicle, first_crumbs, floats
+from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, TIME, by_vehicle, first_crumbs, floats, received,
+                              segment_start)
 
 # F2MD legacy thresholds, units adapted (DOMAIN.md section 4)
 SPEED_CAP_MPS = 35.8  # privacy-filter cap; genuine published data never exceeds it
@@ -115,7 +116,7 @@ class _Groups:
         every silence > RUN_GAP_S."""
         self.first = first
         self.new_run = ~_in_run(dt)
-        self.run_start = np.maximum.accumulate(np.where(self.new_run, np.arange(len(dt)), 0))
+        self.run_start = segment_start(self.new_run)
 
     def prev(self, v: np.ndarray) -> np.ndarray:
         out = np.r_[np.nan, v[:-1]] if len(v) else v.astype(float)
@@ -233,15 +234,16 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
     out.update(_crumb_features(f, x, y, dt, px, py, heading, speed))
 
     noise = sm_ + g.prev(sm_)
-    close = ~g.new_run  # consecutive messages of one run (whatever the sampling period)
+    # pair checks read the since-previous values: NaN (so never flagged) at a run's first message
+    dist, dv, resid, hb = (out[k] for k in ("dist_m", "delta_speed_mps", "speed_residual_mps",
+                                            "heading_bearing_diff_deg"))
     with np.errstate(invalid="ignore", divide="ignore"):
         flags = {
             "flag_speed": (speed > SPEED_CAP_MPS) | (speed < SPEED_FLOOR_MPS),
             "flag_position_jump": dist > V_MAX_MPS * dt + noise,
-            "flag_speed_change": close & ((dv > A_MAX_MPS2 * dt + SPEED_NOISE_MPS)
-                                          | (dv < -D_MAX_MPS2 * dt - SPEED_NOISE_MPS)),
-            "flag_position_speed": close & (np.abs(resid) > POS_SPEED_TOL_MPS + noise / dt),
-            "flag_heading": close & (hb > HEADING_MAX_DEG) & (speed > MOVING_MIN_MPS),
+            "flag_speed_change": (dv > A_MAX_MPS2 * dt + SPEED_NOISE_MPS) | (dv < -D_MAX_MPS2 * dt - SPEED_NOISE_MPS),
+            "flag_position_speed": np.abs(resid) > POS_SPEED_TOL_MPS + noise / dt,
+            "flag_heading": (hb > HEADING_MAX_DEG) & (speed > MOVING_MIN_MPS),
             "flag_beacon": dt < MIN_BEACON_S,
             "flag_sudden_appearance": _sudden(f, x, y, g.new_run),
             "flag_offroad": dcl > ROAD_TOL_M + sm_,
@@ -267,11 +269,11 @@ def _sudden(f: pd.DataFrame, x: np.ndarray, y: np.ndarray, new_run: np.ndarray) 
     its known receiver. A vehicle's own log (bsmTx, bsmLogDuringEvent) records its own position
     as the "receiver", so there every run start would be sudden, and an attack that falsifies
     the position would give itself away against that field."""
-    if "metadata_recordType" not in f or not len(f):
-        return np.zeros(len(f), bool)
-    received = f["metadata_recordType"].eq("rxMsg").fillna(False).to_numpy(bool)
+    if not len(f):
+        return np.zeros(0, bool)
+    received_ = received(f)
     rlat, rlon = floats(f, "metadata_rmd_latitude"), floats(f, "metadata_rmd_longitude")
-    known = received & np.isfinite(rlat) & np.isfinite(rlon) & ((rlat != 0) | (rlon != 0))
+    known = received_ & np.isfinite(rlat) & np.isfinite(rlon) & ((rlat != 0) | (rlon != 0))
     if not known.any():
         return np.zeros(len(f), bool)
     rx, ry = np.full(len(f), np.nan), np.full(len(f), np.nan)

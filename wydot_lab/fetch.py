@@ -186,9 +186,10 @@ def plan(source: Source, cache: cache_mod.Cache, start, end, ttl_days: float | N
         if st[0] == cache_mod.CORRUPT and part.manifest and part.manifest.get("status") != cache_mod.CORRUPT:
             cache.mark_corrupt(part, st[1])
         status[h] = st
-    cache_mod.check_source(cache, source.spec.identity(), manifests, t0, t1)
+    source_id = source.spec.identity()
+    cache_mod.check_source(cache, source_id, manifests, t0, t1)
     return Plan(source.spec.display(), source.spec.mode(), cache.root_url, t0, t1, hours, status, listings, failed,
-                manifests, price_per_gb, offline, source.spec.identity())
+                manifests, price_per_gb, offline, source_id)
 
 
 # ---------------------------------------------------------------- download + ingest

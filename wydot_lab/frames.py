@@ -70,6 +70,15 @@ def sent_ns(frame: pd.DataFrame) -> np.ndarray:
     return np.where(ok, sent, t)
 
 
+def received(frame: pd.DataFrame) -> np.ndarray:
+    """Rows a receiver logged (bsmSource RV or recordType rxMsg), not the sender itself."""
+    out = np.zeros(len(frame), bool)
+    for col, value in (("metadata_bsmSource", "RV"), ("metadata_recordType", "rxMsg")):
+        if col in frame:
+            out |= frame[col].eq(value).fillna(False).to_numpy(bool)
+    return out
+
+
 def floats(frame: pd.DataFrame, col: str) -> np.ndarray:
     """A column as float64, NaN where null."""
     return frame[col].to_numpy(dtype=float, na_value=np.nan)
@@ -96,7 +105,12 @@ class VehicleOrder:
     @functools.cached_property
     def start(self) -> np.ndarray:
         """In sorted order: the position where the row's vehicle starts."""
-        return np.maximum.accumulate(np.where(self.first, np.arange(len(self.first)), 0))
+        return segment_start(self.first)
+
+
+def segment_start(first: np.ndarray) -> np.ndarray:
+    """For each position, the last position at or before it where `first` is True (0 if none)."""
+    return np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
 
 
 def vehicle_codes(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -87,15 +87,24 @@ def hour_label(hour: dt.datetime) -> str:
     return f"{hour:%Y-%m-%dT%H}"
 
 
+def source_root(url: str) -> str:
+    """Path of a source root as its filesystem sees it: `bucket/prefix`, or a folder."""
+    if url.startswith(("s3://", "s3a://")):
+        u = urlsplit(url)
+        return (u.netloc + "/" + u.path.strip("/")).rstrip("/")
+    if url.startswith("file://"):
+        return url[len("file://"):].rstrip("/") or "/"
+    if "://" in url:
+        return url.split("://", 1)[1].rstrip("/")
+    return os.path.abspath(url)
+
+
 def source_identity(url: str) -> str:
     """Which data a source URL names, whatever its spelling or endpoint: `s3://bucket/prefix`, or
     a resolved path. Cache manifests keep it, so one cache root never mixes two sources."""
+    root = source_root(url)
     if url.startswith(("s3://", "s3a://")):
-        u = urlsplit(url)
-        return "s3://" + (u.netloc + "/" + u.path.strip("/")).rstrip("/")
-    if url.startswith("file://"):
-        return os.path.realpath(url[len("file://"):].rstrip("/") or "/")
-    if "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://{rest.rstrip('/')}"
-    return os.path.realpath(url)
+        return f"s3://{root}"
+    if "://" not in url or url.startswith("file://"):
+        return os.path.realpath(root)
+    return f"{url.split('://', 1)[0]}://{root}"

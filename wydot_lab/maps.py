@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wydot_lab.frames import ID as VEHICLE, LAT, LON, TIME, floats, sent_ns, time_ns
+from wydot_lab.frames import LAT, LON, by_vehicle, floats
 
 EARTH_RADIUS = 6378137.0  # the Web Mercator sphere
 
@@ -62,9 +62,9 @@ def project(df: Any, lon: str = LON, lat: str = LAT) -> Any:
 # ------------------------------------------------------------------ line breaks
 
 
-def break_lines(df: pd.DataFrame, vehicle: str = VEHICLE, time: str = TIME,
-                max_gap_s: float = 300.0, keep: tuple[str, ...] = ()) -> pd.DataFrame:
-    """`x`, `y` sorted by vehicle and time with a NaN row between vehicles and across gaps.
+def break_lines(df: pd.DataFrame, max_gap_s: float = 300.0, keep: tuple[str, ...] = ()) -> pd.DataFrame:
+    """`x`, `y` in (vehicle, time sent) order, as features see them (`frames.by_vehicle`), with a
+    NaN row between vehicles and across gaps.
 
     Datashader lifts the pen at NaN, so a line never joins two vehicles (or two trips of one).
     Fully vectorized: one sort, one boundary mask, one scatter into the padded output.
@@ -72,13 +72,10 @@ def break_lines(df: pd.DataFrame, vehicle: str = VEHICLE, time: str = TIME,
     cols = ["x", "y", *keep]
     if df.empty:
         return pd.DataFrame({c: pd.Series(dtype="float32") for c in cols})
-    # in the order sent (secMark), as features see it: a receiver's batched log stamps would zigzag
-    d = df.assign(_t=sent_ns(df) if time == TIME else time_ns(df[time]))
-    d = d.sort_values([vehicle, "_t"], kind="stable")
-    ids = d[vehicle].to_numpy()
-    t = d["_t"].to_numpy()
-    new = np.zeros(len(d), dtype=bool)
-    new[1:] = (ids[1:] != ids[:-1]) | (np.abs(np.diff(t)) > max_gap_s * 1e9)
+    vo = by_vehicle(df)  # time sent: a receiver's batched log stamps would zigzag
+    d = df.iloc[vo.order]
+    new = ~(vo.dt_s <= max_gap_s)  # a vehicle's first row (NaN) or a gap
+    new[:1] = False  # nothing to separate before the first row
     breaks = np.flatnonzero(new)
     n_out = len(d) + len(breaks)
     pos = np.arange(len(d)) + np.searchsorted(breaks, np.arange(len(d)), side="right")

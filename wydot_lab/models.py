@@ -59,18 +59,19 @@ class SklearnDetector:
         self.estimator, self.features = estimator, list(features)
         self.empty: np.ndarray = np.zeros(0, int)  # feature columns with no value at all in training
 
-    def _matrix(self, X: pd.DataFrame) -> np.ndarray:
+    def _matrix(self, X: pd.DataFrame, fitting: bool = False) -> np.ndarray:
         """Features as floats; columns empty in training are a constant 0, which no tree can
         split on (HistGradientBoosting crashes on an all-NaN column, e.g. a window std when
         every run is two messages long)."""
         m = X[self.features].to_numpy(float)
+        if fitting:
+            self.empty = np.flatnonzero(np.isnan(m).all(axis=0))
         m[:, self.empty] = 0.0
         return m
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> "SklearnDetector":
-        self.empty = np.flatnonzero(np.isnan(X[self.features].to_numpy(float)).all(axis=0))
         with _one_omp_thread():
-            self.estimator.fit(self._matrix(X), np.asarray(y, bool))
+            self.estimator.fit(self._matrix(X, fitting=True), np.asarray(y, bool))
         # score on one thread: a forest summed by parallel threads adds its trees in a racy
         # order, so the last bits of a score (and PR-AUC ties) would change from run to run
         if "n_jobs" in self.estimator.get_params():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -94,14 +93,7 @@ class SourceSpec:
     @property
     def root(self) -> str:
         """Path of the source root as the filesystem sees it (`bucket/prefix` or a folder)."""
-        if self.is_s3:
-            u = urlsplit(self.url)
-            return (u.netloc + "/" + u.path.strip("/")).rstrip("/")
-        if self.url.startswith("file://"):
-            return self.url[len("file://"):].rstrip("/") or "/"
-        if "://" in self.url:
-            return self.url.split("://", 1)[1].rstrip("/")
-        return os.path.abspath(self.url)
+        return layout.source_root(self.url)
 
     def mode(self) -> str:
         """Human description of the credential mode, for messages and manifests."""

@@ -52,7 +52,7 @@ import pandas as pd
 import pyarrow as pa
 
 from wydot_lab import geo, layout
-from wydot_lab.config import MAX_DEFECT_SHARE
+from wydot_lab.config import SynthParams
 from wydot_lab.frames import CRUMB_SIGN
 from wydot_lab.schema import BSM_SCHEMA, CRUMB, conform
 
@@ -843,18 +843,13 @@ def generate(start, days: int = 1, vehicles: int = 100, rate_hz: float = 0.1, se
     `source_object` = the relative key); with truth=True also a DataFrame of the true
     positions, row-aligned. `defect_share` adds no rows: it only moves `source_line` past the
     defect lines `write_corpus` writes in between."""
-    _check_defect_share(defect_share)
+    SynthParams(records_per_hour=records_per_hour, defect_share=defect_share)  # the params' bounds, one copy
     units = list(_simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour, defect_share))
     blocks = [b for b, _ in units]
     table = pa.concat_tables([to_table(b, bad) for b, bad in units]) if blocks else BSM_SCHEMA.empty_table()
     if not truth:
         return table
     return table, pd.DataFrame({k: np.concatenate([b.truth[k] for b in blocks]) for k in blocks[0].truth})
-
-
-def _check_defect_share(share: float) -> None:
-    if not 0.0 <= share <= MAX_DEFECT_SHARE:  # also False for NaN
-        raise ValueError(f"defect_share must be in [0, {MAX_DEFECT_SHARE}], got {share}")
 
 
 def _write_unit(out: str, vehicles: int, rate_hz: float, seed: int, records_per_hour, defect_share: float,
@@ -888,9 +883,7 @@ def write_corpus(out, start, days: int = 1, vehicles: int = 100, rate_hz: float 
     what ingest finds in it, `defects` the defect lines by kind (DEFECTS). The bytes do not
     depend on `workers` (default: all CPUs when there are more than ~100k records)."""
     t0 = time.perf_counter()
-    if records_per_hour is not None and records_per_hour < 1:
-        raise ValueError("records_per_hour must be >= 1")
-    _check_defect_share(defect_share)
+    SynthParams(records_per_hour=records_per_hour, defect_share=defect_share)  # the params' bounds, one copy
     hours = _hours(start, days)
     units = _units(vehicles, rate_hz, records_per_hour, hours)
     per_hour = vehicles * 3600 * rate_hz if records_per_hour is None else records_per_hour

@@ -30,6 +30,17 @@ RANGES: dict[str, tuple[str, float, float]] = {
     "length_range": ("coreData_size_length", 0, 4095),
 }
 
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+# the one column each value rule checks, and what it allows (quarantine reasons quote both)
+VALUE_RULES: dict[str, tuple[str, str]] = {
+    **{rule: (col, f"(allowed {_num(lo)}..{_num(hi)})") for rule, (col, lo, hi) in RANGES.items()},
+    "id_format": ("coreData_id", "(8 hex digits)"),
+}
+
 # Wyoming's bounding box; I-80 runs through its south (a warning only)
 WYOMING = {"lat": (40.99, 45.01), "long": (-111.06, -104.05)}
 
@@ -83,21 +94,24 @@ def rule_name(reason: str) -> str:
     return reason.split(" ", 1)[0]
 
 
+def _rules(reasons: pa.Array) -> pa.Array:
+    """`rule_name` of every reason, in Arrow (reasons carry values, so nearly every one is distinct)."""
+    return pc.list_element(pc.split_pattern(reasons, " ", max_splits=1), 0)
+
+
 def reason_rules(quarantine: pa.Table) -> pd.DataFrame:
-    """One row per (quarantined record, reason): `row` (record index), `reason`, `rule`
-    (`rule_name` of the reason, called once per distinct reason, not per record)."""
+    """One row per (quarantined record, reason): `row` (record index), `reason`, `rule`."""
     reasons = quarantine.column("reasons")
     flat = pc.list_flatten(reasons)
-    distinct = pc.unique(flat)
-    rules = np.array([rule_name(r) for r in distinct.to_pylist()], dtype=object)
     return pd.DataFrame({"row": pc.list_parent_indices(reasons).to_numpy(),
                          "reason": flat.to_numpy(zero_copy_only=False),
-                         "rule": rules[pc.index_in(flat, distinct).to_numpy()] if len(flat) else rules})
+                         "rule": _rules(flat).to_numpy(zero_copy_only=False)})
 
 
 def reason_counts(quarantine: pa.Table) -> dict[str, int]:
     """Records per rule (a record failing two rules counts under both)."""
-    return {str(k): int(v) for k, v in reason_rules(quarantine)["rule"].value_counts(sort=False).items()}
+    counts = pc.value_counts(_rules(pc.list_flatten(quarantine.column("reasons"))))
+    return {str(v["values"]): int(v["counts"]) for v in counts.to_pylist()}
 
 
 def examples(quarantine: pa.Table, per_rule: int = 1, width: int = 100) -> pd.DataFrame:
@@ -117,8 +131,8 @@ def examples(quarantine: pa.Table, per_rule: int = 1, width: int = 100) -> pd.Da
                          "line": quarantine.column("source_line").take(rows).to_numpy(), "text": excerpt})
 
 
-# the JSON path a rule is about, where its column name does not spell it
-_PATHS = {"id_format": "coreData_id", "missing_id": "coreData", "missing_position": "coreData",
+# the JSON path a rule is about, where it checks no single column
+_PATHS = {"missing_id": "coreData", "missing_position": "coreData",
           "bad_timestamp": "metadata_recordGeneratedAt", "missing_generatedAt": "metadata",
           "unknown_schema_version": "metadata_schemaVersion", "missing_coreData": "payload_data"}
 
@@ -130,7 +144,7 @@ def _focus(rule: str, reason: str) -> list[str] | str | None:
         return "$" if "truncated" in reason else None
     if rule == "wrong_type" and "`" in reason:
         return reason.split("`")[1].lstrip("$.").split(".")
-    path = _PATHS.get(rule) or (RANGES[rule][0] if rule in RANGES else None)
+    path = _PATHS.get(rule) or VALUE_RULES.get(rule, (None,))[0]
     return path.split("_") if path else None
 
 
@@ -154,15 +168,14 @@ def _excerpt(text: str, focus: list[str] | str | None, width: int) -> str:
     return ("..." if start else "") + out + ("..." if start + width < len(text) else "")
 
 
-def reasons_per_row(errors: dict[str, np.ndarray], table: pa.Table | None = None
-                    ) -> tuple[np.ndarray, list[list[str]]]:
-    """(bad mask, the failed rules of each bad row, in row order). With the checked `table`,
-    a range or id rule says what it saw: "speed_range 900 (allowed 0..163.8)" (`rule_name`
+def reasons_per_row(errors: dict[str, np.ndarray], table: pa.Table) -> tuple[np.ndarray, list[list[str]]]:
+    """(bad mask, the failed rules of each bad row, in row order), from the masks of `check` on
+    `table`; a range or id rule says what it saw: "speed_range 900 (allowed 0..163.8)" (`rule_name`
     still reads "speed_range"), so a quarantined record explains itself."""
     names = list(errors)
     stacked = np.column_stack([errors[k] for k in names]) if names else np.zeros((0, 0), bool)
     bad = stacked.any(axis=1) if names else np.zeros(0, bool)
-    detail = _details(errors, table) if table is not None else {}
+    detail = _details(errors, table)
     rows = np.flatnonzero(bad)
     reasons = [[detail.get((names[j], i), names[j]) for j in np.flatnonzero(row)] for i, row in zip(rows, stacked[bad])]
     return bad, reasons
@@ -171,9 +184,7 @@ def reasons_per_row(errors: dict[str, np.ndarray], table: pa.Table | None = None
 def _details(errors: dict[str, np.ndarray], table: pa.Table) -> dict[tuple[str, int], str]:
     """{(rule, row): reason with the value} for the failing rows of the range and id rules."""
     out: dict[tuple[str, int], str] = {}
-    checks = {rule: (col, f"(allowed {_num(lo)}..{_num(hi)})") for rule, (col, lo, hi) in RANGES.items()}
-    checks["id_format"] = ("coreData_id", "(8 hex digits)")
-    for rule, (col, allowed) in checks.items():
+    for rule, (col, allowed) in VALUE_RULES.items():
         rows = np.flatnonzero(errors.get(rule, np.zeros(0, bool)))
         if len(rows):
             values = table.column(col).take(pa.array(rows)).to_pylist()
@@ -181,7 +192,3 @@ def _details(errors: dict[str, np.ndarray], table: pa.Table) -> dict[tuple[str, 
                 seen = repr(v if len(v) <= 40 else v[:40] + "...") if isinstance(v, str) else _num(v)
                 out[rule, i] = f"{rule} {seen} {allowed}"  # the line itself is kept whole beside it
     return out
-
-
-def _num(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else repr(float(v))
