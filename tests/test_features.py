@@ -239,3 +239,18 @@ def test_schema_version_1_keeps_the_processing_stamp():
     t = sent_ns(frame)
     assert t[0] == pd.Timestamp("2021-04-01 12:00:30", tz="UTC").value
     assert t[1] == pd.Timestamp("2021-04-01 12:00:01", tz="UTC").value
+
+
+def test_position_jump_spans_a_silence_the_other_pair_checks_do_not():
+    """60 s of silence, then the vehicle reports 10 km away at half its speed: no silence makes
+    10 km in 61 s plausible, but the speed change belongs to no pair of one run."""
+    line = bsm_frames.later(bsm_frames.straight_line(n=10), 60.0, from_row=5)
+    lat = line.column("coreData_position_lat").to_numpy().copy()
+    lat[5:] += 0.09  # ~10 km north
+    speed = line.column("coreData_speed").to_numpy().copy()
+    speed[5:] /= 2
+    f = _feats(bsm_frames.replaced(line, coreData_position_lat=lat, coreData_speed=speed))
+    start = features.within_run(f).tolist().index(False, 1)  # the second run's first message
+    assert start == 5
+    assert f["flag_position_jump"].tolist() == [0.0] * 5 + [1.0] + [0.0] * 4
+    assert f["flag_speed_change"].sum() == 0 and f["flag_position_speed"].iloc[start] == 0

@@ -234,9 +234,9 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
     out.update(_crumb_features(f, x, y, dt, px, py, heading, speed))
 
     noise = sm_ + g.prev(sm_)
-    # pair checks read the since-previous values: NaN (so never flagged) at a run's first message
-    dist, dv, resid, hb = (out[k] for k in ("dist_m", "delta_speed_mps", "speed_residual_mps",
-                                            "heading_bearing_diff_deg"))
+    # pair checks read the since-previous values, NaN (never flagged) at a run's first message;
+    # but no silence makes a move farther than v_max * dt plausible, so position_jump spans them
+    dv, resid, hb = (out[k] for k in ("delta_speed_mps", "speed_residual_mps", "heading_bearing_diff_deg"))
     with np.errstate(invalid="ignore", divide="ignore"):
         flags = {
             "flag_speed": (speed > SPEED_CAP_MPS) | (speed < SPEED_FLOOR_MPS),
@@ -300,7 +300,8 @@ def markdown() -> str:
              f"A run is a vehicle's messages with no silence longer than {RUN_GAP_S:g} s between them. Features",
              "that compare a message with the previous one (" + ", ".join(f"`{k}`" for k in SINCE_PREVIOUS[1:4])
              + ", ...) are NaN at a run's first message, `dt_s` aside; rolling windows restart with",
-             "every run, and the pairwise F2MD checks compare messages of one run only.", "",
+             "every run, and the pairwise F2MD checks compare messages of one run only, but for position",
+             "consistency (`flag_position_jump`): no silence makes a move farther than v_max * dt plausible.", "",
              "Features read one row per transmission: copies of a BSM that several loggers recorded",
              "(the sender's bsmTx, bsmLogDuringEvent, receivers' rxMsg) are collapsed first",
              "(`wydot_lab.dedup`, called by `experiment.records_frame`), or they would read as messages",
