@@ -146,7 +146,8 @@ def test_defects_same_params_same_bytes_whatever_the_workers(defective, tmp_path
 
 def test_defect_lines_do_not_depend_on_the_chunking(defective, tmp_path, monkeypatch):
     """Objects are formatted CHUNK_ROWS rows at a time; defect lines go after their row
-    whichever chunk it falls in (7-row chunks: most rows are in a later chunk of their object)."""
+    whichever chunk it falls in (7-row chunks: most rows are in a later chunk of their object;
+    1024-row chunks hold whole objects)."""
     monkeypatch.setattr(synth, "CHUNK_ROWS", 7)
     synth.write_corpus(tmp_path, **DEFECTIVE)
     assert _tree(tmp_path) == _tree(defective[0])
@@ -188,7 +189,8 @@ def test_defect_summary_is_what_ingest_finds(defective, defective_ingested):
     assert {k: s[k] for k in COUNTS} == c
     assert set(s["defects"]) == set(synth.KINDS)  # every kind, each with its own reason
     assert 0.03 < (s["records"] - s["valid"]) / s["records"] < 0.07
-    want = {synth.DEFECTS[k]: n for k, n in s["defects"].items() if synth.DEFECTS[k] not in synth.NOT_QUARANTINED}
+    want = {synth.DEFECTS[k].outcome: n for k, n in s["defects"].items()
+            if synth.DEFECTS[k].outcome not in synth.NOT_QUARANTINED}
     assert defective_ingested.quarantine_reasons() == want
     assert len(want) == 6 and all(len(r) == 1 for r in defective_ingested.quarantine["reasons"].to_pylist())
     assert defective_ingested.non_bsm_types() == {"TravelerInformation": s["defects"]["tim"]}
@@ -209,7 +211,7 @@ def test_each_defect_kind_lands_where_DEFECTS_says(corpus, kind):
     rec = next(iter(_tree(corpus[0]).values())).split(b"\n")[0]
     data = rec + b"\n" + synth.defect_line(kind, rec, 0.3)
     r = ingest.ingest_bytes(data, "obj", unknown_version="quarantine")
-    c, place = r.counts(), synth.DEFECTS[kind]
+    c, place = r.counts(), synth.DEFECTS[kind].outcome
     assert c["records"] == 2 and c["valid"] == 1
     if place in synth.NOT_QUARANTINED:
         assert c[place] == 1 and c["quarantined"] == 0

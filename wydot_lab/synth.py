@@ -45,7 +45,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -625,17 +625,6 @@ def format_chunks(b: Block, ranges=None):
 # after which rows, which kind) comes from its own generator, seeded (seed, 2, hour, block):
 # the valid records, their generator and the bytes of a defect_share 0 corpus do not change.
 # Defects are few, so each line is built in Python.
-DEFECTS = {  # kind -> what ingest makes of it: its quarantine reason (validate.rule_name), non_bsm or blank
-    "truncated": "not_json",  # cut mid-record
-    "tim": "non_bsm",  # a TIM (dnMsg, OdeTimPayload) among the BSMs
-    "wrong_type": "wrong_type",  # coreData.speed "unavailable" (a string)
-    "missing_coreData": "missing_coreData",
-    "unknown_schema_version": "unknown_schema_version",  # schemaVersion 9
-    "out_of_range": "heading_range",  # coreData.heading 400
-    "bad_timestamp": "bad_timestamp",  # recordGeneratedAt in the CSV export's "%m/%d/%Y %I:%M:%S %p"
-    "blank": "blank",
-}
-KINDS = tuple(DEFECTS)
 NOT_QUARANTINED = ("non_bsm", "blank")
 
 
@@ -716,35 +705,45 @@ def _bad_time(rec: bytes) -> bytes:
     return rec[:m.start(1)] + text.encode() + rec[m.end(1):]
 
 
-_MAKE = {
-    "truncated": lambda rec, u: rec[:int(len(rec) * (0.1 + 0.8 * u))],
-    "tim": _tim,
-    "wrong_type": lambda rec, u: _sub1(rb'("transmission":"NEUTRAL","speed":)[0-9.]+', rb'\1"unavailable"', rec),
-    "missing_coreData": lambda rec, u: rec[:rec.index(b'"coreData":')] + rec[rec.index(b'"partII":'):],
-    "unknown_schema_version": lambda rec, u: _sub1(rb'"schemaVersion":6,', b'"schemaVersion":9,', rec),
-    "out_of_range": lambda rec, u: _sub1(rb'("heading":)[0-9.]+(,"brakes")', rb"\g<1>400.0000\2", rec),
-    "bad_timestamp": lambda rec, u: _bad_time(rec),
-    "blank": lambda rec, u: b"",
+class DefectKind(NamedTuple):
+    outcome: str  # what ingest makes of it: its quarantine reason (validate.rule_name), non_bsm or blank
+    make: Callable[[bytes, float], bytes]  # (valid record as written, u) -> the defect line's text
+
+
+DEFECTS = {
+    "truncated": DefectKind("not_json", lambda rec, u: rec[:int(len(rec) * (0.1 + 0.8 * u))]),  # cut mid-record
+    "tim": DefectKind("non_bsm", _tim),  # a TIM (dnMsg, OdeTimPayload) among the BSMs
+    "wrong_type": DefectKind("wrong_type", lambda rec, u: _sub1(  # coreData.speed "unavailable" (a string)
+        rb'("transmission":"NEUTRAL","speed":)[0-9.]+', rb'\1"unavailable"', rec)),
+    "missing_coreData": DefectKind("missing_coreData", lambda rec, u: rec[:rec.index(b'"coreData":')]
+                                   + rec[rec.index(b'"partII":'):]),
+    "unknown_schema_version": DefectKind("unknown_schema_version", lambda rec, u: _sub1(  # schemaVersion 9
+        rb'"schemaVersion":6,', b'"schemaVersion":9,', rec)),
+    "out_of_range": DefectKind("heading_range", lambda rec, u: _sub1(  # coreData.heading 400
+        rb'("heading":)[0-9.]+(,"brakes")', rb"\g<1>400.0000\2", rec)),
+    "bad_timestamp": DefectKind("bad_timestamp", lambda rec, u: _bad_time(rec)),  # CSV export's "%m/%d/%Y %I:%M:%S %p"
+    "blank": DefectKind("blank", lambda rec, u: b""),
 }
-assert set(_MAKE) == set(DEFECTS)
+KINDS = tuple(DEFECTS)
 
 
 def defect_line(kind: str, rec: bytes, u: float = 0.5) -> bytes:
     """One defect line (with its newline) made from `rec`, a valid record as written (no newline)."""
-    return _MAKE[kind](rec, u) + b"\n"
+    return DEFECTS[kind].make(rec, u) + b"\n"
 
 
 def _with_defects(chunks, start: int, bad: Defects):
-    """An object's chunks (rows from block row `start`, CHUNK_ROWS per chunk) with the defect
-    lines of `bad` (this object's) each after its row. Only chunks holding one are cut (their
-    line ends found in one vectorised pass)."""
+    """An object's chunks (whole lines, rows from block row `start`) with the defect lines of
+    `bad` (this object's) each after its row. Only chunks holding one are cut (their line ends
+    found in one vectorised pass); the others are only counted."""
     rows, kinds, us = bad.row.tolist(), bad.kind.tolist(), bad.u.tolist()
-    i = 0
-    for c, blob in enumerate(chunks):
-        first = start + c * CHUNK_ROWS
-        k = bisect.bisect_left(rows, first + CHUNK_ROWS, i)
+    i, first = 0, start
+    for blob in chunks:
+        n = blob.count(b"\n")
+        k = bisect.bisect_left(rows, first + n, i)
         if k == i:
             yield blob
+            first += n
             continue
         view = memoryview(blob)
         ends = np.flatnonzero(np.frombuffer(blob, np.uint8) == 10)  # line ends, one vectorised pass
@@ -756,7 +755,7 @@ def _with_defects(chunks, start: int, bad: Defects):
             yield defect_line(KINDS[kinds[d]], bytes(view[pos:end]), us[d])
             done = end + 1
         yield view[done:]
-        i = k
+        i, first = k, first + n
 
 
 # --------------------------------------------------------------------------- tables
@@ -905,7 +904,7 @@ def write_corpus(out, start, days: int = 1, vehicles: int = 100, rate_hz: float 
     records = valid + defects.total()
     by_place = Counter()
     for kind, n in defects.items():
-        by_place[DEFECTS[kind] if DEFECTS[kind] in NOT_QUARANTINED else "quarantined"] += n
+        by_place[DEFECTS[kind].outcome if DEFECTS[kind].outcome in NOT_QUARANTINED else "quarantined"] += n
     return {"records": records, "valid": valid, "quarantined": by_place["quarantined"], "non_bsm": by_place["non_bsm"],
             "blank": by_place["blank"], "defects": {k: defects[k] for k in KINDS if defects[k]},
             "files": files, "seconds": round(secs, 3), "vehicles": vehicles, "hours": len(hours),

@@ -88,15 +88,18 @@ def check(table: pa.Table, generated_raw_present: np.ndarray | None = None
     return errors, warnings
 
 
+RULE_END = " "  # a reason is its rule name, then (after this) what the rule saw
+
+
 def rule_name(reason: str) -> str:
     """The rule a quarantine reason names: "wrong_type at `$.x`" and "unknown_schema_version 9"
     count under "wrong_type" and "unknown_schema_version"."""
-    return reason.split(" ", 1)[0]
+    return reason.split(RULE_END, 1)[0]
 
 
 def _rules(reasons: pa.Array) -> pa.Array:
     """`rule_name` of every reason, in Arrow (reasons carry values, so nearly every one is distinct)."""
-    return pc.list_element(pc.split_pattern(reasons, " ", max_splits=1), 0)
+    return pc.list_element(pc.split_pattern(reasons, RULE_END, max_splits=1), 0)
 
 
 def reason_rules(quarantine: pa.Table) -> pd.DataFrame:
