@@ -1,4 +1,4 @@
-"""Attack registry: spec validation and the invariants of DOMAIN.md section 3 (property tests)."""
+"""Attack registry: spec validation and the invariants of docs/DOMAIN.md section 3 (property tests)."""
 from __future__ import annotations
 
 import functools

@@ -71,6 +71,14 @@ def test_repeats_draw_new_attackers_splits_and_models_and_average(corpus, tmp_pa
     for (det, attack), g in msg.groupby(["detector", "attack"]):
         assert m["f1"][det][attack] == pytest.approx(g["f1"].mean())
         assert m["f1_sd"][det][attack] == pytest.approx(g["f1"].std(), nan_ok=True)
+    for share in (0.3, 0.2):  # every share has its spread: the 5%-style share is the one that moves
+        rows = two[(two["share"] == share) & (two["level"] == "message")]
+        for (det, attack), g in rows.groupby(["detector", "attack"]):
+            assert m["f1_sd_by_share"][str(share)][det][attack] == pytest.approx(g["f1"].std(), nan_ok=True)
+        for det, g in rows.groupby("detector"):
+            per_repeat = g.groupby("repeat")["f1"].mean()
+            assert m["mean_f1_by_share"][str(share)][det] == pytest.approx(
+                {"mean": per_repeat.mean(), "sd": per_repeat.std()})
     scores = pd.read_parquet(tmp_path / "two" / "scores.parquet")
     assert set(scores["repeat"]) == {0, 1}
     assert "f1_sd" not in json.loads((tmp_path / "one" / "metrics.json").read_text())
@@ -141,3 +149,19 @@ def test_caveats_name_shares_resting_on_few_attackers():
     assert experiment.caveats(results.assign(repeat=[0, 1, 0, 1])) == [
         "share 0.05: F1 rests on 2 test attacker vehicles (min over attacks and repeats); the F1 tables average "
         "2 repeats, see f1_sd"]
+
+
+@pytest.mark.timeout(180)
+def test_featurize_runs_on_the_params_scheduler(corpus):
+    """Notebook 03 calls featurize(frame, params): a `dask.scheduler` of tcp://... must get the work."""
+    from distributed import LocalCluster
+
+    frame, _ = experiment.records_frame(corpus)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        before = cluster.scheduler.transition_counter
+        p = config.from_dict({"dask": {"scheduler": cluster.scheduler_address, "npartitions": 2}})
+        feats = experiment.featurize(frame, p)
+        assert cluster.scheduler.transition_counter > before
+    local = experiment.featurize(frame, config.from_dict({"dask": {"npartitions": 2}}))
+    pd.testing.assert_frame_equal(feats, local)

@@ -35,6 +35,12 @@ def test_split_by_day_is_vehicle_and_day_disjoint():
     assert not day(train) & day(test) and len(train) and len(test)
 
 
+def test_split_by_day_on_one_day_names_the_key_and_the_day():
+    f = _toy(days=1)
+    with pytest.raises(ValueError, match=r"model.split vehicle_day .* all on \d{4}-\d\d-\d\d"):
+        models.split(f, 0.34, 4, by_day=True)
+
+
 def test_leak_assertion_fires_on_shared_vehicles_and_days():
     f = _toy()
     with pytest.raises(models.LeakError, match="share 2 vehicle ids"):

@@ -146,6 +146,23 @@ def test_failing_stage_stops_the_run_and_names_its_notebook(tmp_path):
     assert any("b_boom: FAILED" in ln for ln in lines)
 
 
+def test_reused_out_holds_only_this_runs_files(tmp_path):
+    """A second run into the same --out: the first run's stage files are gone, not listed as
+    this run's artefacts; files the stages do not own are left alone."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    nbformat.write(_nb("from pathlib import Path\nPath(out_dir, 'old.txt').write_text('x')"), nbs / "a.ipynb")
+    stage = (pipeline.Stage("a"),)
+    run = tmp_path / "run"
+    pipeline.run(_params_file(tmp_path), out=run, progress=lambda m: None, stages=stage, notebooks=nbs)
+    (run / "notes.md").write_text("mine")
+    nbformat.write(_nb("from pathlib import Path\nPath(out_dir, 'new.txt').write_text('y')"), nbs / "a.ipynb")
+    pipeline.run(_params_file(tmp_path), out=run, progress=lambda m: None, stages=stage, notebooks=nbs)
+    assert sorted(p.name for p in (run / "a").iterdir()) == ["new.txt"]
+    listed = [a["path"] for a in json.loads((run / "run_summary.json").read_text())["artefacts"]]
+    assert sorted(listed) == ["a.ipynb", "a/new.txt"] and (run / "notes.md").read_text() == "mine"
+
+
 def test_missing_output_is_a_failure(tmp_path):
     nbs = tmp_path / "nbs"
     nbs.mkdir()

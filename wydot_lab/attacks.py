@@ -1,4 +1,4 @@
-"""Registry of misbehaviour attacks (DOMAIN.md section 3): pure `(frame, rng, params) -> frame`.
+"""Registry of misbehaviour attacks (docs/DOMAIN.md section 3): pure `(frame, rng, params) -> frame`.
 
 Attackers are whole vehicles, drawn once (`choose_attackers`) before any split; an attack
 function reads the `is_attacker` column, falsifies only those vehicles' messages and adds
@@ -430,7 +430,7 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
 
 
 def default_matrix() -> list[dict]:
-    """Every registered attack with the magnitudes of DOMAIN.md section 3 (naive form)."""
+    """Every registered attack with the magnitudes of docs/DOMAIN.md section 3 (naive form)."""
     out: list[dict] = []
     for name, att in ATTACKS.items():
         if att.magnitude == ("min_m", "max_m"):

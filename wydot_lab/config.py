@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 def project_root() -> Path:
@@ -60,21 +60,37 @@ class DateParams(_Strict):
     start: dt.date = dt.date(2021, 4, 1)
     end: dt.date = dt.date(2021, 4, 3)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> "DateParams":
-        if self.end < self.start:
-            raise ValueError(f"end {self.end} is before start {self.start}")
-        return self
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, end: dt.date, info: ValidationInfo) -> dt.date:
+        start = info.data.get("start")
+        if start is not None and end < start:
+            raise ValueError(f"{end} is before start {start}")
+        return end
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
 
 
 class CacheParams(_Strict):
     root: str = "data/cache"  # local path or any fsspec URL
-    ttl_days: float | None = None  # None: never expires
+    ttl_days: float | None = Field(None, gt=0)  # None: never expires
+
+
+SCHEDULERS = ("threads", "processes", "synchronous", "local-cluster")
 
 
 class DaskParams(_Strict):
-    scheduler: str = "threads"  # threads | processes | synchronous | local-cluster | tcp://host:8786
-    npartitions: int | None = None
+    scheduler: str = "threads"  # one of SCHEDULERS, or tcp://host:port of a running cluster
+    npartitions: int | None = Field(None, ge=1)  # None: about ROWS_PER_PARTITION rows each
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        if v not in SCHEDULERS and not (v.startswith("tcp://") and len(v) > len("tcp://")):
+            raise ValueError(f"{v!r} is not one of {', '.join(SCHEDULERS)} or tcp://host:port")
+        return v
 
 
 MAX_DEFECT_SHARE = 0.5
@@ -116,20 +132,53 @@ class AttackSpec(BaseModel):
         return {k: v for k, v in self.model_dump().items() if k != "name"}
 
 
+Share = Annotated[float, Field(gt=0, lt=1)]
+
+
+def _unique(values: list, what: str) -> list:
+    seen: list = []
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{what} {v} is listed twice")
+        seen.append(v)
+    return values
+
+
 class AttackParams(_Strict):
-    attacker_share: float = Field(0.3, gt=0, lt=1)
-    extra_shares: list[float] = [0.05]  # also evaluated (realistic share)
+    attacker_share: Share = 0.3
+    extra_shares: list[Share] = [0.05]  # also evaluated (realistic share)
     seed: int = 42
     kinds: list[AttackSpec] = []
 
+    @field_validator("kinds")
+    @classmethod
+    def _kinds_once(cls, v: list[AttackSpec]) -> list[AttackSpec]:
+        _unique([k.model_dump() for k in v], "attack")
+        return v
+
+    @field_validator("extra_shares")
+    @classmethod
+    def _shares_once(cls, v: list[float], info: ValidationInfo) -> list[float]:
+        return _unique([info.data.get("attacker_share"), *v], "share")[1:]
+
 
 class ModelParams(_Strict):
-    detectors: list[str] = ["rules", "random_forest", "hist_gradient_boosting", "position_only"]
+    detectors: list[str] = Field(["rules", "random_forest", "hist_gradient_boosting", "position_only"], min_length=1)
     split: Literal["vehicle", "vehicle_day"] = "vehicle"
     test_share: float = Field(0.3, gt=0, lt=1)
     seed: int = 42
     n_estimators: int = Field(200, ge=1)
     repeats: int = Field(1, ge=1)  # independent runs (attack and model seeds +0, +1, ...); F1 tables are means
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, v: list[str]) -> list[str]:
+        from wydot_lab.models import DETECTORS
+
+        unknown = [d for d in v if d not in DETECTORS]
+        if unknown:
+            raise ValueError(f"unknown detector {unknown[0]!r} (known: {', '.join(DETECTORS)})")
+        return _unique(v, "detector")
 
 
 class MapParams(_Strict):
@@ -154,6 +203,13 @@ class Params(_Strict):
     maps: MapParams = MapParams()
     outputs: OutputParams = OutputParams()
 
+    @model_validator(mode="after")
+    def _split_has_days(self) -> "Params":
+        if self.model.split == "vehicle_day" and self.dates.days < 2:
+            raise ValueError(f"model.split: vehicle_day holds out whole days, so it needs at least two days; "
+                             f"dates {self.dates.start}..{self.dates.end} is one (add a day or use split: vehicle)")
+        return self
+
 
 class ParamsError(ValueError):
     """A params file is wrong; the message is one line naming the bad key."""
@@ -162,11 +218,11 @@ class ParamsError(ValueError):
 def _one_line(err: ValidationError, origin: str) -> str:
     parts = []
     for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        loc = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        parts.append(f"{loc}: {msg}")
+        parts.append(f"{loc}: {msg}" if loc else msg)  # cross-key checks name their keys themselves
     return f"{origin}: " + "; ".join(parts)
 
 

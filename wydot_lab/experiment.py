@@ -92,10 +92,14 @@ def _scheduler(dask_params: config.DaskParams) -> Iterator[Any]:
         yield s
 
 
-def featurize(frame: pd.DataFrame, params: config.Params, scheduler: Any = "threads") -> pd.DataFrame:
-    """Features of an attacked frame through the Dask path, back in input order."""
+def featurize(frame: pd.DataFrame, params: config.Params, scheduler: Any = None) -> pd.DataFrame:
+    """Features of an attacked frame through the Dask path, back in input order; computed on
+    `scheduler` (from `_scheduler`), else on the params' `dask.scheduler`."""
     import dask.dataframe as dd
 
+    if scheduler is None:
+        with _scheduler(params.dask) as sched:
+            return featurize(frame, params, sched)
     nparts = params.dask.npartitions or max(1, len(frame) // ROWS_PER_PARTITION)
     ddf = dd.from_pandas(frame, npartitions=nparts, sort=False)
     out = features.featurize(ddf, params.features.window).compute(scheduler=scheduler)
@@ -240,6 +244,16 @@ def f1_table(results: pd.DataFrame, share: float, level: str = "message", stat: 
     return out
 
 
+def mean_f1(results: pd.DataFrame, share: float, level: str = "message") -> dict[str, dict[str, float]]:
+    """{detector: {"mean": mean F1 over attacks, "sd": spread of that mean over repeats}}: the one
+    number per detector a paper cites, with how much it moves when attackers, split and models
+    are drawn again (sd NaN for one repeat)."""
+    r = results[(results["share"] == share) & (results["level"] == level)]
+    per_repeat = r.groupby(["detector", "repeat"] if "repeat" in r else ["detector"], sort=False)["f1"].mean()
+    by_det = per_repeat.groupby(level="detector", sort=False)
+    return {d: {"mean": float(m), "sd": float(sd)} for (d, m), sd in zip(by_det.mean().items(), by_det.std())}
+
+
 def repeat_params(params: config.Params, rep: int) -> config.Params:
     """The params of repeat `rep`: attack and model seeds + rep (repeat 0 is `params` itself)."""
     if rep == 0:
@@ -295,7 +309,10 @@ def summary(params: config.Params, results: pd.DataFrame) -> dict[str, Any]:
     """F1 tables (primary share, every share, vehicle level; means over repeats, with their spread
     `f1_sd` when there are several), the quality bars and caveats."""
     primary = _shares(params)[0]
-    spread = {"f1_sd": f1_table(results, primary, stat="std")} if params.model.repeats > 1 else {}
+    shares = _shares(params)
+    spread = {"f1_sd": f1_table(results, primary, stat="std"),
+              "f1_sd_by_share": {str(s): f1_table(results, s, stat="std") for s in shares}
+              } if params.model.repeats > 1 else {}
     return {
         "caveats": caveats(results),
         "split": params.model.split,
@@ -303,7 +320,8 @@ def summary(params: config.Params, results: pd.DataFrame) -> dict[str, Any]:
         "repeats": params.model.repeats,
         "f1": f1_table(results, primary),
         **spread,
-        "f1_by_share": {str(s): f1_table(results, s) for s in _shares(params)},
+        "f1_by_share": {str(s): f1_table(results, s) for s in shares},
+        "mean_f1_by_share": {str(s): mean_f1(results, s) for s in shares},
         "f1_vehicle": f1_table(results, primary, "vehicle"),
         "quality_bar": quality_bar(results, primary),
     }
@@ -324,6 +342,6 @@ def run_cli(params: config.Params, out_dir: str | Path, progress: Progress = Non
     summ = summary(params, run(params, out_dir, progress))
     for c in summ["caveats"]:
         _say(progress, f"caveat: {c}")
-    keys = ("f1", "f1_sd", "repeats", "split", "share", "f1_by_share", "quality_bar", "caveats")
+    keys = ("f1", "f1_sd", "mean_f1_by_share", "repeats", "split", "share", "f1_by_share", "quality_bar", "caveats")
     return _clean({**{k: summ[k] for k in keys if k in summ},
                    "out": str(out_dir), "files": sorted(p.name for p in Path(out_dir).iterdir())})

@@ -1,4 +1,4 @@
-"""Per-vehicle history features and F2MD plausibility flags (DOMAIN.md section 4).
+"""Per-vehicle history features and F2MD plausibility flags (docs/DOMAIN.md section 4).
 
 Rows are grouped by `coreData_id` and ordered by time; every feature is computed with
 whole-array numpy over all vehicles at once (group boundaries masked, rolling windows
@@ -21,7 +21,7 @@ from wydot_lab import geo
 from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, TIME, by_vehicle, first_crumbs, floats, received,
                               segment_start)
 
-# F2MD legacy thresholds, units adapted (DOMAIN.md section 4)
+# F2MD legacy thresholds, units adapted (docs/DOMAIN.md section 4)
 SPEED_CAP_MPS = 35.8  # privacy-filter cap; genuine published data never exceeds it
 SPEED_FLOOR_MPS = 2.235  # privacy-filter floor (5 mph): the filter dropped every slower record
 V_MAX_MPS = 40.0  # position consistency: no jump above v_max * dt

@@ -1,4 +1,4 @@
-"""Detectors, the vehicle-disjoint split and honest metrics (DOMAIN.md sections 4-5).
+"""Detectors, the vehicle-disjoint split and honest metrics (docs/DOMAIN.md sections 4-5).
 
 Every detector has the scikit-learn shape (`fit`, `predict_proba`-like `score`) and a
 feature list; the rule baseline needs no training. Splits are by vehicle (optionally
@@ -10,11 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import joblib
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support
 from threadpoolctl import threadpool_limits
 
 from wydot_lab.features import FEATURES, REFERENCE
@@ -95,12 +92,18 @@ class SklearnDetector:
         return {} if imp is None else {f: float(v) for f, v in zip(self.features, imp)}
 
 
+# scikit-learn and joblib are imported where used: params validation reads DETECTORS, and
+# importing sklearn would add ~0.7 s to every params load (CLI, notebooks' first cell)
 def _rf(p: Any, features: list[str]) -> SklearnDetector:
+    from sklearn.ensemble import RandomForestClassifier
+
     return SklearnDetector(RandomForestClassifier(
         n_estimators=p.n_estimators, min_samples_leaf=2, n_jobs=-1, random_state=p.seed), features)
 
 
 def _hgb(p: Any, features: list[str]) -> SklearnDetector:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     return SklearnDetector(HistGradientBoostingClassifier(
         max_iter=p.n_estimators, early_stopping=False, random_state=p.seed), features)
 
@@ -175,7 +178,9 @@ def split(frame: pd.DataFrame, test_share: float, seed: int, by_day: bool = Fals
         days = _days(frame)
         uniq = np.unique(days)
         if len(uniq) < 2:
-            raise ValueError("a vehicle-and-day split needs at least two days")
+            raise ValueError(f"model.split vehicle_day needs records on at least two UTC days; these are all "
+                             f"on {uniq[0] if len(uniq) else 'no day'} (use split: vehicle, or a range with data on "
+                             "more days)")
         rng = np.random.default_rng(seed)
         n_test = min(len(uniq) - 1, max(1, int(round(test_share * len(uniq)))))
         test_days = set(rng.choice(uniq, size=n_test, replace=False).tolist())
@@ -190,6 +195,8 @@ def split(frame: pd.DataFrame, test_share: float, seed: int, by_day: bool = Fals
 
 def binary_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, float]:
     """precision, recall, F1, PR-AUC (average precision) and the confusion matrix."""
+    from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support
+
     y, pred = np.asarray(y, bool), np.asarray(pred, bool)
     if not len(y):
         nan = float("nan")
@@ -232,10 +239,14 @@ def save_model(detector: Any, path: str | Path, meta: dict | None = None) -> Pat
     """joblib file holding the fitted detector, its feature list and the params that made it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    import joblib
+
     joblib.dump({"detector": detector, "features": list(detector.features), "meta": meta or {}},
                 path, compress=3)
     return path
 
 
 def load_model(path: str | Path) -> dict:
+    import joblib
+
     return joblib.load(path)

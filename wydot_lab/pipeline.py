@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -89,11 +90,26 @@ def versions() -> dict[str, str]:
     return out
 
 
-def artefacts(run_dir: Path) -> list[dict]:
-    """Every file of the run (path relative to the run folder, bytes, sha256)."""
+def _stage_paths(run_dir: Path, stages: tuple[Stage, ...]) -> list[Path]:
+    """What a run writes: each stage's folder and executed notebook (plus run_summary.json)."""
+    return [p for s in stages for p in (run_dir / s.name, run_dir / f"{s.name}.ipynb")]
+
+
+def _start_clean(run_dir: Path, stages: tuple[Stage, ...]) -> None:
+    """A reused `--out` must not mix an earlier run's files (e.g. models of attacks no longer
+    in the params) into this run's outputs and artefact list; other files are left alone."""
+    for p in [*_stage_paths(run_dir, stages), run_dir / "run_summary.json"]:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def artefacts(run_dir: Path, stages: tuple[Stage, ...] = STAGES) -> list[dict]:
+    """Every file the run's stages wrote (path relative to the run folder, bytes, sha256)."""
     rows = []
-    for p in sorted(run_dir.rglob("*")):
-        if p.is_file() and p.name != "run_summary.json":
+    for p in sorted(f for top in _stage_paths(run_dir, stages) for f in ([top] if top.is_file() else top.rglob("*"))):
+        if p.is_file():
             rows.append({"path": p.relative_to(run_dir).as_posix(), "bytes": p.stat().st_size,
                          "sha256": hashlib.sha256(p.read_bytes()).hexdigest()})
     return rows
@@ -126,6 +142,7 @@ def run(params_path: str | Path, out: str | Path | None = None,
     nb_dir = Path(notebooks) if notebooks else notebooks_dir()
     run_dir = run_dir_for(params, out)
     run_dir.mkdir(parents=True, exist_ok=True)
+    _start_clean(run_dir, stages)
     summary: dict = {"run_id": run_dir.name, "run_dir": str(run_dir), "params_path": str(params_file),
                      "params_sha256_8": params_hash(params), "params": config.to_dict(params),
                      "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -138,7 +155,7 @@ def run(params_path: str | Path, out: str | Path | None = None,
         summary["status"] = "ok"
     finally:
         summary["seconds"] = round(time.perf_counter() - t_run, 3)
-        summary["artefacts"] = artefacts(run_dir)
+        summary["artefacts"] = artefacts(run_dir, stages)
         if summary["status"] == "running":
             summary["status"] = "failed"
         (run_dir / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

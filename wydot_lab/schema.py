@@ -1,7 +1,7 @@
 """The one canonical flat BSM schema, named like the data.transportation.gov export.
 
 Every module reads and writes frames of this schema; nothing else defines columns.
-Units are those ODE emits (DOMAIN.md section 2); sentinels are already nulls.
+Units are those ODE emits (docs/DOMAIN.md section 2); sentinels are already nulls.
 """
 from __future__ import annotations
 
