@@ -289,3 +289,97 @@ def test_a_range_without_source_objects_says_so(three_days, tmp_path):
     with pytest.raises(ValueError, match=r"no valid BSMs for dates 2021-05-01 \.\. 2021-05-01: .* has no objects"):
         fetch.fetch_range(params, progress=False, require_records=True)
     assert fetch.fetch_range(params, progress=False)["valid"] == 0  # without the requirement: an empty answer
+
+
+# ---------------------------------------------------------------- range bounds and the CLI
+
+
+def test_the_end_bounds_own_form_decides_whether_its_day_is_included():
+    from wydot_lab import layout
+
+    def hours(start, end):
+        t0, t1 = layout.hour_range(start, end)
+        return t0, (t1 - t0) // HOUR
+
+    assert hours("2021-04-01", "2021-04-01") == (H0, 24)  # day .. day: both included
+    assert hours(dt.date(2021, 4, 1), dt.date(2021, 4, 2)) == (H0, 48)
+    assert hours("2021-04-01T05:00", "2021-04-01T07:00") == (H0 + 5 * HOUR, 2)  # hour .. hour: end excluded
+    assert hours("2021-04-01T05:30", "2021-04-01T07:10") == (H0 + 5 * HOUR, 3)  # partial hours widen
+    assert hours(H0 + 5 * HOUR, H0 + 7 * HOUR) == (H0 + 5 * HOUR, 2)
+    assert hours("2021-04-01T05:00", "2021-04-01") == (H0 + 5 * HOUR, 19)  # a day end: through its end
+    assert hours("2021-04-01T05:00", "2021-04-02") == (H0 + 5 * HOUR, 43)
+    assert hours(H0 + 5 * HOUR, dt.date(2021, 4, 1)) == (H0 + 5 * HOUR, 19)
+    assert hours("2021-04-01", "2021-04-01T05:00") == (H0, 5)  # an hour end: excluded, whatever the start
+    assert hours("2021-04-01T05", "2021-04-01T06Z") == (H0 + 5 * HOUR, 1)
+    with pytest.raises(ValueError, match="end date 2021-03-31 is before start date 2021-04-01"):
+        layout.hour_range("2021-04-01", "2021-03-31")
+    with pytest.raises(ValueError, match="end 2021-03-31 is before start 2021-04-01T05:00"):
+        layout.hour_range("2021-04-01T05:00", "2021-03-31")
+    with pytest.raises(ValueError, match="end 2021-04-01T05:00 is not after start 2021-04-01T05:00"):
+        layout.hour_range("2021-04-01T05:00", "2021-04-01T05:00")
+    with pytest.raises(ValueError, match="month must be in 1..12"):
+        layout.hour_range("2021-13-03", "2021-04-01")
+
+
+def test_cli_ingest_a_day_end_after_an_hour_start_is_included(three_days, tmp_path, capsys):
+    from wydot_lab import cli
+
+    root = str(tmp_path / "new" / "cache")  # ingest creates a new root
+    args = ["ingest", str(three_days), "--start", "2021-04-01T05:00", "--cache", root]
+    assert cli.main(args + ["--end", "2021-04-02", "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["plan"]
+    assert (plan["hours"], plan["end"]) == (43, "2021-04-03T00:00:00+00:00")
+    assert cli.main(args + ["--end", "2021-04-01"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["fetched"] == 19 and out["valid"] == 19 * PER_HOUR
+    assert [r["hour"] for r in cache_mod.ls(root)] == [f"2021-04-01T{h:02d}" for h in range(5, 24)]
+    assert cli.main(args + ["--end", "2021-04-01T07:00"]) == 0  # an hour end stays excluded
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cached"] == 2
+
+
+@pytest.mark.parametrize("cmd, flag, want", [
+    ("ingest SRC --start 2021-13-03 --end 2021-04-01", "--start",
+     "2021-13-03: month must be in 1..12 (use YYYY-MM-DD or YYYY-MM-DDTHH)"),
+    ("ingest SRC --start 2021-04-01 --end 2021-04-01T25", "--end", "2021-04-01T25: hour must be in 0..23 (use YYYY-MM-DD or YYYY-MM-DDTHH)"),
+    ("cache ls --start 2021-04-31 --end 2021-05-01", "--start", "2021-04-31: day is out of range for month (use YYYY-MM-DD or YYYY-MM-DDTHH)"),
+    ("ingest SRC --start 2021-04-01 --end 2021-04-01 --workers 0", "--workers", "0: must be >= 1"),
+    ("ingest SRC --start 2021-04-01 --end 2021-04-01 --workers two", "--workers", "two: not an integer"),
+    ("ingest SRC --start 2021-04-01 --end 2021-04-01 --dry-run --price-per-gb -1", "--price-per-gb",
+     "-1: must be >= 0"),
+    ("ingest SRC --start 2021-04-01 --end 2021-04-01 --dry-run --price-per-gb nan", "--price-per-gb",
+     "nan: not a finite number"),
+    ("ingest SRC --start 2021-04-01 --end 2021-04-01 --ttl-days 0", "--ttl-days", "0: must be > 0"),
+])
+def test_cli_a_bad_value_names_its_option_and_value(three_days, tmp_path, capsys, cmd, flag, want):
+    from wydot_lab import cli
+
+    root = tmp_path / "cache"
+    root.mkdir()
+    argv = [str(three_days) if a == "SRC" else a for a in cmd.split()] + ["--cache", str(root)]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"wydot-lab {argv[0]}: error: argument {flag}: {want}"
+    assert not any(root.iterdir())  # nothing ran
+
+
+@pytest.mark.parametrize("action", ["ls", "verify", "clear"])
+def test_cli_cache_on_a_local_root_that_does_not_exist_is_an_error(tmp_path, capsys, action):
+    from wydot_lab import cli
+
+    missing = tmp_path / "cahce"
+    for root in (str(missing), f"file://{missing}"):
+        assert cli.main(["cache", action, "--cache", root]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == f"wydot-lab cache: error: no cache at {root} (nothing was ever ingested there; " \
+                               "check --cache)\n"
+    assert not missing.exists()
+    (tmp_path / "a-file").write_text("x")
+    assert cli.main(["cache", action, "--cache", str(tmp_path / "a-file")]) == 2
+    assert "is a file, not a cache folder" in capsys.readouterr().err
+    missing.mkdir()  # an existing, empty root: nothing cached, not an error
+    assert cli.main(["cache", action, "--cache", str(missing)]) == 0
+    capsys.readouterr()
+    assert cli.main(["cache", action, "--cache", "memory://wydot-lab-empty-cache"]) == 0  # remote: may be empty

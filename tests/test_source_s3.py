@@ -490,3 +490,12 @@ def test_killed_ingest_leaves_no_visible_partial_partition(moto, bucket, env_cre
     assert (res["fetched"], res["cached"]) == (21, 3)
     assert not list(root.rglob(".tmp-*"))  # leftovers swept under the lock
     assert cache_mod.verify(str(root))["ok"] == 24
+
+
+def test_cli_ingest_help_says_what_dry_run_does(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["ingest", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    dry = text.split("--dry-run ", 1)[1].split("--price-per-gb PRICE_PER_GB egress")[0]  # its entry in the options list
+    for word in ("objects", "bytes", "cached", "egress cost", "downloads nothing"):
+        assert word in dry, (word, dry)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -17,6 +18,61 @@ class CliError(Exception):
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- argument types
+# argparse reports a bad value as `wydot-lab <cmd>: error: argument --flag: <reason>`.
+
+
+def _range_bound(text: str) -> str:
+    """A `--start`/`--end` value: checked here, passed on as written (its form, day or hour, matters)."""
+    from wydot_lab import layout
+
+    try:
+        layout.parse_bound(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text}: {err} (use YYYY-MM-DD or YYYY-MM-DDTHH)") from None
+    return text
+
+
+def _number(kind: type, low: float, low_ok: bool):
+    """An argparse `type=` for an int or float that must be >= `low` (`low_ok`) or > `low`."""
+    word = "an integer" if kind is int else "a number"
+    bound = f">= {low}" if low_ok else f"> {low}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text}: not {word}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text}: not a finite number")
+        if value < low or (value == low and not low_ok):
+            raise argparse.ArgumentTypeError(f"{text}: must be {bound}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} {bound}"
+    return parse
+
+
+_positive_int = _number(int, 1, True)
+_non_negative_float = _number(float, 0, True)
+_positive_float = _number(float, 0, False)
+
+
+def _existing_cache_root(url: str) -> None:
+    """A local cache root must exist for `cache ls|verify|clear`: a typo would read as an empty cache.
+    (A remote fsspec root may legitimately be empty: not checked.)"""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if "file" not in protocols:
+        return
+    if not fs.exists(path):
+        raise CliError(f"no cache at {url} (nothing was ever ingested there; check --cache)")
+    if not fs.isdir(path):
+        raise CliError(f"--cache {url} is a file, not a cache folder")
 
 
 # ---------------------------------------------------------------- subcommands
@@ -60,6 +116,7 @@ def _cmd_ingest(args: argparse.Namespace) -> dict:
 def _cmd_cache(args: argparse.Namespace) -> dict:
     from wydot_lab import fetch
 
+    _existing_cache_root(args.cache)
     return fetch.run_cache_cli(args, progress=_log)
 
 
@@ -114,8 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("ingest", help="fetch a date range into the Parquet cache")
     i.add_argument("source", help="folder or s3://bucket[/prefix] (e.g. s3://usdot-its-cvpilot-publicdata)")
-    i.add_argument("--start", required=True, help="first UTC day YYYY-MM-DD (or an hour YYYY-MM-DDTHH:00)")
-    i.add_argument("--end", required=True, help="last UTC day, included (or an hour, excluded)")
+    i.add_argument("--start", required=True, type=_range_bound,
+                   help="first UTC day YYYY-MM-DD (or an hour YYYY-MM-DDTHH:00, included)")
+    i.add_argument("--end", required=True, type=_range_bound,
+                   help="last UTC day YYYY-MM-DD, included (or an hour YYYY-MM-DDTHH:00, excluded); "
+                        "e.g. --start 2021-04-01T05:00 --end 2021-04-01 is 19 hours")
     i.add_argument("--cache", required=True, help="cache root, a path or fsspec URL; one root per source")
     i.add_argument("--pilot", default="wydot", help="source folder in the bucket (default wydot)")
     i.add_argument("--type", dest="message_type", default="BSM", help="message type folder (default BSM)")
@@ -126,22 +186,29 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--region", default="us-east-1", help="bucket region (default us-east-1)")
     i.add_argument("--allow-partial", action="store_true",
                    help="an hour that still fails after retries is recorded as missing instead of failing the run")
-    i.add_argument("--ttl-days", type=float, help="refetch cached hours older than this (default: never expire)")
-    i.add_argument("--dry-run", action="store_true")
-    i.add_argument("--price-per-gb", type=float, default=0.09, help="egress USD/GB for --dry-run")
+    i.add_argument("--ttl-days", type=_positive_float,
+                   help="refetch cached hours older than this, > 0 (default: never expire)")
+    i.add_argument("--dry-run", action="store_true",
+                   help="list the source and print the plan only: hours already cached and to fetch, objects "
+                        "and bytes to download, estimated egress cost at --price-per-gb; downloads nothing and "
+                        "writes no partition")
+    i.add_argument("--price-per-gb", type=_non_negative_float, default=0.09,
+                   help="egress USD/GB for the --dry-run estimate, >= 0 (default 0.09)")
     i.add_argument("--offline", action="store_true", help="serve from the cache only; no listing, no download")
-    i.add_argument("--workers", type=int, default=8, help="parallel listings/downloads")
+    i.add_argument("--workers", type=_positive_int, default=8, help="parallel listings/downloads, >= 1 (default 8)")
     i.set_defaults(func=_cmd_ingest)
 
     c = sub.add_parser("cache", help="list, verify or clear cached partitions")
     c.add_argument("action", choices=["ls", "verify", "clear"],
                    help="ls: one line per hour; verify: SHA-256 of every file; clear: remove hours")
     c.add_argument("--cache", required=True, help="cache root, a path or fsspec URL")
-    c.add_argument("--start", help="first UTC day YYYY-MM-DD (default: all cached hours)")
-    c.add_argument("--end", help="last UTC day, included")
+    c.add_argument("--start", type=_range_bound,
+                   help="first UTC day YYYY-MM-DD or hour YYYY-MM-DDTHH:00 (default: all cached hours)")
+    c.add_argument("--end", type=_range_bound,
+                   help="last UTC day, included (or an hour, excluded); give both --start and --end, or neither")
     c.add_argument("--pilot", default="wydot", help="default wydot")
     c.add_argument("--type", dest="message_type", default="BSM", help="default BSM")
-    c.add_argument("--ttl-days", type=float, help="ls: show partitions older than this as expired")
+    c.add_argument("--ttl-days", type=_positive_float, help="ls: show partitions older than this (> 0) as expired")
     c.set_defaults(func=_cmd_cache)
 
     e = sub.add_parser("experiment", help="run the attack x detector matrix from a params file")

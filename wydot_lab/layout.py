@@ -66,20 +66,53 @@ def hour_of_key(key: str) -> dt.datetime | None:
     return dt.datetime(y, mo, d, h, tzinfo=dt.timezone.utc)
 
 
+_HOUR_ONLY_RE = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}")
+
+
+def parse_bound(value: dt.datetime | dt.date | str) -> tuple[dt.datetime, bool]:
+    """(UTC datetime, is_day) of one end of a range.
+
+    A `date` or a `YYYY-MM-DD` string is a day (is_day, at its 00:00 UTC); a `datetime` or a
+    `YYYY-MM-DDTHH[:MM[:SS]][+HH:MM|Z]` string is an instant (naive means UTC). A string that is
+    neither raises ValueError with the reason (`month must be in 1..12`, ...).
+    """
+    if isinstance(value, dt.datetime):
+        return to_utc(value), False
+    if isinstance(value, dt.date):
+        return to_utc(value), True
+    text = str(value).strip()
+    try:
+        return to_utc(dt.date.fromisoformat(text)), True
+    except ValueError as day_err:
+        if len(text) <= 10:  # no time part: the day's own reason (e.g. `day is out of range for month`)
+            raise day_err from None
+    if _HOUR_ONLY_RE.fullmatch(text):
+        text += ":00"  # `YYYY-MM-DDTHH`: Python < 3.11 wants minutes
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"  # Python < 3.11 does not read `Z`
+    return to_utc(dt.datetime.fromisoformat(text)), False
+
+
 def hour_range(start, end) -> tuple[dt.datetime, dt.datetime]:
-    """[t0, t1) hours: dates (or YYYY-MM-DD strings) are an inclusive day range, datetimes are bounds."""
-    if isinstance(start, dt.datetime) or isinstance(end, dt.datetime) or (
-            isinstance(start, str) and "T" in start) or (isinstance(end, str) and "T" in end):
-        t0 = floor_hour(to_utc(start))
-        t1 = to_utc(end)
-        if t1 > floor_hour(t1):
-            t1 = floor_hour(t1) + dt.timedelta(hours=1)
-        if t1 <= t0:
-            raise ValueError(f"end {end} is not after start {start}")
-        return t0, t1
-    s = dt.date.fromisoformat(start) if isinstance(start, str) else start
-    e = dt.date.fromisoformat(end) if isinstance(end, str) else end
-    return date_range_bounds(s, e)
+    """[t0, t1) UTC hours of a range; each bound's own form (see `parse_bound`) decides.
+
+    start: a day starts at its 00:00; an instant at its hour (floored).
+    end: a day is included (t1 = 00:00 of the next day); an instant is excluded (t1 = that hour,
+    or the next one if it has minutes). So `2021-04-01`..`2021-04-01` is 24 hours,
+    `2021-04-01T05:00`..`2021-04-01` 19 hours and `2021-04-01T05:00`..`2021-04-01T07:00` 2 hours.
+    """
+    t0, start_is_day = parse_bound(start)
+    t0 = floor_hour(t0)
+    t1, end_is_day = parse_bound(end)
+    if end_is_day:
+        t1 += dt.timedelta(days=1)
+    elif t1 > floor_hour(t1):
+        t1 = floor_hour(t1) + dt.timedelta(hours=1)
+    if t1 <= t0:
+        raise ValueError(f"end {end} is not after start {start}" if not end_is_day
+                         else f"end date {end} is before start date {start}" if start_is_day
+                         else f"end {end} is before start {start}")
+    return t0, t1
 
 
 def hour_label(hour: dt.datetime) -> str:
