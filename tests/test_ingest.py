@@ -503,3 +503,86 @@ def test_a_reason_quotes_at_most_40_characters_of_a_value():
     q = ingest.ingest_bytes(bad + b"\n", "x").quarantine.to_pylist()[0]
     assert q["reasons"] == ["id_format '" + "Z" * 40 + "...' (8 hex digits)"]
     assert len(q["line"]) == len(bad)  # the line itself is whole
+
+
+V1 = REAL_DIR / "00_sandbox_sample_wydot-filtered-bsm-1502840971677_schemaVersion1.ndjson"
+
+
+def test_a_bad_timestamp_reason_quotes_its_text_and_the_key_it_was_read_from(monkeypatch):
+    monkeypatch.setattr(ingest, "BATCH", 2)  # texts and keys stay with their rows across batches
+    v6 = V6.read_bytes().strip()
+    v1 = V1.read_bytes().splitlines()[0].strip()
+    dtg = v6.replace(b'"2018-05-06T20:26:28.690Z"', b'"04/01/2021 10:00:00 AM"', 1)
+    old = v1.replace(b'"generatedAt":"2017-08-15T23:46:00.645Z[UTC]"', b'"generatedAt":"yesterday"')
+    long = v6.replace(b'"2018-05-06T20:26:28.690Z"', b'"' + b"9" * 500 + b'"', 1)
+    assert dtg != v6 and old != v1 and long != v6
+    r = ingest.ingest_bytes(b"\n".join([v6, v6, v1, dtg, old, long]) + b"\n", "s3/x.ndjson")
+    assert (_adds_up(r)["valid"], r.rule_counts["bad_timestamp"]) == (3, 3)
+    assert r.quarantine.column("reasons").to_pylist() == [
+        ["bad_timestamp '04/01/2021 10:00:00 AM' at metadata_recordGeneratedAt"],
+        ["bad_timestamp 'yesterday' at metadata_generatedAt"],
+        ["bad_timestamp '" + "9" * 40 + "...' at metadata_recordGeneratedAt"]]
+    assert validate.reason_counts(r.quarantine) == {"bad_timestamp": 3}
+    ex = validate.examples(r.quarantine, per_rule=3, width=60)
+    assert ex["line"].tolist() == [4, 5, 6]
+    assert '"recordGeneratedAt":"04/01' in ex["text"][0] and '"generatedAt":"yesterday"' in ex["text"][1]
+
+
+_CSV_HEAD = "metadata_generatedAt,metadata_receivedAt,coreData_id,coreData_position,coreData_position_lat,coreData_position_long\n"
+
+
+@pytest.mark.parametrize("lower_case", [False, True])
+def test_csv_unparseable_time_is_one_bad_timestamp_not_also_a_wrong_type(tmp_path, lower_case):
+    head = _CSV_HEAD.lower() if lower_case else _CSV_HEAD
+    path = tmp_path / "t.csv"
+    path.write_text(head +
+                    "12/05/2018 02:04:58 PM,12/05/2018 02:04:59 PM,31325442,POINT (-104.66 41.155),41.155,-104.66\n"
+                    "04/01/2021 25:00:00 AM,12/05/2018 02:04:59 PM,31325442,POINT (-104.66 41.155),41.155,-104.66\n"
+                    "12/05/2018 02:04:58 PM,not a time,31325442,POINT (-104.66 41.155),41.155,-104.66\n")
+    r = ingest.ingest_paths([path])
+    assert (_adds_up(r)["valid"], r.counts()["quarantined"]) == (1, 2)
+    gen, rec = ("metadata_generatedat", "metadata_receivedat") if lower_case else ("metadata_generatedAt", "metadata_receivedAt")
+    assert r.quarantine.column("reasons").to_pylist() == [[f"bad_timestamp '04/01/2021 25:00:00 AM' at {gen}"],
+                                                          [f"wrong_type at {rec}"]]
+    assert (r.rule_counts["bad_timestamp"], r.rule_counts["wrong_type"]) == (1, 1)  # one fault, one count
+    assert r.quarantine_reasons() == {"bad_timestamp": 1, "wrong_type": 1}
+
+
+def test_outside_wyoming_counts_only_positions_in_range(real, tmp_path):
+    good = json.loads(V6.read_text())
+
+    def at(lat, lon, heading=82.4375) -> bytes:
+        rec = json.loads(json.dumps(good))
+        rec["payload"]["data"]["coreData"]["position"].update(latitude=lat, longitude=lon)
+        rec["payload"]["data"]["coreData"]["heading"] = heading
+        return _line(rec)
+
+    lines = [at(41.28, -105.59), at(91, -105.59), at(41.28, -200), at(91, -200), at(-91, 181),
+             at(39.7, -104.99), at(39.7, -104.99, heading=400)]  # last two: Denver, in range
+    r = ingest.ingest_bytes(b"\n".join(lines) + b"\n", "x")
+    assert (_adds_up(r)["valid"], r.counts()["quarantined"]) == (2, 5)
+    assert (r.rule_counts["lat_range"], r.rule_counts["long_range"]) == (3, 3)
+    assert r.rule_counts["outside_wyoming"] == 2  # the Denver pair only: a rule counts every record it is about
+    _, warn = validate.check(r.valid)
+    assert warn["outside_wyoming"].tolist() == [False, True]
+    # the real Colorado test drives keep counting, in ODE output and in a CSV export of it
+    assert (real.counts()["valid"], real.counts()["quarantined"], real.rule_counts["outside_wyoming"]) == (50, 0, 18)
+    dtg_csv.to_download_csv(real.valid, tmp_path / "real.csv")
+    assert ingest.ingest_paths([tmp_path / "real.csv"]).rule_counts["outside_wyoming"] == 18
+
+
+def test_csv_empty_lat_long_cells_are_filled_from_the_point_text(tmp_path):
+    path = tmp_path / "dl.csv"
+    path.write_text(_CSV_HEAD +
+                    "12/05/2018 02:04:58 PM,,31325442,POINT (-104.66 41.15),,\n"
+                    "12/05/2018 02:04:59 PM,,31325442,POINT (-104.66 41.15),41.2,\n"
+                    "12/05/2018 02:05:00 PM,,31325442,POINT (-104.66 41.15),,-104.7\n"
+                    "12/05/2018 02:05:01 PM,,31325442,POINT (-104.66 41.15),41.3,-104.8\n"
+                    "12/05/2018 02:05:02 PM,,31325442,,,\n"
+                    "12/05/2018 02:05:03 PM,,31325442,POINT (-104.66 41.15),north,\n")
+    r = ingest.ingest_paths([path])
+    assert (_adds_up(r)["valid"], r.counts()["quarantined"]) == (4, 2)
+    got = list(zip(r.valid.column("coreData_position_lat").to_pylist(), r.valid.column("coreData_position_long").to_pylist()))
+    assert got == [(41.15, -104.66), (41.2, -104.66), (41.15, -104.7), (41.3, -104.8)]  # a cell given wins
+    assert r.quarantine.column("reasons").to_pylist() == [["missing_position"], ["wrong_type at coreData_position_lat"]]
+    assert "empty" in dtg_csv.__doc__

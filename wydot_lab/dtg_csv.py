@@ -3,7 +3,11 @@
 Two flavours exist: the "Export > CSV" download (canonical mixed-case names,
 times like `12/05/2018 02:04:58 PM`) and the SODA API CSV (lower-case names,
 ISO-8601 times). Column names map case-insensitively onto `BSM_SCHEMA`;
-`coreData_position` WKT `POINT (lon lat)` fills lat/long when those are absent.
+`coreData_position` WKT `POINT (lon lat)` gives lat/long where those columns are
+absent, and, row by row, where their cells are empty (a cell that holds text which
+is not a number stays a `wrong_type`). One reason per fault: an unparseable
+generatedAt is a `bad_timestamp` quoting its text, and an unreadable lat/long a
+`wrong_type`, neither also a `wrong_type` or `missing_position`.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from wydot_lab import validate
 from wydot_lab.schema import BSM_SCHEMA, NON_BSM_SCHEMA, QUARANTINE_SCHEMA, TS, conform
@@ -81,35 +86,47 @@ def ingest_csv(path: str | Path):
     n = len(df)
     cols: dict[str, pa.Array] = {}
     wrong: dict[str, np.ndarray] = {}
+    unreadable: dict[str, np.ndarray] = {}  # by canonical name: cells with text that is no value
     gen_present = np.zeros(n, bool)
+    gen_text, gen_field = pa.nulls(n, pa.string()), "metadata_generatedAt"
     for src, name in mapped.items():
         typ = BSM_SCHEMA.field(name).type
         if typ == TS:
             t, bad = _times(df[src].astype("string"))
             cols[name] = pa.array(t.astype("datetime64[ms, UTC]"), type=TS)
-            if name == "metadata_generatedAt":
+            if name == "metadata_generatedAt":  # unparseable: bad_timestamp's, quoting the text
                 gen_present = (df[src].notna() & (df[src].str.strip() != "")).to_numpy()
-            if bad.any():
+                gen_text, gen_field = pa.array(df[src], pa.string()), src
+            elif bad.any():
                 wrong[src] = bad
             continue
         if pa.types.is_list(typ):
             continue
         arr, bad = _column(df[src].astype("string"), typ)
-        cols[name] = arr
+        cols[name], unreadable[name] = arr, bad
         if bad.any():
             wrong[src] = bad
     wkt_col = next((c for c in header if c.strip().lower() == "coredata_position"), None)
-    if wkt_col and "coreData_position_lat" not in cols:
+    if wkt_col:
         xy = df[wkt_col].astype("string").str.extract(_WKT)
-        cols["coreData_position_long"] = pa.array(pd.to_numeric(xy[0], errors="coerce"), pa.float64())
-        cols["coreData_position_lat"] = pa.array(pd.to_numeric(xy[1], errors="coerce"), pa.float64())
+        for name, k in (("coreData_position_long", 0), ("coreData_position_lat", 1)):
+            point = pa.array(pd.to_numeric(xy[k], errors="coerce"), pa.float64())
+            if name not in cols:
+                cols[name] = point
+                continue
+            empty = pc.and_(cols[name].is_null(), pa.array(~unreadable[name]))
+            cols[name] = pc.if_else(empty, point, cols[name])
     cols["source_object"] = pa.array([str(path)] * n, pa.string())
     cols["source_line"] = pa.array(np.arange(2, n + 2), pa.int64())  # line 1 is the header
     canon = conform(pa.table(cols))
     errors, warnings = validate.check(canon, gen_present)
+    # a lat/long cell with text that is no number is its wrong_type, not also a missing position
+    gone = [canon.column(name).is_null().to_numpy() & ~unreadable.get(name, np.zeros(n, bool))
+            for name in ("coreData_position_lat", "coreData_position_long")]
+    errors["missing_position"] = gone[0] | gone[1]
     for src, mask in wrong.items():
         errors[f"wrong_type at {src}"] = mask
-    bad, reasons = validate.reasons_per_row(errors, canon)
+    bad, reasons = validate.reasons_per_row(errors, canon, gen_text, gen_field)
     buf_rows = []
     for i in np.flatnonzero(bad):
         out = io.StringIO()

@@ -326,12 +326,13 @@ def _to_float(values: pa.Array | list) -> pa.Array:
     return out
 
 
-def flatten(recs: list[parse.Record], source_object: str, lines: list[int], parts: list) -> tuple[pa.Table, np.ndarray]:
-    """Decoded BSM records and their `_part2` -> canonical table (+ mask of rows whose
-    generatedAt text was present)."""
+def flatten(recs: list[parse.Record], source_object: str, lines: list[int], parts: list
+            ) -> tuple[pa.Table, pa.Array, np.ndarray]:
+    """Decoded BSM records and their `_part2` -> (canonical table, each row's generatedAt text
+    as read (null where absent), the column name of the key it was read from)."""
     n = len(recs)
     if n == 0:
-        return BSM_SCHEMA.empty_table(), np.zeros(0, bool)
+        return BSM_SCHEMA.empty_table(), pa.array([], pa.string()), np.zeros(0, object)
     rows = [_row(r) for r in recs]
     try:  # one C++ pass over the row tuples
         columns = pa.array(rows, type=_ROW_TYPE).flatten()
@@ -345,7 +346,12 @@ def flatten(recs: list[parse.Record], source_object: str, lines: list[int], part
             data[name] = _to_float(values)
         else:
             data[name] = values
-    raw_present = columns[0].is_valid().to_numpy(zero_copy_only=False)
+    raw_generated = columns[0] if isinstance(columns[0], pa.Array) else pa.array(columns[0], pa.string())
+    fields = np.full(n, "metadata_recordGeneratedAt", dtype=object)  # v3+; v1 writes generatedAt
+    unparsed = pc.and_(raw_generated.is_valid(), data["metadata_generatedAt"].is_null())
+    for i in np.flatnonzero(unparsed.to_numpy(zero_copy_only=False)):  # few: only they are quoted
+        if not recs[i].metadata.recordGeneratedAt:
+            fields[i] = "metadata_generatedAt"
     for name, sentinel in SENTINELS.items():
         arr = data[name]
         data[name] = pc.if_else(pc.equal(arr, pa.scalar(sentinel, arr.type)), pa.scalar(None, arr.type), arr)
@@ -357,7 +363,7 @@ def flatten(recs: list[parse.Record], source_object: str, lines: list[int], part
     data["source_object"] = pa.array([source_object] * n, type=pa.string())
     data["source_line"] = pa.array(lines, type=pa.int64())
     table = pa.Table.from_arrays([data[f.name] for f in BSM_SCHEMA], schema=BSM_SCHEMA)
-    return table, raw_present
+    return table, raw_generated, fields
 
 
 def _safe_array(values, typ: pa.DataType) -> pa.Array:
@@ -453,15 +459,17 @@ class _Lines:
         parts: list = []
         decode = parse.record_decoder.decode
         tables: list[pa.Table] = []
-        presents: list[np.ndarray] = []
+        gen_texts: list[pa.Array] = []
+        gen_fields: list[np.ndarray] = []
         lines_read = 0
 
         def flush() -> None:
             # small batches keep the decoded objects cache-resident (~1.5x faster than one big batch)
             if recs:
-                t, p = flatten(recs, source_object, rec_lines[len(rec_lines) - len(recs):], parts)
+                t, text, field = flatten(recs, source_object, rec_lines[len(rec_lines) - len(recs):], parts)
                 tables.append(t)
-                presents.append(p)
+                gen_texts.append(text)
+                gen_fields.append(field)
             recs.clear()
             parts.clear()
 
@@ -507,10 +515,12 @@ class _Lines:
         self.records += lines_read
         if not tables:  # still validated, so every rule reports its count (0)
             tables.append(BSM_SCHEMA.empty_table())
-            presents.append(np.zeros(0, bool))
+            gen_texts.append(pa.array([], pa.string()))
+            gen_fields.append(np.zeros(0, object))
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        errors, warnings = validate.check(table, np.concatenate(presents))
-        bad, reasons = validate.reasons_per_row(errors, table)
+        gen_text = pa.concat_arrays(gen_texts)
+        errors, warnings = validate.check(table, gen_text.is_valid().to_numpy(zero_copy_only=False))
+        bad, reasons = validate.reasons_per_row(errors, table, gen_text, np.concatenate(gen_fields))
         self.rule_counts.update({k: int(v.sum()) for k, v in {**errors, **warnings}.items()})
         for i, rs in zip(np.flatnonzero(bad), reasons):
             self.q_rows.append((rec_lines[i], _text(rec_text[i]), rs))

@@ -1,8 +1,10 @@
-"""Named, vectorized validation rules over canonical columns (DOMAIN.md section 2).
+"""Named, vectorized validation rules over canonical columns (docs/DOMAIN.md section 2).
 
 A record failing any *error* rule goes to quarantine with every rule it failed;
 *warning* rules (outside Wyoming) are counted but keep the record valid, since
-real test-drive data from Colorado is genuine.
+real test-drive data from Colorado is genuine. Like every rule, a warning is
+counted over all records checked, and only for what it is about: a position out
+of range counts under lat_range/long_range, not also as outside Wyoming.
 """
 from __future__ import annotations
 
@@ -43,6 +45,12 @@ VALUE_RULES: dict[str, tuple[str, str]] = {
 
 # Wyoming's bounding box; I-80 runs through its south (a warning only)
 WYOMING = {"lat": (40.99, 45.01), "long": (-111.06, -104.05)}
+QUOTE_MAX = 40  # characters of a text value a reason quotes
+
+
+def _quote(text: str) -> str:
+    return repr(text if len(text) <= QUOTE_MAX else text[:QUOTE_MAX] + "...")
+
 
 def _np(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(arr.to_numpy(zero_copy_only=False))
@@ -75,14 +83,14 @@ def check(table: pa.Table, generated_raw_present: np.ndarray | None = None
     for rule, (col, lo, hi) in RANGES.items():
         c = table.column(col)
         errors[rule] = _true(pc.or_(pc.less(c, lo), pc.greater(c, hi)))
-    warnings = {
-        "outside_wyoming": _true(
-            pc.or_(
-                pc.or_(pc.less(lat, WYOMING["lat"][0]), pc.greater(lat, WYOMING["lat"][1])),
-                pc.or_(pc.less(lon, WYOMING["long"][0]), pc.greater(lon, WYOMING["long"][1])),
-            )
+    # a position: a place outside Wyoming; a position out of range counts under its range rule only
+    outside = _true(
+        pc.or_(
+            pc.or_(pc.less(lat, WYOMING["lat"][0]), pc.greater(lat, WYOMING["lat"][1])),
+            pc.or_(pc.less(lon, WYOMING["long"][0]), pc.greater(lon, WYOMING["long"][1])),
         )
-    }
+    )
+    warnings = {"outside_wyoming": outside & ~errors["lat_range"] & ~errors["long_range"]}
     for m in (*errors.values(), *warnings.values()):
         assert m.shape == (n,)
     return errors, warnings
@@ -147,6 +155,8 @@ def _focus(rule: str, reason: str) -> list[str] | str | None:
         return "$" if "truncated" in reason else None
     if rule == "wrong_type" and "`" in reason:
         return reason.split("`")[1].lstrip("$.").split(".")
+    if rule == "bad_timestamp" and " at " in reason:  # the field it names: the one it was read from
+        return reason.rsplit(" at ", 1)[1].split("_")
     path = _PATHS.get(rule) or VALUE_RULES.get(rule, (None,))[0]
     return path.split("_") if path else None
 
@@ -171,14 +181,21 @@ def _excerpt(text: str, focus: list[str] | str | None, width: int) -> str:
     return ("..." if start else "") + out + ("..." if start + width < len(text) else "")
 
 
-def reasons_per_row(errors: dict[str, np.ndarray], table: pa.Table) -> tuple[np.ndarray, list[list[str]]]:
+def reasons_per_row(errors: dict[str, np.ndarray], table: pa.Table, generated_text: pa.Array | None = None,
+                    generated_field: str | np.ndarray = "metadata_generatedAt"
+                    ) -> tuple[np.ndarray, list[list[str]]]:
     """(bad mask, the failed rules of each bad row, in row order), from the masks of `check` on
     `table`; a range or id rule says what it saw: "speed_range 900 (allowed 0..163.8)" (`rule_name`
-    still reads "speed_range"), so a quarantined record explains itself."""
+    still reads "speed_range"), so a quarantined record explains itself. The table holds no
+    text of an unparseable time: given `generated_text` (each row's generatedAt text as read)
+    and `generated_field` (where it was read: one name, or one per row), bad_timestamp says
+    "bad_timestamp '04/01/2021 10:00:00 AM' at metadata_recordGeneratedAt"."""
     names = list(errors)
     stacked = np.column_stack([errors[k] for k in names]) if names else np.zeros((0, 0), bool)
     bad = stacked.any(axis=1) if names else np.zeros(0, bool)
     detail = _details(errors, table)
+    if generated_text is not None:
+        detail.update(_timestamp_details(errors, generated_text, generated_field))
     rows = np.flatnonzero(bad)
     reasons = [[detail.get((names[j], i), names[j]) for j in np.flatnonzero(row)] for i, row in zip(rows, stacked[bad])]
     return bad, reasons
@@ -192,6 +209,18 @@ def _details(errors: dict[str, np.ndarray], table: pa.Table) -> dict[tuple[str, 
         if len(rows):
             values = table.column(col).take(pa.array(rows)).to_pylist()
             for i, v in zip(rows.tolist(), values):
-                seen = repr(v if len(v) <= 40 else v[:40] + "...") if isinstance(v, str) else _num(v)
+                seen = _quote(v) if isinstance(v, str) else _num(v)
                 out[rule, i] = f"{rule} {seen} {allowed}"  # the line itself is kept whole beside it
     return out
+
+
+def _timestamp_details(errors: dict[str, np.ndarray], texts: pa.Array,
+                       fields: str | np.ndarray) -> dict[tuple[str, int], str]:
+    """{("bad_timestamp", row): reason with the text and the field it was read from}."""
+    rows = np.flatnonzero(errors.get("bad_timestamp", np.zeros(0, bool)))
+    if not len(rows):
+        return {}
+    seen = texts.take(pa.array(rows)).to_pylist()
+    where = [fields] * len(rows) if isinstance(fields, str) else np.asarray(fields)[rows].tolist()
+    return {("bad_timestamp", i): f"bad_timestamp {_quote(t)} at {f}"
+            for i, t, f in zip(rows.tolist(), seen, where)}
