@@ -197,17 +197,34 @@ def test_data_replay_copies_another_vehicles_earlier_message():
     assert a.sum() > 0
 
 
-def test_data_replay_never_sends_a_message_from_the_future():
-    """An attacker whose victim has sent nothing yet stays genuine until it has."""
-    early = bsm_frames.straight_line(n=10, vid="0000000A")
-    late = bsm_frames.later(bsm_frames.straight_line(n=10, vid="0000000B", y0=500.0), 5)
-    clean = bsm_frames.frame(pa.concat_tables([early, late]))
-    out = attacks.apply(clean, {"name": "data_replay"}, np.array(["0000000A"]), np.random.default_rng(0))
+@pytest.mark.parametrize("seed", range(6))
+def test_data_replay_switches_within_a_run_to_an_earlier_run_in_step_never_one_from_the_future(seed):
+    """A's first run starts before B ever sent: it stays genuine. A's second run (after a 100 s
+    silence) is genuine up to a drawn message, then replays B's run from its start, message
+    by message: the fake track moves as B did."""
+    a_runs = bsm_frames.later(bsm_frames.straight_line(n=20, vid="0000000A"), 100, from_row=10)
+    b_run = bsm_frames.later(bsm_frames.straight_line(n=10, vid="0000000B", y0=500.0), 50)  # between A's runs
+    clean = bsm_frames.frame(pa.concat_tables([a_runs, b_run]))
+    out = attacks.apply(clean, {"name": "data_replay"}, np.array(["0000000A"]), np.random.default_rng(seed))
     a = out["is_attack"].to_numpy()
-    assert not a[:5].any() and a[5:10].all() and not a[10:].any()
+    k = 10 + int(np.argmax(a[10:20]))  # the switch
+    assert not a[:k].any() and a[k:20].all() and not a[20:].any()
     for c in attacks.REPLAY_COLUMNS:
-        pd.testing.assert_series_equal(out[c].iloc[:5], clean[c].iloc[:5])
-    assert np.allclose(out[LAT].iloc[5:10], clean[LAT].iloc[10:15])  # B's latest message at or before t
+        pd.testing.assert_series_equal(out[c].iloc[:k], clean[c].iloc[:k])
+    n = 20 - k
+    np.testing.assert_array_equal(out[LAT].iloc[k:20], clean[LAT].iloc[20:20 + n])  # B's run from its start
+    np.testing.assert_array_equal(out[LON].iloc[k:20], clean[LON].iloc[20:20 + n])
+    assert out[LON].iloc[k:20].nunique() == n  # it moves (east)
+
+
+def test_data_replay_switch_points_spread_over_the_run():
+    a_runs = bsm_frames.later(bsm_frames.straight_line(n=20, vid="0000000A"), 100, from_row=10)
+    b_run = bsm_frames.later(bsm_frames.straight_line(n=10, vid="0000000B", y0=500.0), 50)
+    clean = bsm_frames.frame(pa.concat_tables([a_runs, b_run]))
+    first = {int(np.argmax(attacks.apply(clean, {"name": "data_replay"}, np.array(["0000000A"]),
+                                         np.random.default_rng(seed))["is_attack"].to_numpy()))
+             for seed in range(40)}
+    assert first <= set(range(10, 20)) and len(first) >= 6
 
 
 def test_careful_crumbs_younger_than_the_previous_message_follow_the_fake_path():
@@ -235,3 +252,24 @@ def test_careful_form_keeps_crumbs_consistent_naive_does_not():
     a = naive["is_attack"].to_numpy() & np.isfinite(naive["crumb_prev_err_m"].to_numpy())
     assert np.nanmedian(naive["crumb_prev_err_m"].to_numpy()[a]) > 15  # ~ one second of driving
     assert np.nanmedian(careful["crumb_prev_err_m"].to_numpy()[a]) < 3  # GPS noise only
+
+
+def test_apply_mixed_gives_each_attacker_one_attack_and_keeps_everything_else():
+    clean = _clean()
+    specs = attacks.default_matrix()
+    att = attacks.choose_attackers(clean[ID], 0.9, np.random.default_rng(3))
+    out, assigned = attacks.apply_mixed(clean, specs, att, np.random.default_rng(4))
+    again, _ = attacks.apply_mixed(clean, specs, att, np.random.default_rng(4))
+    pd.testing.assert_frame_equal(out, again)  # seeded: same draw, same frame
+    assert list(out.index) == list(clean.index) and list(out.dtypes) == list(
+        attacks.apply(clean, specs[0], att, np.random.default_rng(0)).dtypes)
+    assert set(assigned) == set(att) and len(set(assigned.values())) > 1
+    for vid, g in out.groupby(ID):
+        kinds = set(g["attack_type"]) - {attacks.GENUINE}
+        if vid in assigned:
+            assert g["is_attacker"].all() and kinds <= {assigned[vid]}
+        else:  # genuine vehicles: untouched bits, genuine labels
+            assert not g["is_attacker"].any() and not kinds
+            for c in clean.columns:
+                np.testing.assert_array_equal(_bits(g[c]), _bits(clean.loc[g.index, c]))
+    assert out["is_attack"].any()

@@ -165,3 +165,36 @@ def test_featurize_runs_on_the_params_scheduler(corpus):
         assert cluster.scheduler.transition_counter > before
     local = experiment.featurize(frame, config.from_dict({"dask": {"npartitions": 2}}))
     pd.testing.assert_frame_equal(feats, local)
+
+
+def test_mixed_setting_trains_one_model_for_every_attack(corpus, tmp_path):
+    """Beside the per-attack matrix: per share one model per detector on all attacks at once,
+    each attacker running one drawn attack; rows for all test vehicles and per attack."""
+    p = _params(detectors=["rules", "random_forest"])
+    experiment.run(p, tmp_path, table=corpus)
+    mixed = pd.read_parquet(tmp_path / "mixed.parquet")
+    labels = {"const_offset_100_200", "random_offset_50_100", "heading_reversal"}
+    assert set(mixed["attack"]) == {experiment.MIXED} | labels and set(mixed["share"]) == {0.3, 0.2}
+    msg = mixed[mixed["level"] == "message"]
+    for (share, det), g in msg.groupby(["share", "detector"]):
+        whole = g[g["attack"] == experiment.MIXED].iloc[0]
+        parts = g[g["attack"] != experiment.MIXED]
+        # every test attacker is in exactly one attack's rows; genuine test rows are in all of them
+        assert parts["test_attackers"].sum() == whole["test_attackers"] > 0
+        assert parts["test_attacked_messages"].sum() == whole["test_attacked_messages"]
+        assert (parts["n_test"] <= whole["n_test"]).all()
+        assert whole["tp"] + whole["fn"] == whole["test_attacked_messages"]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(m["mixed"]["0.3"]["random_forest"]["recall_by_attack"]) == labels
+    rules = msg[(msg["share"] == 0.3) & (msg["detector"] == "rules")].set_index("attack")
+    assert m["mixed"]["0.3"]["rules"]["f1"] == pytest.approx(rules.loc[experiment.MIXED, "f1"])
+    for lab in labels:
+        got, want = m["mixed"]["0.3"]["rules"]["recall_by_attack"][lab], rules.loc[lab, "recall"]
+        assert got == pytest.approx(want) if got is not None else pd.isna(want)  # JSON null: no attacker there
+    assert "one detector trained per attack" in m["evaluation"]
+    assert (tmp_path / "models" / "mixed__random_forest.joblib").exists()
+    one = _params(detectors=["rules"])  # one attack: no mixed setting, and no stale file
+    one = one.model_copy(update={"attacks": one.attacks.model_copy(update={"kinds": one.attacks.kinds[:1]})})
+    experiment.run(one, tmp_path, table=corpus)
+    assert not (tmp_path / "mixed.parquet").exists()
+    assert "mixed" not in json.loads((tmp_path / "metrics.json").read_text())

@@ -125,3 +125,16 @@ def test_every_detector_fits_runs_of_two_messages(name):
     det = models.make_detector(name, config.ModelParams(n_estimators=10)).fit(f, f["is_attack"].to_numpy(bool))
     score = det.score(f)
     assert score.shape == (len(f),) and np.isfinite(score).all()
+
+
+def test_a_detector_on_one_feature_fits_and_scores():
+    """One float column comes back from pandas as a read-only view; the empty-column fill wrote into it."""
+    clean = bsm_frames.frame(bsm_frames.corridor(vehicles=12, msgs=8, seed=4, gap_every=2))
+    att = attacks.choose_attackers(clean[ID], 0.5, np.random.default_rng(0))
+    f = features.featurize_frame(attacks.apply(clean, {"name": "const_offset", "min_m": 100, "max_m": 200},
+                                               att, np.random.default_rng(1)))
+    from sklearn.ensemble import RandomForestClassifier
+
+    det = models.SklearnDetector(RandomForestClassifier(n_estimators=5, random_state=0), ["dist_centreline_m"])
+    score = det.fit(f, f["is_attack"].to_numpy(bool)).score(f)
+    assert score.shape == (len(f),) and np.isfinite(score).all()

@@ -12,7 +12,7 @@ Parameters (all optional, defaults in `ATTACKS[name].defaults`):
   radius_m           scatter around a random centre-line vertex (const_position, random_position)
   min_mps / max_mps  speed value or offset range, m/s (const_speed, random_speed, speed_offset)
   p                  per-message trigger probability (eventual_stop)
-  delay_s            replayed messages are at least this old (data_replay)
+  delay_s            a replayed run began at least this long before the attacker's run (data_replay)
   careful            position attacks only: also re-anchor the path-history crumbs so the
                      nearest crumb agrees with the previously reported (fake) position
 """
@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from wydot_lab import geo
-from wydot_lab.frames import CRUMB_SIGN, CRUMBS, ID, LAT, LON, VehicleOrder, by_vehicle, floats, shift_crumbs
+from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, VehicleOrder, by_vehicle, floats, runs_start,
+                              segment_start, shift_crumbs)
 
 SPEED, HEADING, ELEV = "coreData_speed", "coreData_heading", "coreData_elevation"
 SEMI_MAJOR = "coreData_accuracy_semiMajor"
@@ -150,6 +151,28 @@ def apply(frame: pd.DataFrame, spec: dict, attackers: Any, rng: np.random.Genera
     check_spec(spec)
     f = frame.assign(is_attacker=frame[ID].isin(set(np.asarray(attackers).tolist())).to_numpy(bool))
     return ATTACKS[spec["name"]].fn(f, rng, resolve(spec))
+
+
+def apply_mixed(frame: pd.DataFrame, specs: list[dict], attackers: Any, rng: np.random.Generator
+                ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Every attacker runs one attack of `specs`, drawn uniformly: the setting of a detector that
+    must catch whichever attack it meets, not one trained per attack. Returns the attacked
+    frame (row order kept) and {attacker id: its attack's label}."""
+    mine = np.sort(np.asarray(list(attackers), dtype=object))
+    which = rng.integers(0, len(specs), size=len(mine))
+    children = rng.spawn(len(specs))
+    ids = frame[ID].to_numpy(object)
+    pieces, taken, assigned, first = [], np.zeros(len(frame), bool), {}, None
+    for k, spec in enumerate(specs):
+        these = mine[which == k]
+        attacked = apply(frame, spec, these, children[k])
+        first = attacked if first is None else first
+        rows = np.isin(ids, these)
+        pieces.append(attacked[rows])
+        taken |= rows
+        assigned.update(dict.fromkeys(these.tolist(), label(spec)))
+    pieces.append(first[~taken])  # the genuine vehicles, labelled genuine by any of the runs
+    return pd.concat(pieces).loc[frame.index], assigned
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -400,25 +423,50 @@ def heading_reversal(frame: pd.DataFrame, rng: np.random.Generator, params: dict
     return _labelled(out, rows, ~(speed <= MOVING_MPS), params)
 
 
-@_register("data_replay", "another vehicle's most recent earlier message, re-sent under its own id",
+@_register("data_replay", "from a random message of each run on, another vehicle's recorded run, in step",
            {"delay_s": 0.0})
 def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
+    """Each attacker run is genuine until a message drawn uniformly within it; from there it
+    re-sends, under its own id, one recorded message per message it sends: its victim's (one
+    other vehicle, drawn per attacker) messages in order, from the start of the victim's latest
+    run that began at least `delay_s` before the switch (past the victim's last message, that
+    one again). So the fake track moves as the victim really moved, and the switch is where it
+    shows (a replay of the victim's latest message froze in place when victims last sent hours
+    before, which any stationarity check caught). No earlier victim run: the run stays genuine."""
     ctx = _ctx(frame)
     out = frame.copy(deep=False)
     if ctx.n_veh < 2:
         return _labelled(out, np.zeros(ctx.n, bool), np.zeros(ctx.n, bool), params)
     victim = rng.integers(0, ctx.n_veh - 1, size=ctx.n_veh)
     victim = victim + (victim >= np.arange(ctx.n_veh))  # never itself
-    t = ctx.t_ns
+    t = ctx.t_ns[ctx.order]  # everything below in (vehicle, time) order
+    veh = ctx.veh[ctx.order]
     sorted_t = np.sort(t)  # time ranks (ties share the left one); np.unique here cost ~0.4 s per 400k rows
-    # sorted key (vehicle, time rank) -> last row of the victim at or before t - delay
-    keys = (ctx.veh * (len(sorted_t) + 1) + np.searchsorted(sorted_t, t))[ctx.order]
-    want = np.searchsorted(sorted_t, t - int(params["delay_s"] * 1e9), side="right") - 1
-    v = victim[ctx.veh]
-    pos = np.searchsorted(keys, v * (len(sorted_t) + 1) + want, side="right") - 1
-    starts = np.flatnonzero(ctx.first)  # sorted position where each vehicle code starts
-    replayed = ctx.attacker & (pos >= starts[v])  # the victim has sent something by then; else genuine
-    src = np.where(replayed, ctx.order[np.maximum(pos, 0)], np.arange(ctx.n))
+    span = len(sorted_t) + 1
+
+    def last_at_or_before(keys: np.ndarray, owner: np.ndarray, v: np.ndarray, when: np.ndarray) -> np.ndarray:
+        """Index into `keys` (sorted (vehicle, time rank) keys) of v's last entry at or before
+        `when`, or -1."""
+        rank = np.searchsorted(sorted_t, when, side="right") - 1
+        i = np.searchsorted(keys, v * span + rank, side="right") - 1
+        return np.where((i >= 0) & (owner[np.maximum(i, 0)] == v), i, -1)
+
+    keys = veh * span + np.searchsorted(sorted_t, t)
+    new_run = runs_start(ctx.dt_s)
+    run_first = np.flatnonzero(new_run)
+    run_len = np.diff(np.r_[run_first, ctx.n])
+    switch = run_first + (rng.random(len(run_first)) * run_len).astype(np.int64)  # first replayed message
+    of_run = np.cumsum(new_run) - 1  # each message's run
+    t_switch = t[switch][of_run]
+    v = victim[veh]
+    starts = last_at_or_before(keys[run_first], veh[run_first], v, t_switch - int(params["delay_s"] * 1e9))
+    vehicle_last = np.r_[np.flatnonzero(ctx.first)[1:], ctx.n] - 1  # each vehicle's last sorted position
+    steps = np.arange(ctx.n) - switch[of_run]  # messages since the switch
+    pos = np.minimum(run_first[np.maximum(starts, 0)] + np.maximum(steps, 0), vehicle_last[v])
+    replayed_sorted = ctx.attacker[ctx.order] & (steps >= 0) & (starts >= 0)
+    replayed = _per_message(ctx, replayed_sorted)
+    src = np.arange(ctx.n)
+    src[ctx.order[replayed_sorted]] = ctx.order[pos[replayed_sorted]]
     for col in REPLAY_COLUMNS:
         out[col] = pd.Series(frame[col].array.take(src), index=frame.index)
     x, y = _local(frame)

@@ -165,7 +165,7 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
     by_day = m.split == "vehicle_day"
     _say(progress, f"experiment: {len(frame)} records, {frame[ID].nunique()} vehicles, {len(specs)} attacks x "
                    f"{len(m.detectors)} detectors x {len(shares)} shares")
-    rows, imps, scores = [], [], []
+    rows, imps, scores, mixed_rows = [], [], [], []
     with _scheduler(params.dask) as sched:
         for rep in range(m.repeats):
             p = repeat_params(params, rep)
@@ -208,13 +208,58 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
                     f1s = {r["detector"]: round(r["f1"], 3) for r in rows[-len(LEVELS) * len(m.detectors):]
                            if r["level"] == "message"}
                     _say(progress, f"  {tag}share {share:g} {lab}: F1 {f1s}")
+                if len(specs) > 1:
+                    mixed_rows += _mixed(frame, specs, attackers, train_rows, test_rows, params, p, share, rep,
+                                         sched, out if si == 0 and rep == 0 else None)
+                    f1s = {r["detector"]: round(r["f1"], 3) for r in mixed_rows
+                           if r["level"] == "message" and r["attack"] == MIXED and r["share"] == share
+                           and r["repeat"] == rep}
+                    _say(progress, f"  {tag}share {share:g} {MIXED} (one model for every attack): F1 {f1s}")
     results = pd.DataFrame(rows)
+    if mixed_rows:
+        pd.DataFrame(mixed_rows).to_parquet(out / "mixed.parquet", index=False)
+    else:  # one attack only: no mixed setting (and no stale file from an earlier run here)
+        (out / "mixed.parquet").unlink(missing_ok=True)
     corpus = {**copies, "vehicles": int(frame[ID].nunique())}  # what the numbers rest on
     _write(out, params, results, pd.DataFrame(imps, columns=["repeat", "share", "attack", "detector", "feature",
-                                                             "importance"]), corpus)
+                                                             "importance"]), corpus, pd.DataFrame(mixed_rows))
     # every test message's score, so PR curves and thresholds can be drawn without re-running
     pd.concat(scores, ignore_index=True).to_parquet(out / "scores.parquet", index=False)
     return results
+
+
+MIXED = "mixed"  # the all-attacks setting's overall row; its per-attack rows carry the attack's label
+
+
+def _mixed(frame: pd.DataFrame, specs: list[dict], attackers: np.ndarray, train_rows: pd.Index, test_rows: pd.Index,
+           params: config.Params, p: config.Params, share: float, rep: int, sched: Any, save_to: Path | None
+           ) -> list[dict]:
+    """One model per detector for every attack at once (each attacker runs one drawn attack, same
+    split): rows for all test vehicles (`attack` = "mixed") and, per attack, for the genuine test
+    vehicles plus that attack's attackers: what one deployed detector catches of each."""
+    attacked, assigned = attacks.apply_mixed(frame, specs, attackers, attack_rng(p.attacks.seed, MIXED, share))
+    feats = featurize(attacked, params, sched)
+    train, test = feats.loc[train_rows], feats.loc[test_rows]
+    models.check_disjoint(train, test, p.model.split == "vehicle_day")
+    kind = test[ID].map(assigned).fillna(attacks.GENUINE).to_numpy(object)
+    subsets = [(MIXED, np.ones(len(test), bool))] + [
+        (lab, (kind == lab) | (kind == attacks.GENUINE)) for lab in [attacks.label(s) for s in specs]]
+    rows = []
+    for det_name in p.model.detectors:
+        det = models.make_detector(det_name, p.model).fit(train, train["is_attack"].to_numpy(bool))
+        score = det.score(test)
+        for lab, keep in subsets:
+            sub = test[keep]
+            res = models.evaluate(det, sub, score[keep])
+            base = {"repeat": rep, "share": share, "split": p.model.split, "attack": lab, "detector": det_name,
+                    "n_train": len(train), "n_test": len(sub),
+                    "test_attackers": int(sub.groupby(ID)["is_attack"].any().sum()),
+                    "test_attacked_messages": int(sub["is_attack"].sum())}
+            rows += [{**base, "level": level, **{k: res[level][k] for k in METRICS}} for level in LEVELS]
+        if save_to is not None:
+            models.save_model(det, save_to / "models" / f"{MIXED}__{det_name}.joblib",
+                              {"attack": MIXED, "attacks": specs, "share": share, "params": config.to_dict(params)})
+    return rows
 
 
 def _clean(x: Any) -> Any:
@@ -305,16 +350,38 @@ def caveats(results: pd.DataFrame) -> list[str]:
     return out
 
 
-def summary(params: config.Params, results: pd.DataFrame) -> dict[str, Any]:
+EVALUATION = ("f1, f1_by_share, f1_vehicle, mean_f1_by_share and the quality bars: one detector trained per "
+              "attack (it knows the attack it meets: an upper bound). mixed: one detector per share trained "
+              "on every attack at once, each attacker running one drawn attack (what a deployed detector "
+              "catches): precision, recall and F1 over all test vehicles, and the recall of each attack's "
+              "messages (an F1 per attack would pit a few attackers against every genuine vehicle's false "
+              "alarms). Message level, raw is_attack label; means over repeats.")
+
+
+def mixed_table(mixed: pd.DataFrame, share: float, level: str = "message") -> dict[str, dict[str, Any]]:
+    """{detector: {precision, recall, f1 (all test vehicles), recall_by_attack}}, means over repeats."""
+    r = mixed[(mixed["share"] == share) & (mixed["level"] == level)]
+    whole = r[r["attack"] == MIXED].groupby("detector", sort=False)[["precision", "recall", "f1"]].mean()
+    caught = r[r["attack"] != MIXED].groupby(["detector", "attack"], sort=False)["recall"].mean()
+    return {d: {**{k: float(v) for k, v in row.items()},
+                "recall_by_attack": {a: float(v) for (dd, a), v in caught.items() if dd == d}}
+            for d, row in whole.iterrows()}
+
+
+def summary(params: config.Params, results: pd.DataFrame, mixed: pd.DataFrame | None = None) -> dict[str, Any]:
     """F1 tables (primary share, every share, vehicle level; means over repeats, with their spread
-    `f1_sd` when there are several), the quality bars and caveats."""
+    `f1_sd` when there are several), the all-attacks setting (`mixed`, when run), the quality
+    bars and caveats."""
     primary = _shares(params)[0]
     shares = _shares(params)
+    mixed_f1 = ({"mixed": {str(s): mixed_table(mixed, s) for s in shares}}
+                if mixed is not None and len(mixed) else {})
     spread = {"f1_sd": f1_table(results, primary, stat="std"),
               "f1_sd_by_share": {str(s): f1_table(results, s, stat="std") for s in shares}
               } if params.model.repeats > 1 else {}
     return {
         "caveats": caveats(results),
+        "evaluation": EVALUATION,
         "split": params.model.split,
         "share": primary,
         "repeats": params.model.repeats,
@@ -323,15 +390,17 @@ def summary(params: config.Params, results: pd.DataFrame) -> dict[str, Any]:
         "f1_by_share": {str(s): f1_table(results, s) for s in shares},
         "mean_f1_by_share": {str(s): mean_f1(results, s) for s in shares},
         "f1_vehicle": f1_table(results, primary, "vehicle"),
+        **mixed_f1,
         "quality_bar": quality_bar(results, primary),
     }
 
 
-def _write(out: Path, params: config.Params, results: pd.DataFrame, imps: pd.DataFrame, corpus: dict) -> None:
+def _write(out: Path, params: config.Params, results: pd.DataFrame, imps: pd.DataFrame, corpus: dict,
+           mixed: pd.DataFrame) -> None:
     results.to_parquet(out / "results.parquet", index=False)
     results.to_csv(out / "results.csv", index=False)
     imps.to_parquet(out / "importances.parquet", index=False)
-    metrics = {"params": config.to_dict(params), "corpus": corpus, **summary(params, results),
+    metrics = {"params": config.to_dict(params), "corpus": corpus, **summary(params, results, mixed),
                "results": results.to_dict(orient="records")}
     (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1, sort_keys=False) + "\n")
     (out / "params.json").write_text(json.dumps(config.to_dict(params), indent=1) + "\n")
@@ -339,9 +408,11 @@ def _write(out: Path, params: config.Params, results: pd.DataFrame, imps: pd.Dat
 
 def run_cli(params: config.Params, out_dir: str | Path, progress: Progress = None) -> dict:
     """`wydot-lab experiment`: run the matrix; the summary is the JSON line the CLI prints."""
-    summ = summary(params, run(params, out_dir, progress))
+    results = run(params, out_dir, progress)
+    mixed_path = Path(out_dir) / "mixed.parquet"
+    summ = summary(params, results, pd.read_parquet(mixed_path) if mixed_path.exists() else None)
     for c in summ["caveats"]:
         _say(progress, f"caveat: {c}")
-    keys = ("f1", "f1_sd", "mean_f1_by_share", "repeats", "split", "share", "f1_by_share", "quality_bar", "caveats")
+    keys = ("f1", "f1_sd", "mean_f1_by_share", "mixed", "repeats", "split", "share", "f1_by_share", "quality_bar", "caveats")
     return _clean({**{k: summ[k] for k in keys if k in summ},
                    "out": str(out_dir), "files": sorted(p.name for p in Path(out_dir).iterdir())})

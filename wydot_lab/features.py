@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from wydot_lab import geo
-from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, TIME, by_vehicle, first_crumbs, floats, received,
-                              segment_start)
+from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, RUN_GAP_S, TIME, by_vehicle, first_crumbs, floats,
+                              received, runs_start, segment_start)
 
 # F2MD legacy thresholds, units adapted (docs/DOMAIN.md section 4)
 SPEED_CAP_MPS = 35.8  # privacy-filter cap; genuine published data never exceeds it
@@ -32,7 +32,6 @@ POS_SPEED_TOL_MPS = 5.0  # position-speed consistency, on top of the GPS noise /
 HEADING_MAX_DEG = 90.0  # heading vs direction of travel
 MOVED_MIN_M, MOVING_MIN_MPS = 1.0, 1.0  # heading check only when really moving
 MIN_BEACON_S = 0.09  # J2735 sends at most 10 Hz
-RUN_GAP_S = 30.0  # a longer silence starts a new run: pairwise checks and windows stay within runs
 SUDDEN_APPEARANCE_M = 210.0  # first message of a run this close to its receiver
 ROAD_TOL_M = 8.0  # distance from the centre line allowed beyond semiMajor
 DEFAULT_SEMI_MAJOR_M = 3.0  # GPS noise assumed where semiMajor is unknown
@@ -91,11 +90,7 @@ LABEL_COLUMNS = ("is_attacker", "is_attack", "is_attack_cond", "attack_type")
 def within_run(feats: pd.DataFrame) -> np.ndarray:
     """Messages whose previous message came at most RUN_GAP_S before (where SINCE_PREVIOUS
     features describe motion)."""
-    return _in_run(feats["dt_s"].to_numpy(float))
-
-
-def _in_run(dt: np.ndarray) -> np.ndarray:
-    return dt <= RUN_GAP_S  # NaN (a vehicle's first message) is False
+    return ~runs_start(feats["dt_s"].to_numpy(float))
 
 
 def first_run(frame: pd.DataFrame, vehicle: str, limit: int | None = None) -> pd.DataFrame:
@@ -103,7 +98,7 @@ def first_run(frame: pd.DataFrame, vehicle: str, limit: int | None = None) -> pd
     zoomed map, not pieces of trips hours and kilometres apart."""
     one = frame[frame[ID] == vehicle]
     vo = by_vehicle(one)
-    run = np.cumsum(~_in_run(vo.dt_s))
+    run = np.cumsum(runs_start(vo.dt_s))
     return one.iloc[vo.order[run == 1]].head(limit)
 
 
@@ -115,7 +110,7 @@ class _Groups:
         """Runs start at a vehicle's first message (`first`, where `dt` is NaN) and after
         every silence > RUN_GAP_S."""
         self.first = first
-        self.new_run = ~_in_run(dt)
+        self.new_run = runs_start(dt)
         self.run_start = segment_start(self.new_run)
 
     def prev(self, v: np.ndarray) -> np.ndarray:

@@ -108,6 +108,15 @@ class VehicleOrder:
         return segment_start(self.first)
 
 
+RUN_GAP_S = 30.0  # a longer silence ends a vehicle's run of messages (features' windows, replayed tracks)
+
+
+def runs_start(dt_s: np.ndarray) -> np.ndarray:
+    """In sorted order: the row starts a run (a vehicle's first message, or one after a silence
+    longer than RUN_GAP_S); `dt_s` as `VehicleOrder.dt_s`."""
+    return ~(dt_s <= RUN_GAP_S)  # NaN (a vehicle's first message) starts one
+
+
 def segment_start(first: np.ndarray) -> np.ndarray:
     """For each position, the last position at or before it where `first` is True (0 if none)."""
     return np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))

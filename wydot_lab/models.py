@@ -61,6 +61,8 @@ class SklearnDetector:
         split on (HistGradientBoosting crashes on an all-NaN column, e.g. a window std when
         every run is two messages long)."""
         m = X[self.features].to_numpy(float)
+        if not m.flags.writeable:  # one float column comes back as a read-only view of the frame
+            m = m.copy()
         if fitting:
             self.empty = np.flatnonzero(np.isnan(m).all(axis=0))
         m[:, self.empty] = 0.0
