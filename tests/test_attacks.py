@@ -273,3 +273,37 @@ def test_apply_mixed_gives_each_attacker_one_attack_and_keeps_everything_else():
             for c in clean.columns:
                 np.testing.assert_array_equal(_bits(g[c]), _bits(clean.loc[g.index, c]))
     assert out["is_attack"].any()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_data_replay_never_runs_past_the_recorded_run_into_later_messages(seed):
+    """A's second run is longer than B's earlier run: after B's run ends the replay holds B's
+    last message of that run; B's later run (sent after A's messages) is never replayed."""
+    a_runs = bsm_frames.later(bsm_frames.straight_line(n=40, vid="0000000A"), 190, from_row=10)  # 0-9, 200-229
+    b_runs = bsm_frames.later(bsm_frames.later(bsm_frames.straight_line(n=20, vid="0000000B", y0=500.0), 50),
+                              440, from_row=10)  # 50-59, 500-509
+    clean = bsm_frames.frame(pa.concat_tables([a_runs, b_runs]))
+    out = attacks.apply(clean, {"name": "data_replay"}, np.array(["0000000A"]), np.random.default_rng(seed))
+    a = out["is_attack"].to_numpy()
+    assert not a[:10].any() and a[10:40].any()
+    b_first_run = set(zip(clean[LAT].iloc[40:50], clean[LON].iloc[40:50]))
+    replayed = list(zip(out[LAT].to_numpy()[a], out[LON].to_numpy()[a]))
+    assert set(replayed) <= b_first_run
+    k = len(replayed)
+    want = list(zip(clean[LAT].iloc[40:50], clean[LON].iloc[40:50]))
+    assert replayed == (want + [want[-1]] * k)[:k]  # in order, then the run's last one held
+
+
+def test_apply_mixed_keeps_rows_by_position_and_copes_with_a_missing_id():
+    clean = _clean().reset_index(drop=True)
+    twice = pd.concat([clean.iloc[:30], clean.iloc[30:]])
+    twice.index = np.arange(len(twice)) % 7  # a repeating index
+    specs = attacks.default_matrix()[:3]
+    att = attacks.choose_attackers(clean[ID], 0.5, np.random.default_rng(3))
+    out, _ = attacks.apply_mixed(twice, specs, att, np.random.default_rng(4))
+    assert len(out) == len(twice) and list(out.index) == list(twice.index)
+    np.testing.assert_array_equal(out[ID].to_numpy(object), twice[ID].to_numpy(object))
+    gappy = clean.astype({ID: "string"})
+    gappy.loc[gappy.index[:3], ID] = pd.NA
+    out2, assigned = attacks.apply_mixed(gappy, specs, att, np.random.default_rng(4))
+    assert len(out2) == len(gappy) and not out2["is_attacker"].iloc[:3].any()

@@ -348,7 +348,7 @@ def test_cli_ingest_a_day_end_after_an_hour_start_is_included(three_days, tmp_pa
      "-1: must be >= 0"),
     ("ingest SRC --start 2021-04-01 --end 2021-04-01 --dry-run --price-per-gb nan", "--price-per-gb",
      "nan: not a finite number"),
-    ("ingest SRC --start 2021-04-01 --end 2021-04-01 --ttl-days 0", "--ttl-days", "0: must be > 0"),
+    ("ingest SRC --start 2021-04-01 --end 2021-04-01 --ttl-days -1", "--ttl-days", "-1: must be >= 0"),
 ])
 def test_cli_a_bad_value_names_its_option_and_value(three_days, tmp_path, capsys, cmd, flag, want):
     from wydot_lab import cli

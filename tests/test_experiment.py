@@ -197,4 +197,5 @@ def test_mixed_setting_trains_one_model_for_every_attack(corpus, tmp_path):
     one = one.model_copy(update={"attacks": one.attacks.model_copy(update={"kinds": one.attacks.kinds[:1]})})
     experiment.run(one, tmp_path, table=corpus)
     assert not (tmp_path / "mixed.parquet").exists()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["const_offset_100_200__rules.joblib"]
     assert "mixed" not in json.loads((tmp_path / "metrics.json").read_text())

@@ -77,6 +77,9 @@ def _tiny() -> dict:
     (lambda d: d["attacks"].update(extra_shares=[0.0]), "attacks.extra_shares.0: Input should be greater than 0"),
     (lambda d: d["attacks"].update(extra_shares=[d["attacks"]["attacker_share"]]), "attacks.extra_shares: share"),
     (lambda d: d["attacks"].update(kinds=[{"name": "heading_reversal"}] * 2), "attacks.kinds: attack"),
+    (lambda d: d["attacks"].update(kinds=[{"name": "data_replay"}, {"name": "data_replay", "delay_s": 0}]),
+     "attacks.kinds: attack data_replay is listed twice"),
+    (lambda d: d.update(dates={"start": "2021-04-05"}), "dates.end: 2021-04-03 is before start 2021-04-05"),
     (lambda d: d.setdefault("dask", {}).update(scheduler="thredas"), "dask.scheduler: 'thredas' is not one of"),
     (lambda d: d.setdefault("dask", {}).update(npartitions=0), "dask.npartitions"),
     (lambda d: d.setdefault("cache", {}).update(ttl_days=-1), "cache.ttl_days"),
@@ -96,6 +99,17 @@ def test_wrong_key_or_type_is_a_one_line_error_naming_it(tmp_path, mutate, names
         config.load(path)
     msg = str(exc.value)
     assert "\n" not in msg and names in msg and str(path) in msg
+
+
+@pytest.mark.parametrize("section, values", [
+    ("dask", {"scheduler": "sync"}), ("dask", {"scheduler": "single-threaded"}), ("dask", {"scheduler": "tcp://h:8786"}),
+    ("cache", {"ttl_days": 0}),  # refetch every cached hour
+])
+def test_values_dask_and_the_cache_accept_load(tmp_path, section, values):
+    data = _tiny()
+    data.setdefault(section, {}).update(values)
+    p = config.load(_write(tmp_path, data))
+    assert getattr(p, section).model_dump().items() >= values.items()
 
 
 def test_reversed_dates_and_missing_file(tmp_path):

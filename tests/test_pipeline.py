@@ -161,6 +161,14 @@ def test_reused_out_holds_only_this_runs_files(tmp_path):
     assert sorted(p.name for p in (run / "a").iterdir()) == ["new.txt"]
     listed = [a["path"] for a in json.loads((run / "run_summary.json").read_text())["artefacts"]]
     assert sorted(listed) == ["a.ipynb", "a/new.txt"] and (run / "notes.md").read_text() == "mine"
+    with pytest.raises(pipeline.PipelineError, match="is the notebooks folder"):  # would delete the sources
+        pipeline.run(_params_file(tmp_path), out=nbs, progress=lambda m: None, stages=stage, notebooks=nbs)
+    assert (nbs / "a.ipynb").exists()
+    mine = tmp_path / "mine"  # a folder no run wrote is never cleaned
+    (mine / "a").mkdir(parents=True)
+    (mine / "a" / "keep.txt").write_text("k")
+    pipeline.run(_params_file(tmp_path), out=mine, progress=lambda m: None, stages=stage, notebooks=nbs)
+    assert (mine / "a" / "keep.txt").read_text() == "k"
 
 
 def test_missing_output_is_a_failure(tmp_path):

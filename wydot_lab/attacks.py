@@ -12,7 +12,7 @@ Parameters (all optional, defaults in `ATTACKS[name].defaults`):
   radius_m           scatter around a random centre-line vertex (const_position, random_position)
   min_mps / max_mps  speed value or offset range, m/s (const_speed, random_speed, speed_offset)
   p                  per-message trigger probability (eventual_stop)
-  delay_s            a replayed run began at least this long before the attacker's run (data_replay)
+  delay_s            a replayed message was sent at least this long before (data_replay)
   careful            position attacks only: also re-anchor the path-history crumbs so the
                      nearest crumb agrees with the previously reported (fake) position
 """
@@ -161,18 +161,20 @@ def apply_mixed(frame: pd.DataFrame, specs: list[dict], attackers: Any, rng: np.
     mine = np.sort(np.asarray(list(attackers), dtype=object))
     which = rng.integers(0, len(specs), size=len(mine))
     children = rng.spawn(len(specs))
-    ids = frame[ID].to_numpy(object)
-    pieces, taken, assigned, first = [], np.zeros(len(frame), bool), {}, None
+    pieces, where, taken, assigned, first = [], [], np.zeros(len(frame), bool), {}, None
     for k, spec in enumerate(specs):
         these = mine[which == k]
         attacked = apply(frame, spec, these, children[k])
         first = attacked if first is None else first
-        rows = np.isin(ids, these)
+        rows = frame[ID].isin(set(these.tolist())).to_numpy(bool)
         pieces.append(attacked[rows])
+        where.append(np.flatnonzero(rows))
         taken |= rows
         assigned.update(dict.fromkeys(these.tolist(), label(spec)))
     pieces.append(first[~taken])  # the genuine vehicles, labelled genuine by any of the runs
-    return pd.concat(pieces).loc[frame.index], assigned
+    where.append(np.flatnonzero(~taken))
+    back = np.argsort(np.concatenate(where), kind="stable")  # by position: the index may repeat
+    return pd.concat(pieces).iloc[back], assigned
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -429,8 +431,9 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
     """Each attacker run is genuine until a message drawn uniformly within it; from there it
     re-sends, under its own id, one recorded message per message it sends: its victim's (one
     other vehicle, drawn per attacker) messages in order, from the start of the victim's latest
-    run that began at least `delay_s` before the switch (past the victim's last message, that
-    one again). So the fake track moves as the victim really moved, and the switch is where it
+    run that began at least `delay_s` before the switch, never a message sent less than `delay_s`
+    before (the attacker cannot have heard it yet) nor past that run's end (then it holds the
+    latest it may send). So the fake track moves as the victim really moved, and the switch is where it
     shows (a replay of the victim's latest message froze in place when victims last sent hours
     before, which any stationarity check caught). No earlier victim run: the run stays genuine."""
     ctx = _ctx(frame)
@@ -459,10 +462,14 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
     of_run = np.cumsum(new_run) - 1  # each message's run
     t_switch = t[switch][of_run]
     v = victim[veh]
-    starts = last_at_or_before(keys[run_first], veh[run_first], v, t_switch - int(params["delay_s"] * 1e9))
-    vehicle_last = np.r_[np.flatnonzero(ctx.first)[1:], ctx.n] - 1  # each vehicle's last sorted position
+    delay = int(params["delay_s"] * 1e9)
+    starts = last_at_or_before(keys[run_first], veh[run_first], v, t_switch - delay)
+    run_end = np.r_[run_first[1:], ctx.n] - 1  # each run's last sorted position
+    sent = last_at_or_before(keys, veh, v, t - delay)  # the victim's latest message the attacker can have heard
     steps = np.arange(ctx.n) - switch[of_run]  # messages since the switch
-    pos = np.minimum(run_first[np.maximum(starts, 0)] + np.maximum(steps, 0), vehicle_last[v])
+    chosen = np.maximum(starts, 0)
+    # one recorded message per message sent, never past the recorded run nor a message not yet sent
+    pos = np.minimum(np.minimum(run_first[chosen] + np.maximum(steps, 0), run_end[chosen]), sent)
     replayed_sorted = ctx.attacker[ctx.order] & (steps >= 0) & (starts >= 0)
     replayed = _per_message(ctx, replayed_sorted)
     src = np.arange(ctx.n)

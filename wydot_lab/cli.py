@@ -57,7 +57,6 @@ def _number(kind: type, low: float, low_ok: bool):
 
 _positive_int = _number(int, 1, True)
 _non_negative_float = _number(float, 0, True)
-_positive_float = _number(float, 0, False)
 
 
 def _existing_cache_root(url: str) -> None:
@@ -186,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--region", default="us-east-1", help="bucket region (default us-east-1)")
     i.add_argument("--allow-partial", action="store_true",
                    help="an hour that still fails after retries is recorded as missing instead of failing the run")
-    i.add_argument("--ttl-days", type=_positive_float,
-                   help="refetch cached hours older than this, > 0 (default: never expire)")
+    i.add_argument("--ttl-days", type=_non_negative_float,
+                   help="refetch cached hours older than this, >= 0 (0: refetch all; default: never expire)")
     i.add_argument("--dry-run", action="store_true",
                    help="list the source and print the plan only: hours already cached and to fetch, objects "
                         "and bytes to download, estimated egress cost at --price-per-gb; downloads nothing and "
@@ -208,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="last UTC day, included (or an hour, excluded); give both --start and --end, or neither")
     c.add_argument("--pilot", default="wydot", help="default wydot")
     c.add_argument("--type", dest="message_type", default="BSM", help="default BSM")
-    c.add_argument("--ttl-days", type=_positive_float, help="ls: show partitions older than this (> 0) as expired")
+    c.add_argument("--ttl-days", type=_non_negative_float, help="ls: show partitions older than this (>= 0) as expired")
     c.set_defaults(func=_cmd_cache)
 
     e = sub.add_parser("experiment", help="run the attack x detector matrix from a params file")

@@ -58,7 +58,7 @@ class SourceParams(_Strict):
 
 class DateParams(_Strict):
     start: dt.date = dt.date(2021, 4, 1)
-    end: dt.date = dt.date(2021, 4, 3)
+    end: dt.date = Field(dt.date(2021, 4, 3), validate_default=True)  # checked against start even when left out
 
     @field_validator("end")
     @classmethod
@@ -75,10 +75,11 @@ class DateParams(_Strict):
 
 class CacheParams(_Strict):
     root: str = "data/cache"  # local path or any fsspec URL
-    ttl_days: float | None = Field(None, gt=0)  # None: never expires
+    ttl_days: float | None = Field(None, ge=0)  # None: never expires; 0: every cached hour is refetched
 
 
-SCHEDULERS = ("threads", "processes", "synchronous", "local-cluster")
+SCHEDULERS = ("threads", "processes", "synchronous", "local-cluster",
+              "threading", "multiprocessing", "sync", "single-threaded")  # the last four: dask's other names
 
 
 class DaskParams(_Strict):
@@ -153,7 +154,9 @@ class AttackParams(_Strict):
     @field_validator("kinds")
     @classmethod
     def _kinds_once(cls, v: list[AttackSpec]) -> list[AttackSpec]:
-        _unique([k.model_dump() for k in v], "attack")
+        from wydot_lab import attacks
+
+        _unique([attacks.label(k.model_dump()) for k in v], "attack")  # defaults spelt out are the same attack
         return v
 
     @field_validator("extra_shares")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -151,6 +152,7 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
     the corpus counts: records, transmissions, copies dropped, vehicles), params.json and models/
     into `out_dir`; return the results table."""
     out = Path(out_dir)
+    shutil.rmtree(out / "models", ignore_errors=True)  # a reused --out keeps no model of an earlier run
     (out / "models").mkdir(parents=True, exist_ok=True)
     table = load_corpus(params) if table is None else table
     frame, copies = records_frame(table)

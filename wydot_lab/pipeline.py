@@ -97,7 +97,10 @@ def _stage_paths(run_dir: Path, stages: tuple[Stage, ...]) -> list[Path]:
 
 def _start_clean(run_dir: Path, stages: tuple[Stage, ...]) -> None:
     """A reused `--out` must not mix an earlier run's files (e.g. models of attacks no longer
-    in the params) into this run's outputs and artefact list; other files are left alone."""
+    in the params) into this run's outputs and artefact list. Only a folder an earlier run
+    wrote (it holds run_summary.json) is cleaned, and only of the stages' files."""
+    if not (run_dir / "run_summary.json").is_file():
+        return
     for p in [*_stage_paths(run_dir, stages), run_dir / "run_summary.json"]:
         if p.is_dir():
             shutil.rmtree(p)
@@ -141,6 +144,8 @@ def run(params_path: str | Path, out: str | Path | None = None,
     params = config.load(params_file)  # a bad params file fails here, before any stage runs
     nb_dir = Path(notebooks) if notebooks else notebooks_dir()
     run_dir = run_dir_for(params, out)
+    if run_dir.resolve() == nb_dir.resolve():
+        raise PipelineError(f"--out {run_dir} is the notebooks folder: the executed copies would replace the sources")
     run_dir.mkdir(parents=True, exist_ok=True)
     _start_clean(run_dir, stages)
     summary: dict = {"run_id": run_dir.name, "run_dir": str(run_dir), "params_path": str(params_file),
