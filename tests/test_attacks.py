@@ -307,3 +307,27 @@ def test_apply_mixed_keeps_rows_by_position_and_copes_with_a_missing_id():
     gappy.loc[gappy.index[:3], ID] = pd.NA
     out2, assigned = attacks.apply_mixed(gappy, specs, att, np.random.default_rng(4))
     assert len(out2) == len(gappy) and not out2["is_attacker"].iloc[:3].any()
+
+
+def test_careful_form_writes_the_fake_position_into_the_own_logs_receiver_fields():
+    """An own log (bsmTx) records the sender's position as receiver-side location: the careful
+    form keeps it equal to the fake one; a received copy (rxMsg) holds the receiver's, untouched;
+    the naive form leaves every receiver field as it was (an attacker that did not bother)."""
+    clean = _clean().copy()
+    clean["metadata_rmd_latitude"] = clean[LAT].to_numpy()
+    clean["metadata_rmd_longitude"] = clean[LON].to_numpy()
+    rx = np.arange(len(clean)) % 4 == 0
+    clean["metadata_recordType"] = np.where(rx, "rxMsg", "bsmTx")
+    clean.loc[rx, "metadata_rmd_latitude"] = 41.0
+    att = attacks.choose_attackers(clean[ID], 0.5, np.random.default_rng(2))
+    spec = {"name": "const_offset", "min_m": 50, "max_m": 100}
+    careful = attacks.apply(clean, {**spec, "careful": True}, att, np.random.default_rng(3))
+    naive = attacks.apply(clean, spec, att, np.random.default_rng(3))
+    hit = careful["is_attack"].to_numpy()
+    own = hit & ~rx
+    assert own.any() and (hit & rx).any()
+    for col, pos in (("metadata_rmd_latitude", LAT), ("metadata_rmd_longitude", LON)):
+        np.testing.assert_array_equal(careful[col].to_numpy()[own], careful[pos].to_numpy()[own])
+        np.testing.assert_array_equal(careful[col].to_numpy()[~own], clean[col].to_numpy()[~own])
+        np.testing.assert_array_equal(naive[col].to_numpy(), clean[col].to_numpy())
+    assert (careful[LAT].to_numpy()[own] != clean[LAT].to_numpy()[own]).any()

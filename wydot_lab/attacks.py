@@ -14,7 +14,10 @@ Parameters (all optional, defaults in `ATTACKS[name].defaults`):
   p                  per-message trigger probability (eventual_stop)
   delay_s            a replayed message was sent at least this long before (data_replay)
   careful            position attacks only: also re-anchor the path-history crumbs so the
-                     nearest crumb agrees with the previously reported (fake) position
+                     nearest crumb agrees with the previously reported (fake) position, and
+                     write the fake position into the own log's receiver-side location
+                     (metadata_rmd_latitude/longitude: a sender's own log records its own
+                     position there; a received copy's holds the receiver's, left alone)
 """
 from __future__ import annotations
 
@@ -26,11 +29,12 @@ import numpy as np
 import pandas as pd
 
 from wydot_lab import geo
-from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, VehicleOrder, by_vehicle, floats, runs_start,
-                              segment_start, shift_crumbs)
+from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, VehicleOrder, by_vehicle, floats, received,
+                              runs_start, segment_start, shift_crumbs)
 
 SPEED, HEADING, ELEV = "coreData_speed", "coreData_heading", "coreData_elevation"
 SEMI_MAJOR = "coreData_accuracy_semiMajor"
+RMD_LAT, RMD_LON = "metadata_rmd_latitude", "metadata_rmd_longitude"
 LABELS = ("is_attacker", "is_attack", "is_attack_cond", "attack_type")
 GENUINE = "genuine"
 
@@ -271,6 +275,10 @@ def _move(frame: pd.DataFrame, ctx: _Ctx, rows: np.ndarray, fx: np.ndarray, fy: 
     _put(out, LON, rows, flon)
     if params.get("careful"):
         out[CRUMBS] = _careful_crumbs(frame[CRUMBS], ctx, rows, flat - lat, flon - lon)
+        own = rows & ~received(frame)
+        for col, fake in ((RMD_LAT, flat), (RMD_LON, flon)):
+            if col in frame:
+                _put(out, col, own & np.isfinite(floats(frame, col)), fake)
     x, y = true_xy
     nx, ny = x.copy(), y.copy()
     if rows.any():
