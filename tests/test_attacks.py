@@ -331,3 +331,16 @@ def test_careful_form_writes_the_fake_position_into_the_own_logs_receiver_fields
         np.testing.assert_array_equal(careful[col].to_numpy()[~own], clean[col].to_numpy()[~own])
         np.testing.assert_array_equal(naive[col].to_numpy(), clean[col].to_numpy())
     assert (careful[LAT].to_numpy()[own] != clean[LAT].to_numpy()[own]).any()
+
+
+def test_privacy_filter_drops_only_attacked_records_outside_the_speed_window():
+    clean, out, _ = _attack({"name": "eventual_stop", "p": 0.3}, 21)
+    kept = attacks.privacy_filtered(out)
+    speed = out["coreData_speed"].to_numpy(float)
+    outside = ~((speed >= 2.235) & (speed <= 35.763)) & np.isfinite(speed)
+    gone = out.index.difference(kept.index)
+    assert len(gone) > 0 and set(gone) == set(out.index[outside & out["is_attack"].to_numpy()])
+    assert not (~out["is_attack"]).loc[gone].any()  # genuine records all stay
+    ks = kept["coreData_speed"].to_numpy(float)
+    assert not (kept["is_attack"].to_numpy() & np.isfinite(ks) & ((ks < 2.235) | (ks > 35.763))).any()
+    pd.testing.assert_frame_equal(kept, out.loc[kept.index])  # kept rows untouched, order kept

@@ -12,7 +12,7 @@ import yaml
 
 import bsm_frames
 from conftest import ROOT, SYNTH_DIR
-from wydot_lab import config, experiment, models
+from wydot_lab import attacks, config, experiment, models
 
 KINDS = [{"name": "const_offset", "min_m": 100, "max_m": 200}, {"name": "random_offset", "min_m": 50, "max_m": 100},
          {"name": "heading_reversal"}]
@@ -199,3 +199,20 @@ def test_mixed_setting_trains_one_model_for_every_attack(corpus, tmp_path):
     assert not (tmp_path / "mixed.parquet").exists()
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["const_offset_100_200__rules.joblib"]
     assert "mixed" not in json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_privacy_filter_evaluates_what_publishing_would_keep(corpus, tmp_path):
+    kinds = [{"name": "eventual_stop", "p": 0.3}, {"name": "const_offset", "min_m": 100, "max_m": 200}]
+    p = _params(detectors=["rules"])
+    plain = p.model_copy(update={"attacks": p.attacks.model_copy(update={"kinds": [config.AttackSpec(**k) for k in kinds],
+                                                                         "extra_shares": []})})
+    filtered = plain.model_copy(update={"attacks": plain.attacks.model_copy(update={"privacy_filter": True})})
+    a = experiment.run(plain, tmp_path / "a", table=corpus).set_index(["attack", "level"])
+    b = experiment.run(filtered, tmp_path / "b", table=corpus).set_index(["attack", "level"])
+    stop, offset = ((attacks.label(k), "message") for k in kinds)
+    assert a.loc[stop, "dropped_by_privacy_filter"] == 0 < b.loc[stop, "dropped_by_privacy_filter"]
+    assert b.loc[stop, "test_attacked_messages"] < a.loc[stop, "test_attacked_messages"]
+    assert b.loc[stop, "n_test"] < a.loc[stop, "n_test"]
+    assert b.loc[offset, "dropped_by_privacy_filter"] == 0 and b.loc[offset, "f1"] == a.loc[offset, "f1"]
+    mixed = pd.read_parquet(tmp_path / "b" / "mixed.parquet")
+    assert (mixed["dropped_by_privacy_filter"] > 0).all()

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from wydot_lab import geo
-from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, VehicleOrder, by_vehicle, floats, received,
-                              runs_start, segment_start, shift_crumbs)
+from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, PRIVACY_MPS, VehicleOrder, by_vehicle, floats,
+                              received, runs_start, segment_start, shift_crumbs)
 
 SPEED, HEADING, ELEV = "coreData_speed", "coreData_heading", "coreData_elevation"
 SEMI_MAJOR = "coreData_accuracy_semiMajor"
@@ -179,6 +179,16 @@ def apply_mixed(frame: pd.DataFrame, specs: list[dict], attackers: Any, rng: np.
     where.append(np.flatnonzero(~taken))
     back = np.argsort(np.concatenate(where), kind="stable")  # by position: the index may repeat
     return pd.concat(pieces).iloc[back], assigned
+
+
+def privacy_filtered(frame: pd.DataFrame) -> pd.DataFrame:
+    """The attacked frame as it would be published: the privacy filter (jpo-cvdp) drops every
+    record outside its speed window, so an attacked message reporting such a speed never
+    reaches the data (eventual_stop's stopped vehicle falls silent). Only attacked rows can be
+    outside it (published genuine records passed the filter); the I-80 geofence is not applied."""
+    speed = floats(frame, SPEED)
+    outside = ~((speed >= PRIVACY_MPS[0]) & (speed <= PRIVACY_MPS[1])) & np.isfinite(speed)
+    return frame[~(outside & frame["is_attack"].to_numpy(bool))]
 
 
 # ---------------------------------------------------------------- shared helpers

@@ -150,6 +150,7 @@ class AttackParams(_Strict):
     extra_shares: list[Share] = [0.05]  # also evaluated (realistic share)
     seed: int = 42
     kinds: list[AttackSpec] = []
+    privacy_filter: bool = False  # drop attacked records outside the privacy filter's speed window, as publishing would
 
     @field_validator("kinds")
     @classmethod

@@ -179,12 +179,14 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
                                f"{train_clean[ID].nunique()} train / {test_clean[ID].nunique()} test vehicles")
                 for spec in specs:
                     lab = attacks.label(spec)
-                    attacked = attacks.apply(frame, spec, attackers, attack_rng(p.attacks.seed, lab, share))
+                    attacked, dropped = _published(
+                        attacks.apply(frame, spec, attackers, attack_rng(p.attacks.seed, lab, share)), params)
                     feats = featurize(attacked, params, sched)
-                    train, test = feats.loc[train_rows], feats.loc[test_rows]
+                    train, test = _sides(feats, train_rows, test_rows)
                     models.check_disjoint(train, test, by_day)
                     base = {"repeat": rep, "share": share, "split": m.split, "attack": lab, "attack_name": spec["name"],
                             "attack_params": json.dumps(attacks.resolve(spec), sort_keys=True),
+                            "dropped_by_privacy_filter": dropped,
                             "n_train": len(train), "n_test": len(test),
                             "test_attackers": int(test.groupby(ID)["is_attack"].any().sum()),
                             "test_attacked_messages": int(test["is_attack"].sum())}
@@ -230,6 +232,20 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
     return results
 
 
+def _published(attacked: pd.DataFrame, params: config.Params) -> tuple[pd.DataFrame, int]:
+    """With `attacks.privacy_filter`: what publishing would keep of the attacked frame, and how
+    many attacked records it dropped."""
+    if not params.attacks.privacy_filter:
+        return attacked, 0
+    kept = attacks.privacy_filtered(attacked)
+    return kept, len(attacked) - len(kept)
+
+
+def _sides(feats: pd.DataFrame, train_rows: pd.Index, test_rows: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and test rows of the split that are still there (the privacy filter may drop some)."""
+    return feats.loc[train_rows[train_rows.isin(feats.index)]], feats.loc[test_rows[test_rows.isin(feats.index)]]
+
+
 MIXED = "mixed"  # the all-attacks setting's overall row; its per-attack rows carry the attack's label
 
 
@@ -240,8 +256,9 @@ def _mixed(frame: pd.DataFrame, specs: list[dict], attackers: np.ndarray, train_
     split): rows for all test vehicles (`attack` = "mixed") and, per attack, for the genuine test
     vehicles plus that attack's attackers: what one deployed detector catches of each."""
     attacked, assigned = attacks.apply_mixed(frame, specs, attackers, attack_rng(p.attacks.seed, MIXED, share))
+    attacked, dropped = _published(attacked, params)
     feats = featurize(attacked, params, sched)
-    train, test = feats.loc[train_rows], feats.loc[test_rows]
+    train, test = _sides(feats, train_rows, test_rows)
     models.check_disjoint(train, test, p.model.split == "vehicle_day")
     kind = test[ID].map(assigned).fillna(attacks.GENUINE).to_numpy(object)
     subsets = [(MIXED, np.ones(len(test), bool))] + [
@@ -254,7 +271,7 @@ def _mixed(frame: pd.DataFrame, specs: list[dict], attackers: np.ndarray, train_
             sub = test[keep]
             res = models.evaluate(det, sub, score[keep])
             base = {"repeat": rep, "share": share, "split": p.model.split, "attack": lab, "detector": det_name,
-                    "n_train": len(train), "n_test": len(sub),
+                    "dropped_by_privacy_filter": dropped, "n_train": len(train), "n_test": len(sub),
                     "test_attackers": int(sub.groupby(ID)["is_attack"].any().sum()),
                     "test_attacked_messages": int(sub["is_attack"].sum())}
             rows += [{**base, "level": level, **{k: res[level][k] for k in METRICS}} for level in LEVELS]

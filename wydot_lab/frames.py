@@ -45,6 +45,7 @@ def time_ns(series: pd.Series) -> np.ndarray:
 
 MINUTE_NS = 60_000_000_000
 SEC_MARK = "coreData_secMark"
+PRIVACY_MPS = (2.235, 35.763)  # jpo-cvdp speed window (5..80 mph): published records lie inside it
 
 
 def sent_ns(frame: pd.DataFrame) -> np.ndarray:

@@ -53,7 +53,7 @@ import pyarrow as pa
 
 from wydot_lab import geo, layout
 from wydot_lab.config import SynthParams
-from wydot_lab.frames import CRUMB_SIGN
+from wydot_lab.frames import CRUMB_SIGN, PRIVACY_MPS
 from wydot_lab.schema import BSM_SCHEMA, CRUMB, conform
 
 HOUR_MS = 3_600_000
@@ -63,7 +63,6 @@ TRUCK_SHARE = 0.3
 MAX_NOISE_M = 14.0
 BLOCK_ROWS = 40_000  # rows formatted at once (continuous mode splits vehicles into blocks)
 OBJECTS_PER_HOUR = 3
-PRIVACY_MPS = (2.235, 35.763)
 EPOCH = np.datetime64("1970-01-01T00:00:00", "ms")
 
 # I-80 elevation (m) by longitude: Evanston, Bear River divide, Green River, Rock Springs,
