@@ -149,6 +149,15 @@ def test_caveats_name_shares_resting_on_few_attackers():
     assert experiment.caveats(results.assign(repeat=[0, 1, 0, 1])) == [
         "share 0.05: F1 rests on 2 test attacker vehicles (min over attacks and repeats); the F1 tables average "
         "2 repeats, see f1_sd"]
+    gone = results.assign(attack=["a", "b", "a", "b"], test_attackers=[12, 9, 0, 3])
+    assert experiment.caveats(gone) == [
+        "share 0.05: no test attacker vehicle left for a (e.g. the privacy filter dropped every attacked record): "
+        "that F1 is undefined and left out of the means"]
+    mixed = pd.DataFrame({"share": 0.3, "level": "message", "attack": [experiment.MIXED, "a", "b", "c"],
+                          "test_attackers": [7, 6, 1, 0]})
+    assert experiment.caveats(results.assign(test_attackers=5), mixed) == [
+        "mixed, share 0.3: 7 test attacker vehicles over 3 attacks; each attack's recall rests on at most 6 "
+        "(1 with none); set model.repeats before comparing attacks"]
 
 
 @pytest.mark.timeout(180)

@@ -66,6 +66,13 @@ def test_binary_metrics_known_answer():
     assert np.isnan(none["f1"]) and np.isnan(none["recall"]) and none["tn"] == 4  # no attacks: undefined
 
 
+def test_f1_with_nothing_to_catch_is_undefined_with_or_without_a_false_alarm():
+    y = np.zeros(6, bool)
+    for pred in (np.zeros(6, bool), np.r_[True, np.zeros(5, bool)]):
+        m = models.binary_metrics(y, pred, pred.astype(float))
+        assert np.isnan(m["f1"]) and np.isnan(m["recall"]) and m["fp"] == pred.sum()
+
+
 def test_vehicle_level_aggregation():
     ids = np.array(["a"] * 5 + ["b"] * 5 + ["c"] * 5)
     y = np.array([0, 0, 1, 1, 1] + [0] * 5 + [0] * 5, bool)

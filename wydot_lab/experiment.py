@@ -355,26 +355,44 @@ def quality_bar(results: pd.DataFrame, share: float) -> dict[str, Any]:
 MIN_TEST_ATTACKERS = 5  # below this a share's F1 rests on a handful of vehicles
 
 
-def caveats(results: pd.DataFrame) -> list[str]:
-    """Plain warnings about what the numbers rest on: shares whose test side holds few attackers."""
+def caveats(results: pd.DataFrame, mixed: pd.DataFrame | None = None) -> list[str]:
+    """Plain warnings about what the numbers rest on: shares whose test side holds few attackers
+    (none: that F1 is undefined and left out), and in the all-attacks setting how few attackers
+    each attack's recall rests on."""
     out = []
     repeats = int(results["repeat"].nunique()) if "repeat" in results else 1
+    over = f"min over attacks{' and repeats' if repeats > 1 else ''}"
+    advice = (f"the F1 tables average {repeats} repeats, see f1_sd" if repeats > 1 else
+              "set model.repeats (e.g. 5) or compare seeds before citing it")
     for share, grp in results.groupby("share", sort=True):
         few = int(grp["test_attackers"].min())
-        if few < MIN_TEST_ATTACKERS:
-            out.append(f"share {share:g}: F1 rests on {few} test attacker vehicle{'s' * (few != 1)} "
-                       f"(min over attacks{' and repeats' if repeats > 1 else ''}); "
-                       + (f"the F1 tables average {repeats} repeats, see f1_sd" if repeats > 1 else
-                          "set model.repeats (e.g. 5) or compare seeds before citing it"))
+        if few == 0:
+            empty = sorted(set(grp.loc[grp["test_attackers"] == 0, "attack"]))
+            out.append(f"share {share:g}: no test attacker vehicle left for {', '.join(empty)} (e.g. the privacy "
+                       "filter dropped every attacked record): that F1 is undefined and left out of the means")
+        elif few < MIN_TEST_ATTACKERS:
+            out.append(f"share {share:g}: F1 rests on {few} test attacker vehicle{'s' * (few != 1)} ({over}); {advice}")
+    if mixed is not None and len(mixed):
+        msg = mixed[mixed["level"] == "message"]
+        for share, grp in msg.groupby("share", sort=True):
+            whole = int(grp.loc[grp["attack"] == MIXED, "test_attackers"].min())
+            per = grp[grp["attack"] != MIXED].groupby("attack")["test_attackers"].min()
+            if per.min() >= MIN_TEST_ATTACKERS:
+                continue
+            out.append(f"mixed, share {share:g}: {whole} test attacker vehicles over {len(per)} attacks; each attack's "
+                       f"recall rests on at most {int(per.max())} ({int((per == 0).sum())} with none)"
+                       + (f" in some repeat; means over {repeats} repeats" if repeats > 1 else
+                          "; set model.repeats before comparing attacks"))
     return out
 
 
-EVALUATION = ("f1, f1_by_share, f1_vehicle, mean_f1_by_share and the quality bars: one detector trained per "
+EVALUATION = ("Raw is_attack label, message level (f1_vehicle: vehicle level), means over repeats. "
+              "f1, f1_by_share, f1_vehicle, mean_f1_by_share and the quality bars: one detector trained per "
               "attack (it knows the attack it meets: an upper bound). mixed: one detector per share trained "
               "on every attack at once, each attacker running one drawn attack (what a deployed detector "
               "catches): precision, recall and F1 over all test vehicles, and the recall of each attack's "
               "messages (an F1 per attack would pit a few attackers against every genuine vehicle's false "
-              "alarms). Message level, raw is_attack label; means over repeats.")
+              "alarms). An F1 with nothing to catch (no attacked record in a test set) is undefined: null.")
 
 
 def mixed_table(mixed: pd.DataFrame, share: float, level: str = "message") -> dict[str, dict[str, Any]]:
@@ -399,7 +417,7 @@ def summary(params: config.Params, results: pd.DataFrame, mixed: pd.DataFrame | 
               "f1_sd_by_share": {str(s): f1_table(results, s, stat="std") for s in shares}
               } if params.model.repeats > 1 else {}
     return {
-        "caveats": caveats(results),
+        "caveats": caveats(results, mixed),
         "evaluation": EVALUATION,
         "split": params.model.split,
         "share": primary,

@@ -205,6 +205,8 @@ def binary_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[s
         return {"precision": nan, "recall": nan, "f1": nan, "pr_auc": nan, "tn": 0, "fp": 0, "fn": 0, "tp": 0, "n": 0}
     # undefined (no attacks in the test set, or none flagged) is NaN, not a fake 0 or 1
     p, r, f, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=np.nan)
+    if not y.any():  # nothing to catch: F1 is undefined whether or not something was flagged
+        r = f = np.nan  # (sklearn gives F1 0 after a false alarm and NaN without one)
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[False, True]).ravel()
     both = 0 < y.sum() < len(y)
     ap = float(average_precision_score(y, score)) if both else float("nan")
