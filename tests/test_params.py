@@ -79,7 +79,7 @@ def _tiny() -> dict:
     (lambda d: d["attacks"].update(kinds=[{"name": "heading_reversal"}] * 2), "attacks.kinds: attack"),
     (lambda d: d["attacks"].update(kinds=[{"name": "data_replay"}, {"name": "data_replay", "delay_s": 0}]),
      "attacks.kinds: attack data_replay is listed twice"),
-    (lambda d: d.update(dates={"start": "2021-04-05"}), "dates.end: 2021-04-03 is before start 2021-04-05"),
+    (lambda d: d.update(dates={"start": "2021-04-05"}), "dates.end: 2021-04-03 (the default) is before start 2021-04-05"),
     (lambda d: d.setdefault("dask", {}).update(scheduler="thredas"), "dask.scheduler: 'thredas' is not one of"),
     (lambda d: d.setdefault("dask", {}).update(npartitions=0), "dask.npartitions"),
     (lambda d: d.setdefault("cache", {}).update(ttl_days=-1), "cache.ttl_days"),

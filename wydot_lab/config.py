@@ -56,16 +56,19 @@ class SourceParams(_Strict):
         return v
 
 
+DEFAULT_END = dt.date(2021, 4, 3)
+
+
 class DateParams(_Strict):
     start: dt.date = dt.date(2021, 4, 1)
-    end: dt.date = Field(dt.date(2021, 4, 3), validate_default=True)  # checked against start even when left out
+    end: dt.date = Field(DEFAULT_END, validate_default=True)  # checked against start even when left out
 
     @field_validator("end")
     @classmethod
     def _ordered(cls, end: dt.date, info: ValidationInfo) -> dt.date:
         start = info.data.get("start")
         if start is not None and end < start:
-            raise ValueError(f"{end} is before start {start}")
+            raise ValueError(f"{end}{' (the default)' if end == DEFAULT_END else ''} is before start {start}")
         return end
 
     @property
