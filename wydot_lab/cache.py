@@ -121,6 +121,13 @@ class Cache:
         self.local = "file" in _protocols(self.fs)
         self.code_version = code_version()
 
+    def require_root(self) -> None:
+        """A local root must exist before it is listed, verified or cleared: a typo would read as
+        an empty cache (a remote root may legitimately be empty: not checked)."""
+        if self.local and not self.fs.isdir(self.root):
+            raise ValueError(f"--cache {self.root_url} is a file, not a cache folder" if self.fs.exists(self.root)
+                             else f"no cache at {self.root_url} (nothing was ever ingested there; check --cache)")
+
     # ------------------------------------------------------------ paths
 
     def date_path(self, day: dt.date) -> str:

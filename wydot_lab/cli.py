@@ -59,21 +59,6 @@ _positive_int = _number(int, 1, True)
 _non_negative_float = _number(float, 0, True)
 
 
-def _existing_cache_root(url: str) -> None:
-    """A local cache root must exist for `cache ls|verify|clear`: a typo would read as an empty cache.
-    (A remote fsspec root may legitimately be empty: not checked.)"""
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    if "file" not in protocols:
-        return
-    if not fs.exists(path):
-        raise CliError(f"no cache at {url} (nothing was ever ingested there; check --cache)")
-    if not fs.isdir(path):
-        raise CliError(f"--cache {url} is a file, not a cache folder")
-
-
 # ---------------------------------------------------------------- subcommands
 
 
@@ -115,7 +100,6 @@ def _cmd_ingest(args: argparse.Namespace) -> dict:
 def _cmd_cache(args: argparse.Namespace) -> dict:
     from wydot_lab import fetch
 
-    _existing_cache_root(args.cache)
     return fetch.run_cache_cli(args, progress=_log)
 
 

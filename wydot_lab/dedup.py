@@ -28,13 +28,12 @@ COPY_WINDOW_S = 10.0
 KEY = (ID, "coreData_msgCnt", SEC_MARK, LAT, LON)
 
 
-def transmission_ids(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S, with_times: bool = False):
+def transmission_ids(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S) -> np.ndarray:
     """A transmission number per row (copies of one BSM share it), in row order. Every copy
-    lies within `window_s` of the first copy of its transmission. `with_times`: also the
-    generatedAt (int64 ns) it compared."""
+    lies within `window_s` of the first copy of its transmission."""
     n = len(frame)
     if n == 0:
-        return (np.zeros(0, np.int64),) * 2 if with_times else np.zeros(0, np.int64)
+        return np.zeros(0, np.int64)
     codes = [pd.factorize(frame[c], use_na_sentinel=True)[0] for c in KEY]
     t = time_ns(frame[TIME])
     known = np.logical_and.reduce([c >= 0 for c in codes]) & (t != np.iinfo(np.int64).min)  # NaT
@@ -58,15 +57,15 @@ def transmission_ids(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S, with_
                 same[i], first = False, ts[i]
     ids = np.empty(n, np.int64)
     ids[order] = np.cumsum(~same) - 1
-    return (ids, t) if with_times else ids
+    return ids
 
 
 def kept(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S) -> tuple[np.ndarray, dict]:
     """(positions of one row per transmission, ascending; counts): the sender's own copy where
     logged, else the earliest."""
     n = len(frame)
-    ids, t = transmission_ids(frame, window_s, with_times=True)
-    pick = np.lexsort((np.arange(n), t, received(frame), ids))  # per transmission: own copy, then earliest
+    ids = transmission_ids(frame, window_s)
+    pick = np.lexsort((np.arange(n), time_ns(frame[TIME]), received(frame), ids))  # per transmission: own copy, then earliest
     first = np.ones(n, bool)
     first[1:] = ids[pick][1:] != ids[pick][:-1]
     keep = np.sort(pick[first])

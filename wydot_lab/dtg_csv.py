@@ -119,11 +119,7 @@ def ingest_csv(path: str | Path):
     cols["source_object"] = pa.array([str(path)] * n, pa.string())
     cols["source_line"] = pa.array(np.arange(2, n + 2), pa.int64())  # line 1 is the header
     canon = conform(pa.table(cols))
-    errors, warnings = validate.check(canon, gen_present)
-    # a lat/long cell with text that is no number is its wrong_type, not also a missing position
-    gone = [canon.column(name).is_null().to_numpy() & ~unreadable.get(name, np.zeros(n, bool))
-            for name in ("coreData_position_lat", "coreData_position_long")]
-    errors["missing_position"] = gone[0] | gone[1]
+    errors, warnings = validate.check(canon, gen_present, unreadable)
     for src, mask in wrong.items():
         errors[f"wrong_type at {src}"] = mask
     bad, reasons = validate.reasons_per_row(errors, canon, gen_text, gen_field)

@@ -132,18 +132,13 @@ def split_for_share(frame: pd.DataFrame, params: config.Params, share: float
 
 
 def _specs(params: config.Params) -> list[dict]:
-    specs = [k.model_dump() for k in params.attacks.kinds] or attacks.default_matrix()
-    labels = [attacks.label(s) for s in specs]
-    dup = sorted({x for x in labels if labels.count(x) > 1})
-    if dup:
-        raise ValueError(f"attacks.kinds: duplicate attack {dup[0]!r} (give it a different magnitude)")
-    return specs
+    """The attack matrix (each label once: `config.AttackParams` checks it at load)."""
+    return [k.model_dump() for k in params.attacks.kinds] or attacks.default_matrix()
 
 
 def _shares(params: config.Params) -> list[float]:
-    out = [params.attacks.attacker_share]
-    out += [s for s in params.attacks.extra_shares if s not in out]
-    return out
+    """The attacker share, then the extra ones (distinct: checked at load)."""
+    return [params.attacks.attacker_share, *params.attacks.extra_shares]
 
 
 def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
@@ -186,13 +181,9 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
                     models.check_disjoint(train, test, by_day)
                     base = {"repeat": rep, "share": share, "split": m.split, "attack": lab, "attack_name": spec["name"],
                             "attack_params": json.dumps(attacks.resolve(spec), sort_keys=True),
-                            "dropped_by_privacy_filter": dropped,
-                            "n_train": len(train), "n_test": len(test),
-                            "test_attackers": int(test.groupby(ID)["is_attack"].any().sum()),
-                            "test_attacked_messages": int(test["is_attack"].sum())}
+                            "dropped_by_privacy_filter": dropped, "n_train": len(train)}
                     for det_name in m.detectors:
-                        det = models.make_detector(det_name, p.model).fit(train, train["is_attack"].to_numpy(bool))
-                        score = det.score(test)
+                        det, score = _fit_score(det_name, p, train, test)
                         res = models.evaluate(det, test, score)
                         scores.append(pd.DataFrame({
                             "repeat": rep, "share": share, "attack": lab, "detector": det_name,
@@ -200,9 +191,7 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
                             "is_attack": test["is_attack"].to_numpy(bool),
                             "is_attack_cond": test["is_attack_cond"].to_numpy(bool),
                             "score": score}))
-                        for level in LEVELS:
-                            rows.append({**base, "detector": det_name, "level": level,
-                                         **{k: res[level][k] for k in METRICS}})
+                        rows += _rows({**base, "detector": det_name}, test, res)
                         for feat, v in (det.importances() if hasattr(det, "importances") else {}).items():
                             imps.append({"repeat": rep, "share": share, "attack": lab, "detector": det_name,
                                          "feature": feat, "importance": v})
@@ -230,6 +219,18 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
     # every test message's score, so PR curves and thresholds can be drawn without re-running
     pd.concat(scores, ignore_index=True).to_parquet(out / "scores.parquet", index=False)
     return results
+
+
+def _fit_score(det_name: str, p: config.Params, train: pd.DataFrame, test: pd.DataFrame) -> tuple[Any, np.ndarray]:
+    det = models.make_detector(det_name, p.model).fit(train, train["is_attack"].to_numpy(bool))
+    return det, det.score(test)
+
+
+def _rows(base: dict, test: pd.DataFrame, res: dict) -> list[dict]:
+    """One results row per level: `base`, what the test side holds, the metrics."""
+    held = {"n_test": len(test), "test_attackers": int(test.groupby(ID)["is_attack"].any().sum()),
+            "test_attacked_messages": int(test["is_attack"].sum())}
+    return [{**base, **held, "level": level, **{k: res[level][k] for k in METRICS}} for level in LEVELS]
 
 
 def _published(attacked: pd.DataFrame, params: config.Params) -> tuple[pd.DataFrame, int]:
@@ -265,16 +266,12 @@ def _mixed(frame: pd.DataFrame, specs: list[dict], attackers: np.ndarray, train_
         (lab, (kind == lab) | (kind == attacks.GENUINE)) for lab in [attacks.label(s) for s in specs]]
     rows = []
     for det_name in p.model.detectors:
-        det = models.make_detector(det_name, p.model).fit(train, train["is_attack"].to_numpy(bool))
-        score = det.score(test)
+        det, score = _fit_score(det_name, p, train, test)
         for lab, keep in subsets:
             sub = test[keep]
-            res = models.evaluate(det, sub, score[keep])
-            base = {"repeat": rep, "share": share, "split": p.model.split, "attack": lab, "detector": det_name,
-                    "dropped_by_privacy_filter": dropped, "n_train": len(train), "n_test": len(sub),
-                    "test_attackers": int(sub.groupby(ID)["is_attack"].any().sum()),
-                    "test_attacked_messages": int(sub["is_attack"].sum())}
-            rows += [{**base, "level": level, **{k: res[level][k] for k in METRICS}} for level in LEVELS]
+            rows += _rows({"repeat": rep, "share": share, "split": p.model.split, "attack": lab, "detector": det_name,
+                           "dropped_by_privacy_filter": dropped, "n_train": len(train)},
+                          sub, models.evaluate(det, sub, score[keep]))
         if save_to is not None:
             models.save_model(det, save_to / "models" / f"{MIXED}__{det_name}.joblib",
                               {"attack": MIXED, "attacks": specs, "share": share, "params": config.to_dict(params)})
@@ -445,9 +442,8 @@ def _write(out: Path, params: config.Params, results: pd.DataFrame, imps: pd.Dat
 
 def run_cli(params: config.Params, out_dir: str | Path, progress: Progress = None) -> dict:
     """`wydot-lab experiment`: run the matrix; the summary is the JSON line the CLI prints."""
-    results = run(params, out_dir, progress)
-    mixed_path = Path(out_dir) / "mixed.parquet"
-    summ = summary(params, results, pd.read_parquet(mixed_path) if mixed_path.exists() else None)
+    run(params, out_dir, progress)
+    summ = json.loads((Path(out_dir) / "metrics.json").read_text())  # the summary run just wrote
     for c in summ["caveats"]:
         _say(progress, f"caveat: {c}")
     keys = ("f1", "f1_sd", "mean_f1_by_share", "mixed", "repeats", "split", "share", "f1_by_share", "quality_bar", "caveats")

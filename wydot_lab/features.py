@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 
 from wydot_lab import geo
-from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, RUN_GAP_S, TIME, by_vehicle, first_crumbs, floats,
-                              received, runs_start, segment_start)
+from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, PRIVACY_MPS, RUN_GAP_S, TIME, by_vehicle,
+                              first_crumbs, floats, received, runs_start, segment_start)
 
 # F2MD legacy thresholds, units adapted (docs/DOMAIN.md section 4)
 SPEED_CAP_MPS = 35.8  # privacy-filter cap; genuine published data never exceeds it
-SPEED_FLOOR_MPS = 2.235  # privacy-filter floor (5 mph): the filter dropped every slower record
+SPEED_FLOOR_MPS = PRIVACY_MPS[0]  # privacy-filter floor (5 mph): the filter dropped every slower record
 V_MAX_MPS = 40.0  # position consistency: no jump above v_max * dt
 A_MAX_MPS2 = 3.0  # speed consistency, acceleration
 D_MAX_MPS2 = 4.5  # speed consistency, deceleration

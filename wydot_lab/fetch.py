@@ -502,6 +502,7 @@ def run_cache_cli(args, progress: Progress) -> dict:
               message_type=getattr(args, "message_type", layout.DEFAULT_TYPE))
     if bool(args.start) != bool(args.end):
         raise ValueError("give both --start and --end, or neither")
+    cache_mod.Cache(args.cache, **kw).require_root()
     if args.action == "ls":
         rows = cache_mod.ls(args.cache, args.start, args.end, ttl_days=getattr(args, "ttl_days", None), **kw)
         for r in rows:

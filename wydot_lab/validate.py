@@ -61,22 +61,29 @@ def _true(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return _np(pc.fill_null(mask, False)).astype(bool)
 
 
-def check(table: pa.Table, generated_raw_present: np.ndarray | None = None
-          ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def check(table: pa.Table, generated_raw_present: np.ndarray | None = None,
+          unreadable: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Evaluate every rule; returns (error masks, warning masks), True = rule failed.
 
     generated_raw_present: rows whose generatedAt *text* existed, which tells a missing
     timestamp from an unparseable one (None: all present, e.g. for already-typed tables).
+    unreadable: {column: cells whose text was no value of its type} (a CSV's wrong_type,
+    reported by the reader): null there is that fault, not also a missing value.
     Parse-level reasons (not_json, missing_coreData, ...) are the parser's, not rules here."""
     n = table.num_rows
     if generated_raw_present is None:
         generated_raw_present = np.ones(n, bool)
+    unreadable = unreadable or {}
+
+    def missing(col: str) -> np.ndarray:
+        return _true(pc.is_null(table.column(col))) & ~unreadable.get(col, np.zeros(n, bool))
+
     errors: dict[str, np.ndarray] = {}
     cid = table.column("coreData_id")
-    errors["missing_id"] = _true(pc.is_null(cid))
+    errors["missing_id"] = missing("coreData_id")
     errors["id_format"] = _true(pc.invert(pc.match_substring_regex(cid, r"^[0-9A-Fa-f]{8}$")))
     lat, lon = table.column("coreData_position_lat"), table.column("coreData_position_long")
-    errors["missing_position"] = _true(pc.or_(pc.is_null(lat), pc.is_null(lon)))
+    errors["missing_position"] = missing("coreData_position_lat") | missing("coreData_position_long")
     gen_null = _true(pc.is_null(table.column("metadata_generatedAt")))
     errors["missing_generatedAt"] = ~generated_raw_present
     errors["bad_timestamp"] = generated_raw_present & gen_null
