@@ -249,6 +249,16 @@ def test_the_committed_corpus_is_what_default_params_write(tmp_path):
     assert r.counts() == {k: s[k] for k in COUNTS} and s["quarantined"] > 0
 
 
+def test_genuine_speeds_span_slowdowns_not_one_band(frame):
+    """Genuine speeds cover much of the privacy window (slow swings: weather, variable speed
+    limits, traffic), so a falsified speed cannot be told from its value alone; the top stays
+    under the cap."""
+    v = frame["coreData_speed"]
+    lo, hi = np.percentile(v, [5, 95])
+    assert lo < 22.0 and hi > 33.0 and v.max() <= synth.V_TOP
+    swing = frame.groupby("coreData_id")["true_speed"].agg(lambda s: s.max() - s.min())
+    assert (swing > 4.0).mean() > 0.5  # most vehicles slow down and speed up within the day
+
 def test_positions_on_their_carriageway_and_inside_the_privacy_window(frame):
     direction = np.where(frame["eastbound"], "eastbound", "westbound")
     d = geo.distance_to_centreline(frame["coreData_position_lat"], frame["coreData_position_long"], direction)

@@ -373,13 +373,21 @@ def caveats(results: pd.DataFrame, mixed: pd.DataFrame | None = None) -> list[st
         msg = mixed[mixed["level"] == "message"]
         for share, grp in msg.groupby("share", sort=True):
             whole = int(grp.loc[grp["attack"] == MIXED, "test_attackers"].min())
-            per = grp[grp["attack"] != MIXED].groupby("attack")["test_attackers"].min()
+            attacks = grp[grp["attack"] != MIXED]
+            per = attacks.groupby("attack")["test_attackers"].min()
             if per.min() >= MIN_TEST_ATTACKERS:
                 continue
-            out.append(f"mixed, share {share:g}: {whole} test attacker vehicles over {len(per)} attacks; each attack's "
-                       f"recall rests on at most {int(per.max())} ({int((per == 0).sum())} with none)"
-                       + (f" in some repeat; means over {repeats} repeats" if repeats > 1 else
-                          "; set model.repeats before comparing attacks"))
+            if repeats == 1:
+                out.append(f"mixed, share {share:g}: {whole} test attacker vehicles over {len(per)} attacks; each "
+                           f"attack's recall rests on at most {int(per.max())} ({int((per == 0).sum())} with none); "
+                           "set model.repeats before comparing attacks")
+                continue
+            per_repeat = attacks.groupby(["attack", "repeat"])["test_attackers"].min()
+            seen = (per_repeat > 0).groupby(level="attack").sum()
+            out.append(f"mixed, share {share:g}: {whole} test attacker vehicles (fewest in a repeat) over {len(per)} "
+                       f"attacks; in a repeat an attack's recall rests on {int(per_repeat.min())} to "
+                       f"{int(per_repeat.max())} of them, and each attack's mean over {repeats} repeats on the "
+                       f"{int(seen.min())} to {int(seen.max())} repeats that had one")
     return out
 
 

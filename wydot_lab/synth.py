@@ -7,9 +7,12 @@ attack labels. Every field a real v6 record has is present (see test_data/real_w
 Semantics
 - Fleet: `vehicles` persistent 8-hex ids, 30% trucks (slower, longer). Each vehicle drives
   non-stop laps of the corridor, eastbound then westbound (a U-turn at each state line), at a
-  smooth speed v(t) = mean + two sinusoids (cars ~29-33 m/s, trucks ~24-29 m/s, always inside
-  the privacy window 2.235..35.763 m/s). Its odometer is the exact integral of v, so where a
-  vehicle is at any instant is one closed-form function: windows hours apart agree.
+  smooth speed v(t) = mean + three sinusoids: two quick ones (minutes, <= 1.5 m/s: driver and
+  grade) and a slow one of 20-90 min and up to 7 m/s (weather, variable speed limits, traffic).
+  Cars' means 28-32.5 m/s, trucks' 23-28; speeds span ~14.5-35.5 m/s, always inside the
+  privacy window 2.235..35.763 m/s (a speed attack cannot be told from its value alone).
+  Its odometer is the exact integral of v, so where a vehicle is at any instant is one
+  closed-form function: windows hours apart agree.
 - Messages sit on the vehicle's transmit grid t = phase + k / rate_hz; msgCnt = (k + c) % 128,
   secMark = ms within the minute of recordGeneratedAt.
 - `records_per_hour=None`: every vehicle transmits all the time. `records_per_hour=R`: each
@@ -61,6 +64,7 @@ WINDOW = 20  # consecutive messages per observed run (records_per_hour mode)
 CRUMBS = 5  # path-history points per message (keeps the committed corpus < 15 MB)
 TRUCK_SHARE = 0.3
 MAX_NOISE_M = 14.0
+V_TOP = 35.5  # m/s, fastest synthetic speed: under the privacy filter's 35.763 cap
 BLOCK_ROWS = 40_000  # rows formatted at once (continuous mode splits vehicles into blocks)
 OBJECTS_PER_HOUR = 3
 EPOCH = np.datetime64("1970-01-01T00:00:00", "ms")
@@ -82,9 +86,9 @@ class Fleet:
     width: np.ndarray  # cm
     length: np.ndarray  # cm
     v_mean: np.ndarray
-    amp: np.ndarray  # (V, 2) m/s
-    period: np.ndarray  # (V, 2) s
-    phase: np.ndarray  # (V, 2) rad
+    amp: np.ndarray  # (V, 3) m/s
+    period: np.ndarray  # (V, 3) s
+    phase: np.ndarray  # (V, 3) rad
     u0: np.ndarray  # odometer at t = 0 (m)
     tx_phase_ms: np.ndarray  # transmit grid offset
     cnt0: np.ndarray  # msgCnt offset
@@ -95,17 +99,16 @@ def make_fleet(vehicles: int, rate_hz: float, seed: int) -> Fleet:
     rng = np.random.default_rng([seed, 0])
     ids = rng.choice(2**32, size=vehicles, replace=False)
     truck = rng.random(vehicles) < TRUCK_SHARE
-    v_mean = np.where(truck, rng.uniform(25.5, 27.5, vehicles), rng.uniform(30.0, 32.0, vehicles))
-    amp = np.column_stack([rng.uniform(0.3, 1.0, vehicles), rng.uniform(0.1, 0.5, vehicles)])
+    v_mean = np.where(truck, rng.uniform(23.0, 28.0, vehicles), rng.uniform(28.0, 32.5, vehicles))
+    quick = np.column_stack([rng.uniform(0.3, 1.0, vehicles), rng.uniform(0.1, 0.5, vehicles)])
     lap = sum(_lines().length)
     period_ms = _period_ms(rate_hz)
-    return Fleet(
+    fleet = dict(
         ids=np.array([f"{i:08X}" for i in ids], dtype="S8"),
         truck=truck,
         width=np.where(truck, rng.integers(244, 260, vehicles), rng.integers(170, 205, vehicles)),
         length=np.where(truck, rng.integers(700, 2300, vehicles), rng.integers(420, 560, vehicles)),
         v_mean=v_mean,
-        amp=amp,
         period=np.column_stack([rng.uniform(120, 600, vehicles), rng.uniform(25, 90, vehicles)]),
         phase=rng.uniform(0, 2 * np.pi, (vehicles, 2)),
         u0=rng.uniform(0, lap, vehicles),
@@ -113,6 +116,12 @@ def make_fleet(vehicles: int, rate_hz: float, seed: int) -> Fleet:
         cnt0=rng.integers(0, 128, vehicles),
         tag=np.array([f"{t:04x}" for t in rng.integers(0, 2**16, vehicles)], dtype="S4"),
     )
+    # the slow swing, drawn last; capped so the top speed stays under the privacy cap
+    slow = np.minimum(rng.uniform(1.5, 7.0, vehicles), V_TOP - v_mean - quick.sum(1))
+    fleet["amp"] = np.column_stack([quick, slow])
+    fleet["period"] = np.column_stack([fleet["period"], rng.uniform(1200, 5400, vehicles)])
+    fleet["phase"] = np.column_stack([fleet["phase"], rng.uniform(0, 2 * np.pi, vehicles)])
+    return Fleet(**fleet)
 
 
 def _period_ms(rate_hz: float) -> int:
@@ -124,17 +133,17 @@ def _period_ms(rate_hz: float) -> int:
 
 def kinematics(fleet: Fleet, v: np.ndarray, t_s: np.ndarray):
     """(odometer m, speed m/s, acceleration m/s^2) of vehicles v at seconds t_s since the epoch:
-    the speed's two sinusoids integrate in closed form."""
+    the speed's sinusoids integrate in closed form."""
     w, arg, c = _phase(fleet, v, t_s)
     a = fleet.amp[v]
     s = a * np.sin(arg)
-    speed = fleet.v_mean[v] + (s[..., 0] + s[..., 1])
+    speed = fleet.v_mean[v] + s.sum(-1)
     acc = a * w * c
-    return _odometer(fleet, v, t_s, w, c), speed, acc[..., 0] + acc[..., 1]
+    return _odometer(fleet, v, t_s, w, c), speed, acc.sum(-1)
 
 
 def _phase(fleet: Fleet, v: np.ndarray, t_s: np.ndarray):
-    """(angular frequency, phase angle, its cosine), each t_s.shape + (2,); v indexes t_s's
+    """(angular frequency, phase angle, its cosine), each t_s.shape + (3,); v indexes t_s's
     first axis. cos is computed once and shared."""
     extra = (None,) * (t_s.ndim - 1)
     w = (2 * np.pi / fleet.period)[v][(slice(None), *extra)]
@@ -150,7 +159,7 @@ def _odometer(fleet: Fleet, v: np.ndarray, t_s: np.ndarray, w=None, c=None) -> n
     extra = (slice(None), *(None,) * (t_s.ndim - 1))
     per_v = (fleet.amp / (2 * np.pi / fleet.period))[v][extra]
     d = per_v * (np.cos(fleet.phase)[v][extra] - c)
-    return fleet.u0[v][extra] + fleet.v_mean[v][extra] * t_s + (d[..., 0] + d[..., 1])
+    return fleet.u0[v][extra] + fleet.v_mean[v][extra] * t_s + d.sum(-1)
 
 
 def place(odo: np.ndarray):
