@@ -264,7 +264,24 @@ def test_positions_on_their_carriageway_and_inside_the_privacy_window(frame):
     d = geo.distance_to_centreline(frame["coreData_position_lat"], frame["coreData_position_long"], direction)
     assert d.max() < 15.0 and np.median(d) > 0.5  # noisy, but never off the road
     d_true = geo.distance_to_centreline(frame["true_lat"], frame["true_long"], direction)
-    assert d_true.max() < 0.2
+    assert np.abs(d_true - synth.LANE_M).max() < 0.2  # a lane's centre, not the line
+
+
+def test_vehicles_keep_right_and_pass_on_the_left(frame):
+    """True positions sit in the right lane's centre, in the left one's for a share of the time:
+    signed against the line's direction of travel at the vehicle's chainage."""
+    right = np.empty(len(frame))
+    for east in (True, False):
+        rows = (frame["eastbound"] == east).to_numpy()
+        line = geo.load_centreline("eastbound" if east else "westbound")
+        x0, y0, bearing = line.position_at(frame["chainage"].to_numpy()[rows])
+        b = np.radians(bearing)
+        right[rows] = (frame["true_x"].to_numpy()[rows] - x0) * np.cos(b) - (frame["true_y"].to_numpy()[rows] - y0) * np.sin(b)
+    assert np.abs(np.abs(right) - synth.LANE_M).max() < 0.2
+    left = right < 0
+    assert 0.05 < left.mean() < 0.45
+    switches = frame.assign(left=left).groupby("coreData_id")["left"].nunique()
+    assert (switches == 2).sum() >= 3  # some vehicles are seen in both lanes
     assert frame["coreData_speed"].between(*synth.PRIVACY_MPS).all()
     assert frame["eastbound"].any() and (~frame["eastbound"]).any()
     elev = frame["coreData_elevation"]
@@ -321,7 +338,7 @@ def test_reported_speed_heading_and_path_history_are_self_consistent(frame):
     plat = f["coreData_position_lat"].to_numpy()[:, None] + CRUMB_SIGN * lat
     plon = f["coreData_position_long"].to_numpy()[:, None] + CRUMB_SIGN * lon
     # (nearest carriageway: a crumb from before a U-turn at a state line is on the other one)
-    assert geo.distance_to_centreline(plat.ravel(), plon.ravel()).max() < 1.0
+    assert geo.distance_to_centreline(plat.ravel(), plon.ravel()).max() < synth.LANE_M + 0.2  # in a lane
     assert np.all(np.diff(age, axis=1) > 0) and age.min() > 0
     px, py = geo.to_local(plat[:, -1], plon[:, -1])
     trail = np.hypot(px - tx, py - ty) / age[:, -1]

@@ -13,6 +13,9 @@ Semantics
   privacy window 2.235..35.763 m/s (a speed attack cannot be told from its value alone).
   Its odometer is the exact integral of v, so where a vehicle is at any instant is one
   closed-form function: windows hours apart agree.
+- Lanes: the I-80 lines are one per carriageway; a vehicle drives the centre of the right lane
+  (LANE_M right of its line) and, for a share of the time (cars 10-40%, trucks 2-15%), of the
+  left lane, switching on a slow per-vehicle cycle (10-40 min), also a closed-form function.
 - Messages sit on the vehicle's transmit grid t = phase + k / rate_hz; msgCnt = (k + c) % 128,
   secMark = ms within the minute of recordGeneratedAt.
 - `records_per_hour=None`: every vehicle transmits all the time. `records_per_hour=R`: each
@@ -20,7 +23,7 @@ Semantics
   the way an RSU hears a passing car; with 3 days x 24 h x 100 and 100 vehicles every vehicle
   is seen in several runs on different days (enough for vehicle-disjoint splits).
 - Reported position = true position + Gaussian GPS noise of scale semiMajor/semiMinor along
-  `orientation`, clipped at 14 m, so every point stays within 15 m of its carriageway.
+  `orientation`, clipped at 13 m, so every point stays within 15 m of its carriageway's line.
   Heading = true bearing of the centre line (meridian convergence applied), 0.0125 deg steps.
   Path history: CRUMBS crumbs of the vehicle's *true* past positions, as offsets from the
   reported current position in the sign convention real WYDOT records show
@@ -63,7 +66,8 @@ HOUR_MS = 3_600_000
 WINDOW = 20  # consecutive messages per observed run (records_per_hour mode)
 CRUMBS = 5  # path-history points per message (keeps the committed corpus < 15 MB)
 TRUCK_SHARE = 0.3
-MAX_NOISE_M = 14.0
+MAX_NOISE_M = 13.0
+LANE_M = 1.8  # a lane centre's distance from the carriageway line (two 3.6 m lanes)
 V_TOP = 35.5  # m/s, fastest synthetic speed: under the privacy filter's 35.763 cap
 BLOCK_ROWS = 40_000  # rows formatted at once (continuous mode splits vehicles into blocks)
 OBJECTS_PER_HOUR = 3
@@ -93,6 +97,9 @@ class Fleet:
     tx_phase_ms: np.ndarray  # transmit grid offset
     cnt0: np.ndarray  # msgCnt offset
     tag: np.ndarray  # S4 hex, part of the OBU's log file name
+    lane_period: np.ndarray  # s, one right-left-right cycle
+    lane_phase: np.ndarray  # rad
+    lane_keep: np.ndarray  # in the left lane while sin(cycle) > lane_keep
 
 
 def make_fleet(vehicles: int, rate_hz: float, seed: int) -> Fleet:
@@ -121,7 +128,32 @@ def make_fleet(vehicles: int, rate_hz: float, seed: int) -> Fleet:
     fleet["amp"] = np.column_stack([quick, slow])
     fleet["period"] = np.column_stack([fleet["period"], rng.uniform(1200, 5400, vehicles)])
     fleet["phase"] = np.column_stack([fleet["phase"], rng.uniform(0, 2 * np.pi, vehicles)])
+    left_share = np.where(truck, rng.uniform(0.02, 0.15, vehicles), rng.uniform(0.1, 0.4, vehicles))
+    fleet.update(lane_period=rng.uniform(600, 2400, vehicles), lane_phase=rng.uniform(0, 2 * np.pi, vehicles),
+                 lane_keep=np.cos(np.pi * left_share))
     return Fleet(**fleet)
+
+
+def lane_offset_m(fleet: Fleet, v: np.ndarray, t_s: np.ndarray) -> np.ndarray:
+    """Lateral offset (m, + = right of travel) of vehicles v at seconds t_s: the right lane's
+    centre, or the left one's while the vehicle's lane cycle says so."""
+    left = np.sin(2 * np.pi * t_s / fleet.lane_period[v] + fleet.lane_phase[v]) > fleet.lane_keep[v]
+    return np.where(left, -LANE_M, LANE_M)
+
+
+def _m_per_deg(lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Metres per degree of latitude and of longitude at `lat` (WGS84 series)."""
+    return 111_132.954 - 559.822 * np.cos(2 * np.radians(lat)), 111_412.84 * np.cos(np.radians(lat))
+
+
+def _to_the_right(i: np.ndarray, lat: np.ndarray, lon: np.ndarray, off: np.ndarray):
+    """(lat, lon, east m, north m) of points moved `off` metres right of segment i's direction."""
+    ln = _lines()
+    length = np.hypot(ln.ux[i], ln.uy[i])
+    length = np.where(length > 0, length, 1.0)
+    de, dn = off * ln.uy[i] / length, -off * ln.ux[i] / length
+    m_lat, m_lon = _m_per_deg(lat)
+    return lat + dn / m_lat, lon + de / m_lon, de, dn
 
 
 def _period_ms(rate_hz: float) -> int:
@@ -309,9 +341,9 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
     odo, speed, accel = kinematics(fleet, v, t_s)
     east, s = place(odo)
     i, frac = _locate(east, s)
-    tlat, tlon = _latlon(i, frac)
+    tlat, tlon, lane_e, lane_n = _to_the_right(i, *_latlon(i, frac), lane_offset_m(fleet, v, t_s))
     ln = _lines()
-    tx, ty = ln.x[i] + frac * ln.ux[i], ln.y[i] + frac * ln.uy[i]
+    tx, ty = ln.x[i] + frac * ln.ux[i] + lane_e, ln.y[i] + frac * ln.uy[i] + lane_n
     conv = geo.convergence_deg(tlon)
     heading = np.mod(ln.bearing[i] + conv, 360.0)
     # curvature from the heading change over +-15 m -> yaw rate, lateral acceleration, radius
@@ -333,8 +365,7 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
     mag = np.hypot(de, dn)
     shrink = np.minimum(1.0, MAX_NOISE_M / np.where(mag > 0, mag, 1.0))
     de, dn = de * shrink, dn * shrink
-    m_per_deg_lat = 111_132.954 - 559.822 * np.cos(2 * np.radians(tlat))
-    m_per_deg_lon = 111_412.84 * np.cos(np.radians(tlat))
+    m_per_deg_lat, m_per_deg_lon = _m_per_deg(tlat)
     lat = np.round(tlat + dn / m_per_deg_lat, 7)
     lon = np.round(tlon + de / m_per_deg_lon, 7)
 
@@ -343,8 +374,11 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
     gaps = rng.uniform(0.5, 1.5, (n, CRUMBS))
     c_time = np.round(np.cumsum(gaps, 1) / gaps.sum(1, keepdims=True) * span * rng.uniform(0.9, 1.0, (n, 1)), 2)
     c_time = np.maximum(c_time, 0.01 * np.arange(1, CRUMBS + 1))
-    p_odo = _odometer(fleet, v, t_s[:, None] - c_time).ravel()
-    p_lat, p_lon = _latlon(*_locate(*place(p_odo)))
+    p_t = t_s[:, None] - c_time
+    p_odo = _odometer(fleet, v, p_t).ravel()
+    p_i, p_frac = _locate(*place(p_odo))
+    p_lat, p_lon, _, _ = _to_the_right(p_i, *_latlon(p_i, p_frac),
+                                       lane_offset_m(fleet, np.repeat(v, CRUMBS), p_t.ravel()))
     p_elev = elevation_m(p_lon, p_odo)
     elev_r = np.round(elev, 1)
     crumbs = {  # past = reported + CRUMB_SIGN * offset, the convention of real WYDOT records
