@@ -145,6 +145,19 @@ def test_path_history_catches_naive_position_falsification():
     assert err[f["is_attack"]].median() > 10 > 3 > err[~f["is_attack"]].quantile(0.95)
 
 
+def test_heading_against_the_road_at_the_reported_position():
+    """A position taken from elsewhere on I-80 (position_swap) rarely lies on a stretch running
+    the way the vehicle heads; a reversed heading reads ~180 deg; genuine messages agree."""
+    clean = bsm_frames.frame(bsm_frames.corridor(vehicles=10, msgs=20, seed=6))
+    att = attacks.choose_attackers(clean[ID], 0.5, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    swapped = features.featurize_frame(attacks.apply(clean, {"name": "position_swap"}, att, rng))
+    genuine = swapped.loc[~swapped["is_attack"], "heading_road_diff_deg"]
+    assert genuine.quantile(0.99) < 5.0
+    assert (swapped.loc[swapped["is_attack"], "heading_road_diff_deg"] > 10).mean() > 0.5
+    reversed_ = features.featurize_frame(attacks.apply(clean, {"name": "heading_reversal"}, att, rng))
+    assert (reversed_.loc[reversed_["is_attack"], "heading_road_diff_deg"] > 170).all()
+
 def test_crumb_convention_matches_real_wydot_records():
     """Real path histories trail behind the vehicle: bearing from the latest crumb to the
     reported position agrees with the reported heading (guards frames.CRUMB_SIGN)."""

@@ -119,3 +119,26 @@ def test_distance_in_parallel_batches_equals_brute_force_across_batches():
     pick = np.r_[np.arange(3, n, n // 300), n - 1]
     np.testing.assert_allclose(d[pick], c.brute_distance(x[pick], y[pick]), rtol=0, atol=1e-6)
     assert np.isnan(d[7]) and np.isfinite(np.delete(d, 7)).all()
+
+
+def test_road_bearing_is_the_nearest_carriageways_direction_of_travel():
+    """Midpoints of each line's segments (nudged 2 m right, a lane): the road bearing is that
+    segment's compass bearing, the other carriageway's differs by ~180 deg; NaN passes through."""
+    rng = np.random.default_rng(3)
+    for direction in ("eastbound", "westbound"):
+        line = geo.load_centreline(direction)
+        seg = rng.choice(len(line.x) - 1, 400, replace=False)
+        seg = seg[np.hypot(line.ux[seg], line.uy[seg]) > 20]  # long enough that "nearest" is unambiguous
+        mx, my = line.x[seg] + line.ux[seg] / 2, line.y[seg] + line.uy[seg] / 2
+        length = np.hypot(line.ux[seg], line.uy[seg])
+        px, py = mx + 2 * line.uy[seg] / length, my - 2 * line.ux[seg] / length
+        lat, lon = geo.from_local(px, py)
+        want = geo.true_bearing_deg(line.ux[seg], line.uy[seg], lon)
+        assert np.quantile(geo.angle_diff_deg(geo.road_bearing_deg(lat, lon), want), 0.99) < 0.5
+    east = geo.load_centreline("eastbound")
+    west_lat, west_lon = geo.load_centreline("westbound").lat[100], geo.load_centreline("westbound").lon[100]
+    wx, wy = geo.to_local(west_lat, west_lon)
+    near = min(int(np.argmin(np.hypot(east.x - wx, east.y - wy))), len(east.x) - 2)
+    heading_east = geo.true_bearing_deg(east.ux[near], east.uy[near], east.lon[near])
+    assert geo.angle_diff_deg(geo.road_bearing_deg(west_lat, west_lon), heading_east) > 150
+    assert np.isnan(geo.road_bearing_deg(np.array([np.nan]), np.array([np.nan]))).all()

@@ -201,6 +201,20 @@ class Centreline:
                 batch(a)
         return best, proven
 
+    def bearing_near(self, x, y, k: int = 6) -> np.ndarray:
+        """Grid bearing of travel (deg) of the segment nearest each local point (exact among the
+        segments of its k nearest index pieces); NaN in, NaN out."""
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        out = np.full(x.shape, np.nan)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.any():
+            px, py = x[ok], y[ok]
+            _, idx = self.tree.query(np.column_stack([px, py]), k=min(k, len(self.piece_seg)))
+            seg = self.piece_seg[idx.reshape(len(px), -1)]
+            nearest = seg[np.arange(len(px)), self._segment_distance(px[:, None], py[:, None], seg).argmin(1)]
+            out[ok] = bearing_deg(self.ux[nearest], self.uy[nearest])
+        return out
+
     def distance(self, x, y, k: int = 5) -> np.ndarray:
         """Exact distance (m) of local points to the polyline, vectorized: k-nearest index
         pieces with a proof check; points failing it (far from the road) retry with more
@@ -268,6 +282,14 @@ def _both_directions() -> Centreline:
         cat(e.chainage, w.chainage), cKDTree(np.r_[e.tree.data, w.tree.data]),
         cat(e.piece_seg, w.piece_seg + n), gaps=(n - 1,),
     )
+
+
+def road_bearing_deg(lat, lon) -> np.ndarray:
+    """Compass bearing (as a BSM heading) of travel on the carriageway nearest each point: the
+    eastbound line runs east, the westbound one west, so a heading far from it says the vehicle
+    is not where it reports (or drives the wrong way)."""
+    x, y = to_local(lat, lon)
+    return np.mod(_both_directions().bearing_near(x, y) + convergence_deg(lon), 360.0)
 
 
 def distance_to_centreline(lat, lon, direction=None) -> np.ndarray:
