@@ -161,8 +161,11 @@ def test_caveats_name_shares_resting_on_few_attackers():
     # repeats: per repeat, and how many repeats each attack's mean rests on (not a min over repeats)
     two = pd.concat([mixed.assign(repeat=0), mixed.assign(repeat=1, test_attackers=[6, 0, 2, 4])])
     assert experiment.caveats(results.assign(test_attackers=5, repeat=[0, 1, 0, 1]), two) == [
-        "mixed, share 0.3: 6 test attacker vehicles (fewest in a repeat) over 3 attacks; in a repeat an attack's "
-        "recall rests on 0 to 6 of them, and each attack's mean over 2 repeats on the 1 to 2 repeats that had one"]
+        "mixed, share 0.3: 6 to 7 test attacker vehicles per repeat over 3 attacks; in a repeat an attack's "
+        "recall rests on 0 to 6 attackers, and each attack's mean over 2 repeats on the 1 to 2 repeats that had one"]
+    gone = pd.concat([two[two["repeat"] == 0], two[two["repeat"] == 1].assign(test_attackers=[6, 0, 2, 0])])
+    assert experiment.caveats(results.assign(test_attackers=5, repeat=[0, 1, 0, 1]), gone)[0].endswith(
+        "on the 1 to 2 repeats that had one (1 attack had none in any repeat: no mean)")
 
 
 @pytest.mark.timeout(180)

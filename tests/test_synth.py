@@ -259,33 +259,52 @@ def test_genuine_speeds_span_slowdowns_not_one_band(frame):
     swing = frame.groupby("coreData_id")["true_speed"].agg(lambda s: s.max() - s.min())
     assert (swing > 4.0).mean() > 0.5  # most vehicles slow down and speed up within the day
 
+
 def test_positions_on_their_carriageway_and_inside_the_privacy_window(frame):
     direction = np.where(frame["eastbound"], "eastbound", "westbound")
     d = geo.distance_to_centreline(frame["coreData_position_lat"], frame["coreData_position_long"], direction)
     assert d.max() < 15.0 and np.median(d) > 0.5  # noisy, but never off the road
     d_true = geo.distance_to_centreline(frame["true_lat"], frame["true_long"], direction)
     assert np.abs(d_true - synth.LANE_M).max() < 0.2  # a lane's centre, not the line
+    assert frame["coreData_speed"].between(*synth.PRIVACY_MPS).all()
+    assert frame["eastbound"].any() and (~frame["eastbound"]).any()
+    elev = frame["coreData_elevation"]
+    assert elev.between(1500, 2700).all() and elev.std() > 50
+
+
+def _right_of_travel(lat, lon, eastbound) -> np.ndarray:
+    """Signed metres right of the carriageway line's direction of travel (nearest segment)."""
+    out = np.empty(len(lat))
+    for east in (True, False):
+        rows = eastbound == east
+        line = geo.load_centreline("eastbound" if east else "westbound")
+        x, y = geo.to_local(lat[rows], lon[rows])
+        _, piece = line.tree.query(np.column_stack([x, y]))
+        seg = line.piece_seg[piece]
+        ux, uy = line.ux[seg], line.uy[seg]
+        out[rows] = (uy * (x - line.x[seg]) - ux * (y - line.y[seg])) / np.hypot(ux, uy)
+    return out
 
 
 def test_vehicles_keep_right_and_pass_on_the_left(frame):
-    """True positions sit in the right lane's centre, in the left one's for a share of the time:
-    signed against the line's direction of travel at the vehicle's chainage."""
-    right = np.empty(len(frame))
-    for east in (True, False):
-        rows = (frame["eastbound"] == east).to_numpy()
-        line = geo.load_centreline("eastbound" if east else "westbound")
-        x0, y0, bearing = line.position_at(frame["chainage"].to_numpy()[rows])
-        b = np.radians(bearing)
-        right[rows] = (frame["true_x"].to_numpy()[rows] - x0) * np.cos(b) - (frame["true_y"].to_numpy()[rows] - y0) * np.sin(b)
+    """True positions sit in the right lane's centre, in the left one's for a share of the time;
+    the path-history crumbs (true past positions) follow the lane at their own times."""
+    east = frame["eastbound"].to_numpy()
+    right = _right_of_travel(frame["true_lat"].to_numpy(), frame["true_long"].to_numpy(), east)
     assert np.abs(np.abs(right) - synth.LANE_M).max() < 0.2
     left = right < 0
     assert 0.05 < left.mean() < 0.45
     switches = frame.assign(left=left).groupby("coreData_id")["left"].nunique()
     assert (switches == 2).sum() >= 3  # some vehicles are seen in both lanes
-    assert frame["coreData_speed"].between(*synth.PRIVACY_MPS).all()
-    assert frame["eastbound"].any() and (~frame["eastbound"]).any()
-    elev = frame["coreData_elevation"]
-    assert elev.between(1500, 2700).all() and elev.std() > 50
+    crumbs = frame["partII_pathHistory_crumbData"]
+    c_lat = np.array([[c["latOffset"] for c in row] for row in crumbs])
+    c_lon = np.array([[c["lonOffset"] for c in row] for row in crumbs])
+    p_lat = frame["coreData_position_lat"].to_numpy()[:, None] + CRUMB_SIGN * c_lat
+    p_lon = frame["coreData_position_long"].to_numpy()[:, None] + CRUMB_SIGN * c_lon
+    c_right = _right_of_travel(p_lat.ravel(), p_lon.ravel(), np.repeat(east, c_lat.shape[1]))
+    assert np.quantile(np.abs(np.abs(c_right) - synth.LANE_M), 0.99) < 0.3
+    assert abs((c_right < 0).mean() - left.mean()) < 0.05  # same lane share as the messages'
+
 
 
 def _ms(s: pd.Series) -> np.ndarray:

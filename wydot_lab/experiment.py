@@ -372,23 +372,31 @@ def caveats(results: pd.DataFrame, mixed: pd.DataFrame | None = None) -> list[st
     if mixed is not None and len(mixed):
         msg = mixed[mixed["level"] == "message"]
         for share, grp in msg.groupby("share", sort=True):
-            whole = int(grp.loc[grp["attack"] == MIXED, "test_attackers"].min())
             attacks = grp[grp["attack"] != MIXED]
             per = attacks.groupby("attack")["test_attackers"].min()
             if per.min() >= MIN_TEST_ATTACKERS:
                 continue
             if repeats == 1:
+                whole = int(grp.loc[grp["attack"] == MIXED, "test_attackers"].min())
                 out.append(f"mixed, share {share:g}: {whole} test attacker vehicles over {len(per)} attacks; each "
                            f"attack's recall rests on at most {int(per.max())} ({int((per == 0).sum())} with none); "
                            "set model.repeats before comparing attacks")
                 continue
+            wholes = grp[grp["attack"] == MIXED].groupby("repeat")["test_attackers"].min()
             per_repeat = attacks.groupby(["attack", "repeat"])["test_attackers"].min()
             seen = (per_repeat > 0).groupby(level="attack").sum()
-            out.append(f"mixed, share {share:g}: {whole} test attacker vehicles (fewest in a repeat) over {len(per)} "
-                       f"attacks; in a repeat an attack's recall rests on {int(per_repeat.min())} to "
-                       f"{int(per_repeat.max())} of them, and each attack's mean over {repeats} repeats on the "
-                       f"{int(seen.min())} to {int(seen.max())} repeats that had one")
+            had, never = seen[seen > 0], int((seen == 0).sum())
+            out.append(f"mixed, share {share:g}: {_span(wholes)} test attacker vehicles per repeat over {len(per)} "
+                       f"attacks; in a repeat an attack's recall rests on {_span(per_repeat)} attackers"
+                       + (f", and each attack's mean over {repeats} repeats on the {_span(had)} repeats that had one"
+                          if len(had) else "")
+                       + (f" ({never} attack{'s' * (never != 1)} had none in any repeat: no mean)" if never else ""))
     return out
+
+
+def _span(values: pd.Series) -> str:
+    lo, hi = int(values.min()), int(values.max())
+    return f"{lo}" if lo == hi else f"{lo} to {hi}"
 
 
 EVALUATION = ("Raw is_attack label, message level (f1_vehicle: vehicle level), means over repeats. "

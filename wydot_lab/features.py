@@ -58,7 +58,7 @@ FEATURES: dict[str, str] = {
     "dist_centreline_m": "distance to the nearer I-80 centre line (either direction)",
     "dist_centreline_mean_w": "rolling mean of dist_centreline_m over the last `window` messages of the run",
     "heading_road_diff_deg": "|reported heading - direction of travel of the nearest carriageway at the reported "
-                             "position| (either direction: ~180 on the other carriageway)",
+                             "position| (either direction: ~180 on the other carriageway; moving > 1 m/s)",
     "semi_major_m": "reported GPS accuracy, semi-major axis",
     "semi_minor_m": "reported GPS accuracy, semi-minor axis",
     "crumb_prev_err_m": "distance between the own path history (crumbs) at the previous message's age "
@@ -227,7 +227,8 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
     out["dist_centreline_m"] = dcl
     out["dist_centreline_mean_w"] = g.rolling(dcl, window)[0]
     road = np.asarray(geo.road_bearing_deg(lat, lon), float) if n else np.zeros(0)
-    out["heading_road_diff_deg"] = np.asarray(geo.angle_diff_deg(heading, road), float)
+    road_diff = np.asarray(geo.angle_diff_deg(heading, road), float)
+    out["heading_road_diff_deg"] = np.where(speed > MOVING_MIN_MPS, road_diff, np.nan)  # a parked heading is any
     out["semi_major_m"] = sm
     out["semi_minor_m"] = floats(f, "coreData_accuracy_semiMinor")
     out.update(_crumb_features(f, x, y, dt, px, py, heading, speed))

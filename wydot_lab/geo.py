@@ -202,17 +202,22 @@ class Centreline:
         return best, proven
 
     def bearing_near(self, x, y, k: int = 6) -> np.ndarray:
-        """Grid bearing of travel (deg) of the segment nearest each local point (exact among the
-        segments of its k nearest index pieces); NaN in, NaN out."""
+        """Grid bearing of travel (deg) of the segment nearest each local point, among the segments
+        of its k nearest index pieces (exact near the road; far from it, or on the outside of a bend
+        where two segments tie, a neighbour's bearing); NaN in, NaN out."""
         x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
         out = np.full(x.shape, np.nan)
         ok = np.isfinite(x) & np.isfinite(y)
-        if ok.any():
-            px, py = x[ok], y[ok]
-            _, idx = self.tree.query(np.column_stack([px, py]), k=min(k, len(self.piece_seg)))
-            seg = self.piece_seg[idx.reshape(len(px), -1)]
-            nearest = seg[np.arange(len(px)), self._segment_distance(px[:, None], py[:, None], seg).argmin(1)]
-            out[ok] = bearing_deg(self.ux[nearest], self.uy[nearest])
+        px, py = x[ok], y[ok]
+        res = np.empty(len(px))
+        for a in range(0, len(px), CHUNK):  # (points, k) temporaries stay small
+            z = min(len(px), a + CHUNK)
+            _, idx = self.tree.query(np.column_stack([px[a:z], py[a:z]]), k=min(k, len(self.piece_seg)))
+            seg = self.piece_seg[idx.reshape(z - a, -1)]
+            d = self._segment_distance(px[a:z, None], py[a:z, None], seg)
+            nearest = seg[np.arange(z - a), d.argmin(1)]
+            res[a:z] = bearing_deg(self.ux[nearest], self.uy[nearest])
+        out[ok] = res
         return out
 
     def distance(self, x, y, k: int = 5) -> np.ndarray:

@@ -9,7 +9,7 @@ Semantics
   non-stop laps of the corridor, eastbound then westbound (a U-turn at each state line), at a
   smooth speed v(t) = mean + three sinusoids: two quick ones (minutes, <= 1.5 m/s: driver and
   grade) and a slow one of 20-90 min and up to 7 m/s (weather, variable speed limits, traffic).
-  Cars' means 28-32.5 m/s, trucks' 23-28; speeds span ~14.5-35.5 m/s, always inside the
+  Cars' means 28-32.5 m/s, trucks' 23-28; speeds stay within 14.5-35.5 m/s, inside the
   privacy window 2.235..35.763 m/s (a speed attack cannot be told from its value alone).
   Its odometer is the exact integral of v, so where a vehicle is at any instant is one
   closed-form function: windows hours apart agree.
@@ -147,13 +147,16 @@ def _m_per_deg(lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _to_the_right(i: np.ndarray, lat: np.ndarray, lon: np.ndarray, off: np.ndarray):
-    """(lat, lon, east m, north m) of points moved `off` metres right of segment i's direction."""
+    """(lat, lon, grid x m, grid y m) of points moved `off` metres right of segment i's direction
+    (the local grid's north is turned from true north by the meridian convergence)."""
     ln = _lines()
     length = np.hypot(ln.ux[i], ln.uy[i])
     length = np.where(length > 0, length, 1.0)
-    de, dn = off * ln.uy[i] / length, -off * ln.ux[i] / length
+    dx, dy = off * ln.uy[i] / length, -off * ln.ux[i] / length
+    c = np.radians(geo.convergence_deg(lon))
+    de, dn = dx * np.cos(c) + dy * np.sin(c), dy * np.cos(c) - dx * np.sin(c)
     m_lat, m_lon = _m_per_deg(lat)
-    return lat + dn / m_lat, lon + de / m_lon, de, dn
+    return lat + dn / m_lat, lon + de / m_lon, dx, dy
 
 
 def _period_ms(rate_hz: float) -> int:
