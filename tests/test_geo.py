@@ -77,6 +77,8 @@ def test_distance_equals_brute_force_near_and_far(direction):
     x = x + rng.normal(0, 1, 1500) * scale
     y = y + rng.normal(0, 1, 1500) * scale
     np.testing.assert_allclose(c.distance(x, y), c.brute_distance(x, y), rtol=0, atol=1e-6)
+    d, seg = c.nearest(x, y)  # the segment it names is one at that distance (ties: either)
+    np.testing.assert_allclose(c._segment_distance(x, y, seg), d, rtol=0, atol=1e-6)
 
 
 def test_distance_to_centreline_by_direction_and_nearest():

@@ -30,7 +30,7 @@ import pandas as pd
 
 from wydot_lab import geo
 from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, PRIVACY_MPS, VehicleOrder, by_vehicle, floats,
-                              received, runs_start, segment_start, shift_crumbs)
+                              received, runs_start, shift_crumbs)
 
 SPEED, HEADING, ELEV = "coreData_speed", "coreData_heading", "coreData_elevation"
 SEMI_MAJOR = "coreData_accuracy_semiMajor"

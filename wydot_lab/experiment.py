@@ -422,8 +422,8 @@ def summary(params: config.Params, results: pd.DataFrame, mixed: pd.DataFrame | 
     """F1 tables (primary share, every share, vehicle level; means over repeats, with their spread
     `f1_sd` when there are several), the all-attacks setting (`mixed`, when run), the quality
     bars and caveats."""
-    primary = _shares(params)[0]
     shares = _shares(params)
+    primary = shares[0]
     mixed_f1 = ({"mixed": {str(s): mixed_table(mixed, s) for s in shares}}
                 if mixed is not None and len(mixed) else {})
     spread = {"f1_sd": f1_table(results, primary, stat="std"),

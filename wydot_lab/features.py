@@ -22,8 +22,7 @@ from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, PRIVACY_MPS, RUN
                               first_crumbs, floats, received, runs_start, segment_start)
 
 # F2MD legacy thresholds, units adapted (docs/DOMAIN.md section 4)
-SPEED_CAP_MPS = 35.8  # privacy-filter cap; genuine published data never exceeds it
-SPEED_FLOOR_MPS = PRIVACY_MPS[0]  # privacy-filter floor (5 mph): the filter dropped every slower record
+SPEED_FLOOR_MPS, SPEED_CAP_MPS = PRIVACY_MPS  # the privacy filter's window (5..80 mph): published data lies inside
 V_MAX_MPS = 40.0  # position consistency: no jump above v_max * dt
 A_MAX_MPS2 = 3.0  # speed consistency, acceleration
 D_MAX_MPS2 = 4.5  # speed consistency, deceleration
@@ -65,8 +64,8 @@ FEATURES: dict[str, str] = {
                         "and the position the vehicle reported then",
     "crumb_speed_residual_mps": "reported speed minus the speed implied by the most recent crumb",
     "crumb_heading_diff_deg": "|reported heading - bearing from the most recent crumb to the reported position|",
-    "flag_speed": "F2MD speed plausibility: speed outside the 2.235..35.8 m/s (5..80 mph) that the privacy "
-                  "filter leaves in published data",
+    "flag_speed": f"F2MD speed plausibility: speed outside the {SPEED_FLOOR_MPS:g}..{SPEED_CAP_MPS:g} m/s "
+                  "(5..80 mph) that the privacy filter leaves in published data",
     "flag_position_jump": "F2MD position consistency: moved more than v_max * dt + GPS noise",
     "flag_speed_change": "F2MD speed consistency: |delta speed| beyond a_max/d_max * dt + noise",
     "flag_position_speed": "F2MD position-speed consistency: |speed_residual| above 5 m/s + GPS noise / dt",
@@ -223,10 +222,9 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
     out["speed_residual_mean_w"], out["speed_residual_std_w"] = g.rolling(out["speed_residual_mps"], window)
     out["heading_bearing_diff_mean_w"] = g.rolling(out["heading_bearing_diff_deg"], window)[0]
     out["speed_std_w"] = g.rolling(speed, window)[1]
-    dcl = np.asarray(geo.distance_to_centreline(lat, lon), float) if n else np.zeros(0)
+    dcl, road = geo.nearest_road(x, y, lon) if n else (np.zeros(0), np.zeros(0))
     out["dist_centreline_m"] = dcl
     out["dist_centreline_mean_w"] = g.rolling(dcl, window)[0]
-    road = np.asarray(geo.road_bearing_deg(lat, lon), float) if n else np.zeros(0)
     road_diff = np.asarray(geo.angle_diff_deg(heading, road), float)
     out["heading_road_diff_deg"] = np.where(speed > MOVING_MIN_MPS, road_diff, np.nan)  # a parked heading is any
     out["semi_major_m"] = sm

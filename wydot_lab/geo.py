@@ -144,21 +144,27 @@ class Centreline:
     def brute_distance(self, px, py) -> np.ndarray:
         """Exact distance of 1-d points to the polyline by checking every road segment (no index):
         the fallback for points far from the road, and the reference the index is tested against."""
-        segs = np.setdiff1d(np.arange(len(self.x) - 1), np.asarray(self.gaps, dtype=int))[None, :]
+        return self._brute_nearest(px, py)[0]
+
+    def _brute_nearest(self, px, py) -> tuple[np.ndarray, np.ndarray]:
+        """(exact distance, nearest segment) of 1-d points, checking every road segment."""
+        segs = np.setdiff1d(np.arange(len(self.x) - 1), np.asarray(self.gaps, dtype=int))
         px, py = np.asarray(px, dtype=float), np.asarray(py, dtype=float)
-        out = np.empty(px.shape)
+        dist, seg = np.empty(px.shape), np.empty(px.shape, np.int64)
         for c in range(0, len(px), 256):  # 256 points x ~10,000 segments per step
-            out[c:c + 256] = self._segment_distance(px[c:c + 256, None], py[c:c + 256, None], segs).min(axis=1)
-        return out
+            d = self._segment_distance(px[c:c + 256, None], py[c:c + 256, None], segs[None, :])
+            j = d.argmin(axis=1)
+            dist[c:c + 256], seg[c:c + 256] = d[np.arange(len(j)), j], segs[j]
+        return dist, seg
 
     @functools.cached_property
     def _packed(self) -> np.ndarray:
         """(segments, 5): start x, start y, ux, uy, 1/length^2, so one gather fetches a candidate."""
         return np.column_stack([self.x[:-1], self.y[:-1], self.ux, self.uy, self.inv_len2])
 
-    def _nearest_of(self, px, py, seg) -> np.ndarray:
-        """Exact distance of each point to the nearest of its candidate segments seg (n, k)."""
-        out = np.empty(len(px))
+    def _nearest_of(self, px, py, seg) -> tuple[np.ndarray, np.ndarray]:
+        """(exact distance, segment) of each point to the nearest of its candidate segments seg (n, k)."""
+        out, best = np.empty(len(px)), np.empty(len(px), np.int64)
         for a in range(0, len(px), CHUNK):
             z = min(len(px), a + CHUNK)
             g = self._packed[seg[a:z]]  # (c, k, 5)
@@ -174,22 +180,26 @@ class Centreline:
             rx *= rx
             ry *= ry
             rx += ry
-            np.sqrt(rx.min(axis=1), out=out[a:z])
-        return out
+            j = rx.argmin(axis=1)
+            rows = np.arange(z - a)
+            np.sqrt(rx[rows, j], out=out[a:z])
+            best[a:z] = seg[a:z][rows, j]
+        return out, best
 
-    def _candidates(self, px, py, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Best exact distance over the segments of the k nearest piece midpoints, and whether it
-        is provably the minimum: every polyline point is within PIECE_M / 2 of the midpoint of its
-        piece, so if the k-th midpoint is farther than best + PIECE_M / 2, no unseen segment is nearer.
-        Batches run on all CPUs (the tree query and numpy release the GIL)."""
+    def _candidates(self, px, py, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Best exact distance (and its segment) over the segments of the k nearest piece midpoints,
+        and whether it is provably the minimum: every polyline point is within PIECE_M / 2 of the
+        midpoint of its piece, so if the k-th midpoint is farther than best + PIECE_M / 2, no unseen
+        segment is nearer. Batches run on all CPUs (the tree query and numpy release the GIL)."""
         best = np.empty(len(px))
+        best_seg = np.empty(len(px), np.int64)
         proven = np.empty(len(px), dtype=bool)
 
         def batch(a: int) -> None:
             z = min(len(px), a + BATCH)
             dk, idx = self.tree.query(np.column_stack([px[a:z], py[a:z]]), k=k)
             dk, idx = dk.reshape(z - a, k), idx.reshape(z - a, k)
-            best[a:z] = self._nearest_of(px[a:z], py[a:z], self.piece_seg[idx])
+            best[a:z], best_seg[a:z] = self._nearest_of(px[a:z], py[a:z], self.piece_seg[idx])
             np.greater(dk[:, -1], best[a:z] + PIECE_M / 2, out=proven[a:z])
 
         starts = range(0, len(px), BATCH)
@@ -199,48 +209,34 @@ class Centreline:
         else:
             for a in starts:
                 batch(a)
-        return best, proven
-
-    def bearing_near(self, x, y, k: int = 6) -> np.ndarray:
-        """Grid bearing of travel (deg) of the segment nearest each local point, among the segments
-        of its k nearest index pieces (exact near the road; far from it, or on the outside of a bend
-        where two segments tie, a neighbour's bearing); NaN in, NaN out."""
-        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-        out = np.full(x.shape, np.nan)
-        ok = np.isfinite(x) & np.isfinite(y)
-        px, py = x[ok], y[ok]
-        res = np.empty(len(px))
-        for a in range(0, len(px), CHUNK):  # (points, k) temporaries stay small
-            z = min(len(px), a + CHUNK)
-            _, idx = self.tree.query(np.column_stack([px[a:z], py[a:z]]), k=min(k, len(self.piece_seg)))
-            seg = self.piece_seg[idx.reshape(z - a, -1)]
-            d = self._segment_distance(px[a:z, None], py[a:z, None], seg)
-            nearest = seg[np.arange(z - a), d.argmin(1)]
-            res[a:z] = bearing_deg(self.ux[nearest], self.uy[nearest])
-        out[ok] = res
-        return out
+        return best, best_seg, proven
 
     def distance(self, x, y, k: int = 5) -> np.ndarray:
-        """Exact distance (m) of local points to the polyline, vectorized: k-nearest index
-        pieces with a proof check; points failing it (far from the road) retry with more
-        candidates, then brute force over all segments."""
+        """Exact distance (m) of local points to the polyline, vectorized (see `nearest`)."""
+        return self.nearest(x, y, k)[0]
+
+    def nearest(self, x, y, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """(exact distance m, nearest segment; NaN and -1 for NaN points) of local points, vectorized:
+        k-nearest index pieces with a proof check; points failing it (far from the road) retry
+        with more candidates, then brute force over all segments."""
         x = np.asarray(x, dtype=float)
         y = np.asarray(y, dtype=float)
         out = np.full(x.shape, np.nan)
+        out_seg = np.full(x.shape, -1, np.int64)
         ok = np.isfinite(x) & np.isfinite(y)
         rows = np.flatnonzero(ok)
         px, py = x.ravel()[rows], y.ravel()[rows]
-        res = np.empty(px.shape)
+        res, res_seg = np.empty(px.shape), np.empty(px.shape, np.int64)
         todo = np.arange(len(px))
         for kk in (k, 3 * k, 64):
             if not len(todo):
                 break
-            best, proven = self._candidates(px[todo], py[todo], min(kk, len(self.piece_seg)))
-            res[todo[proven]] = best[proven]
+            best, best_seg, proven = self._candidates(px[todo], py[todo], min(kk, len(self.piece_seg)))
+            res[todo[proven]], res_seg[todo[proven]] = best[proven], best_seg[proven]
             todo = todo[~proven]
-        res[todo] = self.brute_distance(px[todo], py[todo])  # rare: points tens of km from the road
-        out.ravel()[rows] = res
-        return out
+        res[todo], res_seg[todo] = self._brute_nearest(px[todo], py[todo])  # rare: tens of km from the road
+        out.ravel()[rows], out_seg.ravel()[rows] = res, res_seg
+        return out, out_seg
 
 
 def _index_pieces(x: np.ndarray, y: np.ndarray, first_seg: int = 0):
@@ -289,12 +285,23 @@ def _both_directions() -> Centreline:
     )
 
 
-def road_bearing_deg(lat, lon) -> np.ndarray:
-    """Compass bearing (as a BSM heading) of travel on the carriageway nearest each point: the
-    eastbound line runs east, the westbound one west, so a heading far from it says the vehicle
+def nearest_road(x, y, lon) -> tuple[np.ndarray, np.ndarray]:
+    """(metres to the nearer carriageway line, compass bearing (as a BSM heading) of travel along
+    it there) of local points x, y at longitudes lon: one index search for both. The eastbound
+    line runs east, the westbound one west, so a heading far from the bearing says the vehicle
     is not where it reports (or drives the wrong way)."""
-    x, y = to_local(lat, lon)
-    return np.mod(_both_directions().bearing_near(x, y) + convergence_deg(lon), 360.0)
+    both = _both_directions()
+    dist, seg = both.nearest(x, y, k=6)  # the other carriageway adds close pieces
+    bearing = np.full(dist.shape, np.nan)
+    ok = seg >= 0
+    bearing[ok] = np.mod(bearing_deg(both.ux[seg[ok]], both.uy[seg[ok]])
+                         + convergence_deg(np.asarray(lon, float)[ok]), 360.0)
+    return dist, bearing
+
+
+def road_bearing_deg(lat, lon) -> np.ndarray:
+    """`nearest_road`'s bearing of points in degrees."""
+    return nearest_road(*to_local(lat, lon), lon)[1]
 
 
 def distance_to_centreline(lat, lon, direction=None) -> np.ndarray:
