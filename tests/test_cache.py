@@ -120,8 +120,72 @@ def test_local_source_change_makes_dependent_hours_stale(tmp_path):
     local_fetch(src, tmp_path / "cache")
     f = next((src / "wydot/BSM/2021/04/01/12").iterdir())
     f.write_bytes(f.read_bytes() + S.bsm_line(H0 + 12.5 * HOUR, "ABCDEF01", 41.3, -105.6).encode() + b"\n")
+    old_copy = tmp_path / "old_day"
+    shutil.copytree(tmp_path / "cache/source=wydot/type=BSM/date=2021-04-01/_day", old_copy)
     res = local_fetch(src, tmp_path / "cache")
     assert (res["fetched"], res["refetched"]) == (3, {"stale": 3}) and res["valid"] == 24 * 5 + 1
+    assert res["days_compacted"] == 1  # the day copy follows its hours
+    # a day copy built from older hour files (say its rebuild was killed) is never served
+    shutil.rmtree(tmp_path / "cache/source=wydot/type=BSM/date=2021-04-01/_day")
+    shutil.copytree(old_copy, tmp_path / "cache/source=wydot/type=BSM/date=2021-04-01/_day")
+    assert not any(r["day_copy"] for r in cache_mod.ls(str(tmp_path / "cache")))
+    df = cache_mod.load("2021-04-01", "2021-04-01", str(tmp_path / "cache")).compute()
+    assert len(df) == 24 * 5 + 1 and (df["coreData_id"] == "ABCDEF01").sum() == 1
+
+
+def test_a_whole_day_loads_from_its_day_copy(three_days, tmp_path):
+    root = tmp_path / "cache"
+    res = local_fetch(three_days, root, "2021-04-01T12:00", "2021-04-02")  # 04-01 half, 04-02 whole
+    assert res["days_compacted"] == 1
+    day = root / "source=wydot/type=BSM/date=2021-04-02"
+    m = json.loads((day / "_day/day_manifest.json").read_text())
+    assert m["date"] == "2021-04-02" and m["schema_version"] == SCHEMA_VERSION and len(m["hours"]) == 24
+    for h in range(24):
+        hm = json.loads((day / f"hour={h:02d}/manifest.json").read_text())
+        assert m["hours"][f"2021-04-02T{h:02d}"] == hm["files"]["valid.parquet"]["sha256"]
+    data = (day / "_day/valid.parquet").read_bytes()
+    assert m["files"]["valid.parquet"] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                           "rows": 24 * PER_HOUR}
+    assert not (root / "source=wydot/type=BSM/date=2021-04-01/_day").exists()  # not whole in the cache
+    by_hour = cache_mod.load("2021-04-02", "2021-04-02", str(root), day_copies=False).compute()
+    assert cache_mod.load("2021-04-02", "2021-04-02", str(root)).compute().equals(by_hour)
+    assert cache_mod.load_table("2021-04-02", "2021-04-02", str(root)).equals(
+        cache_mod.load_table("2021-04-02", "2021-04-02", str(root), day_copies=False))
+    # proof that the copy is what is read: spoil every hour file, keeping its size
+    for f in day.glob("hour=*/valid.parquet"):
+        f.write_bytes(bytes(len(f.read_bytes())))
+    assert cache_mod.load("2021-04-02", "2021-04-02", str(root)).compute().equals(by_hour)
+    with pytest.raises(cache_mod.CorruptPartition, match="SHA-256"):  # the hours themselves are refused
+        cache_mod.load("2021-04-02", "2021-04-02", str(root), day_copies=False).compute()
+    # a day bigger than a dask partition is read by hours, so partitions stay bounded
+    with pytest.raises(cache_mod.CorruptPartition):
+        cache_mod.load("2021-04-02", "2021-04-02", str(root), rows_per_partition=100).compute()
+    # hive readers of the cache root never see the copy (no double counting)
+    import pyarrow.dataset as ds
+    files = ds.dataset(str(root), format="parquet", partitioning="hive", exclude_invalid_files=True).files
+    assert files and not [f for f in files if "/_day/" in f]
+
+
+def test_clear_and_ls_know_the_day_copies(three_days, tmp_path):
+    root = tmp_path / "cache"
+    local_fetch(three_days, root, "2021-04-01", "2021-04-02")
+    rows = cache_mod.ls(str(root))
+    assert len(rows) == 48 and all(r["day_copy"] for r in rows)
+    leftover = root / "source=wydot/type=BSM/date=2021-04-02/.tmp-day-0123456789ab"
+    leftover.mkdir()
+    res = cache_mod.clear(str(root), "2021-04-01T05:00", "2021-04-01T06:00")
+    assert res == {"removed": 1, "day_copies_removed": 1}  # a copy missing an hour is of no use
+    assert not (root / "source=wydot/type=BSM/date=2021-04-01/_day").exists()
+    assert cache_mod.clear(str(root), "2021-04-02", "2021-04-02") == {"removed": 24, "day_copies_removed": 1}
+    assert not (root / "source=wydot/type=BSM/date=2021-04-02").exists()  # leftover swept, folder gone
+    assert local_fetch(three_days, root, "2021-04-01", "2021-04-02")["days_compacted"] == 2
+
+
+def test_a_day_too_big_for_one_dask_partition_gets_no_day_copy(three_days, tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_mod, "DAY_COPY_MAX_ROWS", 24 * PER_HOUR - 1)
+    assert local_fetch(three_days, tmp_path / "cache")["days_compacted"] == 0
+    monkeypatch.setattr(cache_mod, "DAY_COPY_MAX_ROWS", 24 * PER_HOUR)
+    assert local_fetch(three_days, tmp_path / "cache")["days_compacted"] == 1
 
 
 def test_truncated_file_is_caught_by_size_and_by_deep_check(three_days, tmp_path):
@@ -169,7 +233,12 @@ def test_local_cluster_loads_the_cache(three_days, tmp_path):
                       dashboard_address=None) as cluster, Client(cluster) as client:
         per_hour = ddf.groupby(ddf["metadata_generatedAt"].dt.hour).size().compute()
         n = client.compute(ddf.shape[0]).result()
+        copies = cache_mod.load("2021-04-01", "2021-04-02", str(root), rows_per_partition=24 * PER_HOUR)
+        assert copies.npartitions == 2  # one day copy each
+        both = client.compute(copies).result()
     assert n == 48 * PER_HOUR and (per_hour == 2 * PER_HOUR).all() and len(per_hour) == 24
+    hours = cache_mod.load("2021-04-01", "2021-04-02", str(root), day_copies=False).compute()
+    assert both.reset_index(drop=True).equals(hours)  # each partition numbers its rows from 0
 
 
 def test_split_by_hour_uses_record_time():

@@ -168,22 +168,50 @@ def test_ttl_expiry_refetches(moto, bucket, env_creds, tmp_path):
     assert run_fetch(sp, root, ttl_days=None)["cached"] == 24  # none = never expires
 
 
-def test_flipped_byte_is_detected_never_returned_and_refetched(moto, bucket, env_creds, tmp_path):
-    root = tmp_path / "cache"
-    sp = spec(f"s3://{bucket}", moto.url)
-    run_fetch(sp, root)
-    good = cache_mod.load(DAY, DAY, str(root)).compute()
-    f = root / "source=wydot/type=BSM/date=2021-04-01/hour=03/valid.parquet"
+def _flip(f: Path) -> None:
     data = bytearray(f.read_bytes())
     data[len(data) // 2] ^= 0x01
     f.write_bytes(bytes(data))
+
+
+def test_flipped_byte_is_detected_never_returned_and_refetched(moto, bucket, env_creds, tmp_path):
+    root = tmp_path / "cache"
+    sp = spec(f"s3://{bucket}", moto.url)
+    assert run_fetch(sp, root)["days_compacted"] == 1
+    good = cache_mod.load(DAY, DAY, str(root)).compute()
+    assert good.equals(cache_mod.load(DAY, DAY, str(root), day_copies=False).compute())
+    _flip(root / "source=wydot/type=BSM/date=2021-04-01/hour=03/valid.parquet")
+    # the whole day reads its (intact) day copy; anything reading hour 03 itself refuses it
+    assert cache_mod.load(DAY, DAY, str(root)).compute().equals(good)
     with pytest.raises(cache_mod.CorruptPartition, match="hour=03.*SHA-256"):
-        cache_mod.load(DAY, DAY, str(root)).compute()
+        cache_mod.load(f"{DAY}T02:00", f"{DAY}T05:00", str(root)).compute()
     assert cache_rows(root)["2021-04-01T03"]["status"] == "corrupt"  # hidden until refetched
+    with pytest.raises(cache_mod.CorruptPartition, match="hour=03"):  # the day too, until refetched
+        cache_mod.load(DAY, DAY, str(root))
     res = run_fetch(sp, root)
-    assert (res["fetched"], res["refetched"]) == (1, {"corrupt": 1})
+    assert (res["fetched"], res["refetched"], res["days_compacted"]) == (1, {"corrupt": 1}, 0)  # same bytes: copy still good
     assert cache_mod.load(DAY, DAY, str(root)).compute().equals(good)
     assert cache_mod.verify(str(root))["corrupt"] == {}
+
+
+def test_a_corrupt_day_copy_is_dropped_and_the_hours_serve(moto, bucket, env_creds, tmp_path):
+    root = tmp_path / "cache"
+    sp = spec(f"s3://{bucket}", moto.url)
+    run_fetch(sp, root)
+    good = cache_mod.load(DAY, DAY, str(root), day_copies=False).compute()
+    copy = root / "source=wydot/type=BSM/date=2021-04-01/_day"
+    _flip(copy / "valid.parquet")
+    with pytest.warns(cache_mod.CacheWarning, match="2021-04-01 day copy valid.parquet SHA-256 mismatch: dropped it"):
+        assert cache_mod.load(DAY, DAY, str(root)).compute().equals(good)  # never the corrupt copy
+    assert not copy.exists() and not [r for r in cache_mod.ls(str(root)) if r["day_copy"]]
+    res = run_fetch(sp, root)  # rebuilt from the cached hours: nothing downloaded
+    assert (res["cached"], res["fetched"], res["objects_downloaded"], res["days_compacted"]) == (24, 0, 0, 1)
+    assert all(r["day_copy"] for r in cache_mod.ls(str(root)))
+    _flip(copy / "valid.parquet")
+    v = cache_mod.verify(str(root))
+    assert v["corrupt"] == {} and v["day_copies"] == {"checked": 1, "ok": 0,
+                                                     "corrupt": {DAY: "day copy valid.parquet SHA-256 mismatch"}}
+    assert not copy.exists() and cache_mod.load(DAY, DAY, str(root)).compute().equals(good)
 
 
 # ---------------------------------------------------------------- credential modes
@@ -392,12 +420,19 @@ def test_cli_ingest_then_cache_ls_verify_clear(moto, bucket, env_creds, tmp_path
     assert out["fetched"] == 24 and out["records"] == out["valid"] + out["quarantined"] + out["non_bsm"] + out["blank"]
     assert cli.main(["cache", "ls", "--cache", root]) == 0
     ls = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert ls["partitions"] == 24 and ls["valid"] == EXPECT_VALID
+    assert ls["partitions"] == 24 and ls["valid"] == EXPECT_VALID and ls["day_copies"] == 1
     f = next(Path(root).rglob("hour=12/quarantine.parquet"))
     f.write_bytes(f.read_bytes()[:-3] + b"abc")
     assert cli.main(["cache", "verify", "--cache", root]) == 1
     v = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(v["corrupt"]) == ["2021-04-01T12"] and v["ok"] == 23
+    f = next(Path(root).rglob("_day/valid.parquet"))
+    f.write_bytes(f.read_bytes()[:-3] + b"abc")
+    assert cli.main(["cache", "verify", "--cache", root]) == 1  # a corrupt day copy alone fails verify too
+    out = capsys.readouterr()
+    v = json.loads(out.out.strip().splitlines()[-1])
+    assert list(v["corrupt"]) == ["2021-04-01T12"] and list(v["day_copies"]["corrupt"]) == [DAY]
+    assert "corrupt day copy" in out.err + out.out
     assert cli.main(["cache", "clear", "--cache", root, "--start", "2021-04-01T00:00", "--end", "2021-04-01T06:00"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["removed"] == 6
     assert len(cache_mod.ls(root)) == 18
@@ -446,11 +481,14 @@ def test_two_processes_ingesting_the_same_day_leave_one_copy(moto, bucket, env_c
         assert p.returncode == 0, stderr[-2000:]
         outs.append(json.loads(stdout.strip().splitlines()[-1]))
     assert sorted(o["fetched"] for o in outs) == [0, 24]  # each hour written exactly once
+    assert sorted(o["days_compacted"] for o in outs) == [0, 1]  # and the day copy once
     assert all(o["fetched"] + o["cached"] == 24 and o["valid"] == EXPECT_VALID for o in outs)
-    assert cache_mod.verify(str(root))["ok"] == 24
+    v = cache_mod.verify(str(root))
+    assert v["ok"] == 24 and v["day_copies"] == {"checked": 1, "ok": 1, "corrupt": {}}
     assert not list(root.rglob(".tmp-*")) and not list(root.rglob(".old-*"))
     df = cache_mod.load(DAY, DAY, str(root)).compute()
     assert len(df) == EXPECT_VALID and not df.duplicated(["source_object", "source_line"]).any()
+    assert df.equals(cache_mod.load(DAY, DAY, str(root), day_copies=False).compute())
 
 
 KILL_PATCH = """
@@ -490,6 +528,31 @@ def test_killed_ingest_leaves_no_visible_partial_partition(moto, bucket, env_cre
     assert (res["fetched"], res["cached"]) == (21, 3)
     assert not list(root.rglob(".tmp-*"))  # leftovers swept under the lock
     assert cache_mod.verify(str(root))["ok"] == 24
+
+
+def test_killed_day_copy_writer_leaves_the_hours_serving(moto, bucket, env_creds, tmp_path):
+    root = tmp_path / "cache"
+    patch = KILL_PATCH.replace('final.endswith("hour=03")', 'final.endswith("/_day")')
+    code = CHILD.format(root=str(ROOT), patch=patch, url=f"s3://{bucket}", endpoint=moto.url, cache=str(root))
+    go = tmp_path / "go"
+    go.touch()
+    proc = _spawn(code, tmp_path / "k", go, _cli_env(env_creds, True))
+    try:
+        _wait_for(tmp_path / "k.paused")  # every hour written, the day copy in its temp folder
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert list(root.rglob(".tmp-day-*/valid.parquet")) and not list(root.rglob("_day"))
+    rows = cache_mod.ls(str(root))
+    assert len(rows) == 24 and all(r["status"] == "fresh" and not r["day_copy"] for r in rows)
+    by_hour = cache_mod.load(DAY, DAY, str(root)).compute()  # no warning: every hour is there
+    assert len(by_hour) == EXPECT_VALID
+    res = fetch.fetch(Source(spec(f"s3://{bucket}", moto.url)), cache_mod.Cache(str(root), lock_timeout_s=20), DAY, DAY)
+    assert (res["cached"], res["fetched"], res["days_compacted"]) == (24, 0, 1)
+    assert not list(root.rglob(".tmp-*")) and all(r["day_copy"] for r in cache_mod.ls(str(root)))
+    assert cache_mod.load(DAY, DAY, str(root)).compute().equals(by_hour)
 
 
 def test_cli_ingest_help_says_what_dry_run_does(capsys):

@@ -14,6 +14,9 @@ timestamp more than one hour from its folder: no partition reads it there) or
 Summary counts (records/valid/quarantined/non_bsm/blank) are those of the
 requested partitions, from the manifests for partitions served from cache, so
 a re-run reports the same numbers whether it downloads or not.
+
+Last, every date the range touches whose 24 hours are all cached gets its day copy
+(`cache` module doc) written or refreshed; `days_compacted` counts those written.
 """
 from __future__ import annotations
 
@@ -356,6 +359,9 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
         for f in dl.forget_before(p.t1 + 2 * HOUR):
             _account(f, todo, in_range, acc, missing_hours)
         acc["objects_downloaded"], acc["bytes_downloaded"] = dl.objects, dl.bytes
+    # whole dates of the range get (or refresh) their day copy, after every hour lock is released
+    days = sorted({h.date() for h in p.hours})
+    compacted = sum(cache.compact_day(d, ttl_days=ttl_days, now=now) for d in days)
     manifests = [written.get(h) or p.manifests[h] for h in p.hours]
     manifests = [m for m in manifests if m]
     missing = [layout.hour_label(h) for h, m in written.items() if m["status"] == cache_mod.MISSING]
@@ -366,7 +372,7 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
             "cached": len(p.hours) - len(written), "fetched": len(written) - len(missing),
             "missing": missing, "incomplete": incomplete, **acc,
             "refetched": dict(Counter(p.status[h][0] for h in written)),
-            "cached_by_concurrent_run": len(cached_by_other),
+            "cached_by_concurrent_run": len(cached_by_other), "days_compacted": compacted,
             "source": p.source, "mode": p.mode, "cache_root": p.cache_root,
             "start": p.t0.isoformat(), "end": p.t1.isoformat(), **({"warning": empty} if empty else {}),
             "seconds": round(time.perf_counter() - t_start, 3)}
@@ -507,15 +513,17 @@ def run_cache_cli(args, progress: Progress) -> dict:
         rows = cache_mod.ls(args.cache, args.start, args.end, ttl_days=getattr(args, "ttl_days", None), **kw)
         for r in rows:
             _say(progress, f"{r['hour']}  {r['status']:<10} valid={r['valid']:<7} quarantined={r['quarantined']:<5} "
-                           f"bytes={r['bytes']:<9} created={r['created']}")
+                           f"bytes={r['bytes']:<9} created={r['created']}{'  (in day copy)' if r['day_copy'] else ''}")
         return {"action": "ls", "partitions": len(rows), "bytes": sum(r["bytes"] for r in rows),
                 "status_counts": dict(Counter(r["status"] for r in rows)), "valid": sum(r["valid"] for r in rows),
-                "rows": rows}
+                "day_copies": len({r["hour"][:10] for r in rows if r["day_copy"]}), "rows": rows}
     if args.action == "verify":
         res = cache_mod.verify(args.cache, args.start, args.end, **kw)
         for h, why in res["corrupt"].items():
             _say(progress, f"corrupt {h}: {why} (hidden; the next ingest refetches it)")
-        return {"action": "verify", **res, "_exit": 1 if res["corrupt"] else 0}
+        for d, why in res["day_copies"]["corrupt"].items():
+            _say(progress, f"corrupt day copy {d}: {why} (dropped; its hours serve, the next ingest rebuilds it)")
+        return {"action": "verify", **res, "_exit": 1 if res["corrupt"] or res["day_copies"]["corrupt"] else 0}
     res = cache_mod.clear(args.cache, args.start, args.end, **kw)
     return {"action": "clear", **res}
 
