@@ -163,7 +163,8 @@ def test_a_whole_day_loads_from_its_day_copy(three_days, tmp_path):
     # hive readers of the cache root never see the copy (no double counting)
     import pyarrow.dataset as ds
     files = ds.dataset(str(root), format="parquet", partitioning="hive", exclude_invalid_files=True).files
-    assert files and not [f for f in files if "/_day/" in f]
+    assert files and not [f for f in files if f"/{cache_mod.DAY_DIR}/" in f]
+    assert (day / cache_mod.DAY_DIR / "valid.parquet").exists()
 
 
 def test_clear_and_ls_know_the_day_copies(three_days, tmp_path):
@@ -179,6 +180,86 @@ def test_clear_and_ls_know_the_day_copies(three_days, tmp_path):
     assert cache_mod.clear(str(root), "2021-04-02", "2021-04-02") == {"removed": 24, "day_copies_removed": 1}
     assert not (root / "source=wydot/type=BSM/date=2021-04-02").exists()  # leftover swept, folder gone
     assert local_fetch(three_days, root, "2021-04-01", "2021-04-02")["days_compacted"] == 2
+
+
+def test_the_day_copy_follows_ttl_and_never_outlives_its_hours(three_days, tmp_path):
+    root = tmp_path / "cache"
+    local_fetch(three_days, root)
+    good = cache_mod.load("2021-04-01", "2021-04-01", str(root), day_copies=False).compute()
+    m = root / "source=wydot/type=BSM/date=2021-04-01/hour=05/manifest.json"
+    old = json.loads(m.read_text())
+    m.write_text(json.dumps({**old, "created": "2021-01-01T00:00:00+00:00"}))  # hour 05 expires first
+    rows = cache_mod.ls(str(root), ttl_days=30)
+    assert [r["hour"] for r in rows if r["status"] == "expired"] == ["2021-04-01T05"]
+    assert not any(r["day_copy"] for r in rows)  # `load` would not read the copy: ls does not claim it
+    with pytest.warns(cache_mod.CacheWarning, match="2021-04-01T05 .expired"):
+        df = cache_mod.load("2021-04-01", "2021-04-01", str(root), ttl_days=30).compute()
+    assert len(df) == len(good) - PER_HOUR and 5 not in set(df["metadata_generatedAt"].dt.hour)
+    m.write_text(json.dumps(old))
+    # a copy whose date lost its hours (say a clear killed half way) is still found and removed
+    for h in (root / "source=wydot/type=BSM/date=2021-04-01").glob("hour=*"):
+        shutil.rmtree(h)
+    assert cache_mod.verify(str(root))["day_copies"] == {"checked": 1, "ok": 1, "corrupt": {}}
+    assert cache_mod.clear(str(root)) == {"removed": 0, "day_copies_removed": 1}
+    assert not (root / "source=wydot/type=BSM/date=2021-04-01").exists()
+
+
+def test_a_malformed_day_manifest_is_never_trusted(three_days, tmp_path):
+    root = tmp_path / "cache"
+    local_fetch(three_days, root)
+    good = cache_mod.load("2021-04-01", "2021-04-01", str(root), day_copies=False).compute()
+    dm = root / "source=wydot/type=BSM/date=2021-04-01/_day/day_manifest.json"
+    dm.write_text('["not", "a", "manifest"]')
+    assert cache_mod.load("2021-04-01", "2021-04-01", str(root)).compute().equals(good)
+    assert cache_mod.verify(str(root))["day_copies"]["corrupt"] == {"2021-04-01": "unreadable day manifest"}
+    assert not dm.parent.exists()
+    assert local_fetch(three_days, root)["days_compacted"] == 1
+
+
+def test_compaction_racing_a_clear_or_finding_corruption_says_so(three_days, tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    local_fetch(three_days, root)
+    cache = cache_mod.Cache(str(root))
+    day = dt.date(2021, 4, 1)
+    shutil.rmtree(root / "source=wydot/type=BSM/date=2021-04-01/_day")
+    read = cache_mod.Cache.read_files
+
+    def clear_during_read(self, part, kind="valid", verify=True):
+        if part.hour.hour == 9:
+            shutil.rmtree(part.path)  # a concurrent `cache clear` got there first
+        return read(self, part, kind, verify)
+
+    monkeypatch.setattr(cache_mod.Cache, "read_files", clear_during_read)
+    written, problem = cache.compact_day(day)
+    assert not written and problem.startswith("2021-04-01T09") and not cache.day_copies()
+    monkeypatch.undo()
+    local_fetch(three_days, root)  # hour 09 back, copy rebuilt
+    # an hour outside the fetched range is read (and checked) only by the compaction: a corrupt
+    # one is hidden for refetch and the summary says so
+    shutil.rmtree(root / "source=wydot/type=BSM/date=2021-04-01/_day")
+    f = root / "source=wydot/type=BSM/date=2021-04-01/hour=20/valid.parquet"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 1
+    f.write_bytes(bytes(data))
+    res = local_fetch(three_days, root, "2021-04-01T00:00", "2021-04-01T06:00")
+    assert res["days_compacted"] == 0
+    assert "2021-04-01T20" in res["warning"] and "run this ingest again" in res["warning"]
+    assert {r["hour"]: r["status"] for r in cache_mod.ls(str(root))}["2021-04-01T20"] == "corrupt"
+    assert local_fetch(three_days, root)["refetched"] == {"corrupt": 1}
+
+
+def test_a_reader_never_hides_a_partition_rewritten_since_it_read_it(three_days, tmp_path):
+    root = tmp_path / "cache"
+    local_fetch(three_days, root, "2021-04-01T00:00", "2021-04-01T02:00")
+    cache = cache_mod.Cache(str(root))
+    hour = H0 + HOUR
+    seen = cache.partition(hour)  # what a slow reader had in hand
+    local_fetch(three_days, root, "2021-04-01T00:00", "2021-04-01T02:00", ttl_days=0)  # refetched: same bytes
+    assert cache.partition(hour).manifest["files"] == seen.manifest["files"]
+    cache.mark_corrupt(seen, "SHA-256 mismatch")  # the reader's late verdict on the old copy
+    assert cache.status(cache.partition(hour))[0] == cache_mod.FRESH
+    cache.mark_corrupt(cache.partition(hour), "SHA-256 mismatch")  # on the current copy it does hide it
+    assert cache.status(cache.partition(hour))[0] == cache_mod.CORRUPT
 
 
 def test_a_day_too_big_for_one_dask_partition_gets_no_day_copy(three_days, tmp_path, monkeypatch):
@@ -200,11 +281,12 @@ def test_truncated_file_is_caught_by_size_and_by_deep_check(three_days, tmp_path
 def test_fsspec_memory_root(three_days):
     root = f"memory://wydot-cache-{id(three_days)}"
     res = fetch.fetch(Source(SourceSpec(url=str(three_days))), cache_mod.Cache(root), "2021-04-02", "2021-04-02")
-    assert res["fetched"] == 24
+    assert res["fetched"] == 24 and res["days_compacted"] == 1
     assert len(cache_mod.load("2021-04-02", "2021-04-02", root).compute()) == 24 * PER_HOUR
+    assert all(r["day_copy"] for r in cache_mod.ls(root))
     assert fetch.fetch(Source(SourceSpec(url=str(three_days))), cache_mod.Cache(root), "2021-04-02",
                        "2021-04-02")["cached"] == 24
-    assert cache_mod.clear(root)["removed"] == 24 and cache_mod.ls(root) == []
+    assert cache_mod.clear(root) == {"removed": 24, "day_copies_removed": 1} and cache_mod.ls(root) == []
 
 
 def test_offline_mode_serves_only_from_cache(three_days, tmp_path):
@@ -233,12 +315,17 @@ def test_local_cluster_loads_the_cache(three_days, tmp_path):
                       dashboard_address=None) as cluster, Client(cluster) as client:
         per_hour = ddf.groupby(ddf["metadata_generatedAt"].dt.hour).size().compute()
         n = client.compute(ddf.shape[0]).result()
+        hours = cache_mod.load("2021-04-01", "2021-04-02", str(root), rows_per_partition=24 * PER_HOUR,
+                               day_copies=False)
+        assert hours.npartitions == 2  # a whole date stays in one partition, copy or not
+        hours = client.compute(hours).result()
+        for f in root.rglob("hour=*/valid.parquet"):  # from here on only the day copies can serve
+            f.write_bytes(bytes(len(f.read_bytes())))
         copies = cache_mod.load("2021-04-01", "2021-04-02", str(root), rows_per_partition=24 * PER_HOUR)
-        assert copies.npartitions == 2  # one day copy each
+        assert copies.npartitions == 2
         both = client.compute(copies).result()
     assert n == 48 * PER_HOUR and (per_hour == 2 * PER_HOUR).all() and len(per_hour) == 24
-    hours = cache_mod.load("2021-04-01", "2021-04-02", str(root), day_copies=False).compute()
-    assert both.reset_index(drop=True).equals(hours)  # each partition numbers its rows from 0
+    assert both.equals(hours)  # same rows, same order, same index
 
 
 def test_split_by_hour_uses_record_time():

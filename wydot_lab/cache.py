@@ -186,19 +186,8 @@ class Cache:
                      leftovers: bool = False) -> list[tuple[dt.datetime, str]]:
         """(hour, path) of the `hour=` folders in [start, end) (all if no bounds), listing only date folders
         in range; `leftovers`: also the `.tmp-`/`.old-` folders of killed writers."""
-        base = f"{self.root}/source={self.pilot}/type={self.message_type}"
-        try:
-            dates = sorted(p.rsplit("date=", 1)[1] for p in self.fs.ls(base, detail=False) if "/date=" in p
-                           and not p.rsplit("/", 1)[-1].startswith("."))
-        except FileNotFoundError:
-            return []
         out = []
-        for d in dates:
-            day = dt.date.fromisoformat(d)
-            if start is not None and day < start.date():
-                continue
-            if end is not None and dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc) >= end:
-                continue
+        for day in self.dates(start, end):
             for p in sorted(self.fs.ls(self.date_path(day), detail=False)):
                 leaf = p.rstrip("/").rsplit("/", 1)[-1]
                 if not (leaf.startswith("hour=") or leftovers and leaf.startswith((".tmp-hour=", ".old-hour="))):
@@ -209,10 +198,20 @@ class Cache:
                     out.append((hour, p))
         return out
 
+    def dates(self, start: dt.datetime | None = None, end: dt.datetime | None = None) -> list[dt.date]:
+        """The `date=` folders [start, end) touches (all if no bounds)."""
+        base = f"{self.root}/source={self.pilot}/type={self.message_type}"
+        try:
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
+        except FileNotFoundError:
+            return []
+        days = sorted(dt.date.fromisoformat(n[5:]) for n in names if n.startswith("date="))
+        return [d for d in days if (start is None or d >= start.date())
+                and (end is None or dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc) < end)]
+
     def day_copies(self, start: dt.datetime | None = None, end: dt.datetime | None = None) -> list[dt.date]:
         """Dates with a day copy folder among those [start, end) touches (all if no bounds)."""
-        days = sorted({h.date() for h, _ in self.hour_folders(start, end)})
-        return [d for d in days if self.fs.exists(self.day_path(d))]
+        return [d for d in self.dates(start, end) if self.fs.exists(self.day_path(d))]
 
     def partitions(self, start: dt.datetime | None = None, end: dt.datetime | None = None) -> list[Partition]:
         """Partitions of the hour folders in [start, end) (all if no bounds)."""
@@ -271,7 +270,7 @@ class Cache:
         try:
             with self.lock(part.hour, timeout=5):
                 current = self.partition(part.hour).manifest or {}
-                if current.get("files") != (part.manifest or {}).get("files"):
+                if any(current.get(k) != (part.manifest or {}).get(k) for k in ("files", "created")):
                     return
                 data = dict(current, status=CORRUPT, problem=problem)
                 self.fs.pipe_file(f"{part.path}/{CORRUPT_MARK}", json.dumps(data).encode())
@@ -382,32 +381,46 @@ class Cache:
     # ------------------------------------------------------------ day copies
 
     def day_manifest(self, day: dt.date) -> dict | None:
+        """The day copy's manifest; None if absent, unreadable or malformed (then the hours serve)."""
         try:
             with self.fs.open(f"{self.day_path(day)}/{DAY_MANIFEST}", "rb") as f:
-                return json.loads(f.read())
-        except (FileNotFoundError, ValueError, OSError):
-            return None  # absent or unreadable: the hours serve
+                m = json.loads(f.read())
+            meta = m["files"][FILES["valid"][0]]
+            ok = isinstance(m["hours"], dict) and all(isinstance(meta[k], t) for k, t in
+                                                      (("sha256", str), ("size", int), ("rows", int)))
+        except (FileNotFoundError, ValueError, OSError, KeyError, TypeError):
+            return None
+        return m if ok else None
 
-    def compact_day(self, day: dt.date, ttl_days: float | None = None, now: dt.datetime | None = None) -> bool:
-        """Write the date's day copy if all 24 hours are servable and the copy is absent or
-        stale; True if written. Hours are read verified; one that fails is hidden for refetch
-        (`read_files`) and nothing is written."""
-        hours = layout.hours_between(*_day_bounds(day))
+    def compact_day(self, day: dt.date, ttl_days: float | None = None, now: dt.datetime | None = None
+                    ) -> tuple[bool, str | None]:
+        """Write the date's day copy if all 24 hours are servable and the copy is absent or stale.
+
+        Returns (written, problem): `problem` names an hour that failed while being read (corrupt:
+        hidden for refetch by `read_files`; or gone, e.g. a concurrent clear); then nothing is
+        written. A stale copy the date cannot replace (an hour not servable, or the day too big)
+        is removed, as are leftovers of killed writers."""
+        hours = layout.hours_between(*day_bounds(day))
         with self.lock(day):
-            parts = [self.partition(h) for h in hours]
-            if any(self.status(p, ttl_days=ttl_days, now=now)[0] not in (FRESH, INCOMPLETE) for p in parts):
-                return False
-            current = self.day_manifest(day)
-            if current is not None and _day_usable(current, parts) and self.check_day(day, current)[1] is None:
-                return False
-            if sum(p.counts()["valid"] for p in parts) > DAY_COPY_MAX_ROWS:
-                return False  # `load` would read it by hours anyway (bounded dask partitions)
-            try:
-                tables = [self.read_files(p, "valid") for p in parts]
-            except CorruptPartition:
-                return False
-            final = self.day_path(day)
             self._sweep_day(day)
+            parts = [self.partition(h) for h in hours]
+            current = self.day_manifest(day)
+            usable = current is not None and _day_usable(current, parts)
+            if usable and self.check_day(day, current, deep=False)[1] is None:
+                return False, None  # loads verify its SHA-256; a size check keeps re-runs cheap
+            if self.fs.exists(self.day_path(day)):
+                self.fs.rm(self.day_path(day), recursive=True)
+            if any(self.status(p, ttl_days=ttl_days, now=now)[0] not in (FRESH, INCOMPLETE) for p in parts):
+                return False, None
+            if sum(p.counts()["valid"] for p in parts) > DAY_COPY_MAX_ROWS:
+                return False, None  # `load` would read it by hours anyway (bounded dask partitions)
+            tables = []
+            for p in parts:
+                try:
+                    tables.append(self.read_files(p, "valid"))
+                except (CorruptPartition, OSError) as err:
+                    return False, f"{p.label}: {err}"
+            final = self.day_path(day)
             tmp = f"{self.date_path(day)}/.tmp-day-{uuid.uuid4().hex[:12]}"
             self.fs.makedirs(tmp, exist_ok=True)
             data = _parquet_bytes(pa.concat_tables(tables), BSM_SCHEMA)
@@ -419,7 +432,7 @@ class Cache:
                         "schema_version": SCHEMA_VERSION}
             self.fs.pipe_file(f"{tmp}/{DAY_MANIFEST}", json.dumps(manifest, indent=1, sort_keys=True).encode())
             self._swap(tmp, final)
-            return True
+            return True, None
 
     def _sweep_day(self, day: dt.date) -> None:
         """Remove leftovers of killed day-copy writers (safe: we hold the date's lock)."""
@@ -431,18 +444,30 @@ class Cache:
             if p.rstrip("/").rsplit("/", 1)[-1].startswith((".tmp-day-", f".old-{DAY_DIR}-")):
                 self.fs.rm(p, recursive=True)
 
-    def drop_day(self, day: dt.date, manifest: dict | None = None) -> bool:
-        """Remove a date's day copy (only if it is still the one `manifest` describes); True if removed."""
+    def drop_day(self, day: dt.date, manifest: dict) -> str:
+        """Remove a date's day copy if it is still the one `manifest` describes: 'dropped', or why not."""
         try:
             with self.lock(day, timeout=5):
-                if manifest is not None and self.day_manifest(day) != manifest:
-                    return False
-                if self.fs.exists(self.day_path(day)):
-                    self.fs.rm(self.day_path(day), recursive=True)
-                    return True
-        except (filelock.Timeout, FileNotFoundError, OSError):
-            pass
-        return False
+                if self.day_manifest(day) != manifest:
+                    return "it was rewritten meanwhile"
+                self.fs.rm(self.day_path(day), recursive=True)
+                return "dropped it"
+        except filelock.Timeout:
+            return "it is locked by a writer"
+        except (FileNotFoundError, OSError) as err:
+            return f"could not drop it ({err})"
+
+    def verify_day(self, day: dt.date, mark: bool = True) -> str | None:
+        """Full check of a date's day copy under its lock (no writer mid-swap): None if sound or
+        absent, else the problem; a failing copy is removed with `mark` (its hours serve)."""
+        with self.lock(day):
+            if not self.fs.exists(self.day_path(day)):
+                return None
+            m = self.day_manifest(day)
+            problem = "unreadable day manifest" if m is None else self.check_day(day, m)[1]
+            if problem and mark:
+                self.fs.rm(self.day_path(day), recursive=True)
+            return problem
 
     def check_day(self, day: dt.date, manifest: dict, deep: bool = True) -> tuple[bytes | None, str | None]:
         """(bytes, None) if the day copy matches its manifest (SHA-256 with `deep`), else (None, problem)."""
@@ -468,13 +493,12 @@ class Cache:
                 return table if table.schema == BSM_SCHEMA else conform(table, BSM_SCHEMA)
             except (pa.ArrowException, OSError) as err:
                 problem = f"day copy unreadable ({err})"
-        what = ("dropped it" if self.drop_day(day, manifest) else "it was rewritten meanwhile") + \
-            "; read the 24 hours instead (the next ingest rebuilds it)"
+        what = self.drop_day(day, manifest) + "; read the 24 hours instead (the next ingest rebuilds it)"
         warnings.warn(f"cache {self.root_url}: {day:%Y-%m-%d} {problem}: {what}", CacheWarning, stacklevel=2)
         return _read_parts(self, parts, "valid", verify)
 
 
-def _day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     t0 = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
     return t0, t0 + dt.timedelta(days=1)
 
@@ -489,7 +513,7 @@ def _day_usable(manifest: dict, parts: list[Partition]) -> bool:
     try:
         return (manifest.get("schema_version") == SCHEMA_VERSION and len(parts) == 24
                 and manifest["hours"] == _day_sources(parts))
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         return False
 
 
@@ -601,18 +625,19 @@ class _Day:
 
 def _units(cache: Cache, parts: list[Partition], kind: str, rows_per_partition: int,
            day_copies: bool) -> list:
-    """The partitions in hour order, each whole date with a usable day copy (no bigger than a
-    dask partition) replaced by that copy."""
-    if kind != "valid" or not day_copies:
-        return list(parts)
+    """The partitions in hour order, each whole date that fits a dask partition as one unit: its
+    day copy where usable, else the list of its 24 hours."""
     by_day: dict[dt.date, list[Partition]] = {}
     for p in parts:
         by_day.setdefault(p.hour.date(), []).append(p)
     out = []
     for day, ps in by_day.items():
-        m = cache.day_manifest(day) if len(ps) == 24 else None
-        if m is not None and _day_usable(m, ps) and _Day(day, m, ps).counts()["valid"] <= rows_per_partition:
+        whole = len(ps) == 24 and sum(p.counts()["valid"] for p in ps) <= rows_per_partition
+        m = cache.day_manifest(day) if whole and kind == "valid" and day_copies else None
+        if m is not None and _day_usable(m, ps):
             out.append(_Day(day, m, ps))
+        elif whole:
+            out.append(ps)  # packed whole, as its copy would be: the same dask partitions either way
         else:
             out.extend(ps)
     return out
@@ -621,8 +646,8 @@ def _units(cache: Cache, parts: list[Partition], kind: str, rows_per_partition: 
 def _read_units(cache: Cache, units: list, kind: str, verify: bool) -> pa.Table:
     tables, hours = [], []
     for u in units + [None]:
-        if isinstance(u, Partition):
-            hours.append(u)
+        if isinstance(u, (Partition, list)):
+            hours.extend(u if isinstance(u, list) else [u])
             continue
         if hours:
             tables.append(_read_parts(cache, hours, kind, verify))
@@ -635,7 +660,8 @@ def _read_units(cache: Cache, units: list, kind: str, verify: bool) -> pa.Table:
 def _encode_unit(u) -> list:
     if isinstance(u, _Day):
         return ["day", u.day.isoformat(), u.manifest, [_encode_unit(p) for p in u.parts]]
-    return ["hour", u.hour.isoformat(), u.path, {"files": u.manifest.get("files", {})}]
+    return ["hour", u.hour.isoformat(), u.path,
+            {"files": u.manifest.get("files", {}), "created": u.manifest.get("created")}]
 
 
 def _decode_units(entries: list) -> list:
@@ -650,11 +676,12 @@ def _groups(units: list, rows_per_partition: int) -> list[str]:
     tuples of dicts cost ~1 ms per hour."""
     groups, cur, rows = [], [], 0
     for u in units:
-        n = u.counts()["valid"]
+        block = u if isinstance(u, list) else [u]  # a whole date's hours stay together
+        n = sum(b.counts()["valid"] for b in block)
         if cur and rows + n > rows_per_partition:
             groups.append(json.dumps(cur))
             cur, rows = [], 0
-        cur.append(_encode_unit(u))
+        cur.extend(_encode_unit(b) for b in block)
         rows += n
     if cur:
         groups.append(json.dumps(cur))
@@ -760,9 +787,10 @@ def ls(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT, messa
     now = _utc_now()
     parts = cache.partitions(t0, t1)
     in_copy = set()
-    for day in cache.day_copies(t0, t1):
-        ps = cache.partitions(*_day_bounds(day))
-        if _day_usable(cache.day_manifest(day) or {}, ps):
+    for day in cache.day_copies(t0, t1):  # a copy `load` would read: usable, every hour servable
+        ps = cache.partitions(*day_bounds(day))
+        if _day_usable(cache.day_manifest(day) or {}, ps) and all(
+                cache.status(p, ttl_days=ttl_days, now=now)[0] in (FRESH, INCOMPLETE) for p in ps):
             in_copy |= {p.hour for p in ps}
     for p in parts:
         m = p.manifest or {}
@@ -801,12 +829,9 @@ def verify(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT,
     days_bad = {}
     days = cache.day_copies(t0, t1)
     for day in days:
-        m = cache.day_manifest(day)
-        problem = "unreadable manifest" if m is None else cache.check_day(day, m)[1]
+        problem = cache.verify_day(day, mark)
         if problem:
             days_bad[f"{day:%Y-%m-%d}"] = problem
-            if mark:
-                cache.drop_day(day, m)
     return {"checked": ok + len(bad), "ok": ok, "corrupt": bad,
             "day_copies": {"checked": len(days), "ok": len(days) - len(days_bad), "corrupt": days_bad}}
 
@@ -818,22 +843,20 @@ def clear(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT, me
     t0, t1 = layout.hour_range(start, end) if start and end else (None, None)
     cache = Cache(root, pilot, message_type, storage_options)
     removed = 0
-    days = {}
     for hour, path in cache.hour_folders(t0, t1, leftovers=True):
         with cache.lock(hour):
             if cache.fs.exists(path):
                 cache.fs.rm(path, recursive=True)
                 removed += path.rsplit("/", 1)[-1].startswith("hour=")
-        days[path.rsplit("/", 1)[0]] = hour.date()
     copies = 0
-    for d, day in sorted(days.items()):
+    for day in cache.dates(t0, t1):  # every date the range touches, even one left with no hours
         with cache.lock(day):  # a day copy without all its hours is of no use
             cache._sweep_day(day)
             if cache.fs.exists(cache.day_path(day)):
                 cache.fs.rm(cache.day_path(day), recursive=True)
                 copies += 1
-        if not cache.fs.ls(d, detail=False):
-            cache.fs.rm(d, recursive=True)
+        if not cache.fs.ls(cache.date_path(day), detail=False):
+            cache.fs.rm(cache.date_path(day), recursive=True)
     return {"removed": removed, "day_copies_removed": copies}
 
 

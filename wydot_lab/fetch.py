@@ -321,7 +321,7 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
                               + ", ".join(f"{layout.hour_label(h)} ({p.status[h][0]})" for h in p.to_fetch[:5]), "offline")
         manifests = [p.manifests[h] for h in p.cached]
         out = {**_sum_counts(manifests), "files": _files_in_range(manifests, p), "cached": len(p.cached),
-               "fetched": 0, "missing": [], "incomplete": []}
+               "fetched": 0, "missing": [], "incomplete": [], "days_compacted": 0}
         if dry_run:
             out.update(dry_run=True, plan=p.summary())
         if empty:
@@ -359,23 +359,45 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
         for f in dl.forget_before(p.t1 + 2 * HOUR):
             _account(f, todo, in_range, acc, missing_hours)
         acc["objects_downloaded"], acc["bytes_downloaded"] = dl.objects, dl.bytes
-    # whole dates of the range get (or refresh) their day copy, after every hour lock is released
-    days = sorted({h.date() for h in p.hours})
-    compacted = sum(cache.compact_day(d, ttl_days=ttl_days, now=now) for d in days)
+    compacted, copy_problems = _compact(cache, p, written, ttl_days, now, deep, progress)
     manifests = [written.get(h) or p.manifests[h] for h in p.hours]
     manifests = [m for m in manifests if m]
     missing = [layout.hour_label(h) for h, m in written.items() if m["status"] == cache_mod.MISSING]
     incomplete = [layout.hour_label(h) for h, m in written.items() if m["status"] == cache_mod.INCOMPLETE]
     if missing or incomplete:
         _say(progress, f"partial run: missing hours {missing or '-'}; incomplete hours {incomplete or '-'}")
+    warning = "; ".join(w for w in (empty, copy_problems) if w)
     return {**_sum_counts(manifests), "files": _files_in_range(manifests, p),
             "cached": len(p.hours) - len(written), "fetched": len(written) - len(missing),
             "missing": missing, "incomplete": incomplete, **acc,
             "refetched": dict(Counter(p.status[h][0] for h in written)),
             "cached_by_concurrent_run": len(cached_by_other), "days_compacted": compacted,
             "source": p.source, "mode": p.mode, "cache_root": p.cache_root,
-            "start": p.t0.isoformat(), "end": p.t1.isoformat(), **({"warning": empty} if empty else {}),
+            "start": p.t0.isoformat(), "end": p.t1.isoformat(), **({"warning": warning} if warning else {}),
             "seconds": round(time.perf_counter() - t_start, 3)}
+
+
+def _compact(cache: cache_mod.Cache, p: Plan, written: dict, ttl_days: float | None, now: dt.datetime | None,
+             deep: bool, progress: Progress) -> tuple[int, str | None]:
+    """Day copies for the dates the range touches (after every hour lock is released): (written,
+    warning). Without `deep` only dates whose hours this run wrote, or `compact_day` would be the
+    first to hash cached hours and could hide one just reported as cached. An hour that fails
+    while being read (hidden as corrupt, or gone) is named in the warning, never skipped silently."""
+    days = sorted({h.date() for h in p.hours})
+    if not deep:
+        days = [d for d in days if all(h in written for h in layout.hours_between(*cache_mod.day_bounds(d)))]
+    n, problems = 0, []
+    for d in days:
+        done, problem = cache.compact_day(d, ttl_days=ttl_days, now=now)
+        n += done
+        if problem:
+            problems.append(f"{d:%Y-%m-%d} ({problem})")
+    if not problems:
+        return n, None
+    msg = ("no day copy for " + ", ".join(problems) + ": an hour found corrupt there is hidden until "
+           "refetched: run this ingest again")
+    _say(progress, f"warning: {msg}")
+    return n, msg
 
 
 def _files_in_range(manifests: list[dict], p: Plan) -> int:
