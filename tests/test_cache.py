@@ -231,7 +231,7 @@ def test_compaction_racing_a_clear_or_finding_corruption_says_so(three_days, tmp
 
     monkeypatch.setattr(cache_mod.Cache, "read_files", clear_during_read)
     written, problem = cache.compact_day(day)
-    assert not written and problem.startswith("2021-04-01T09") and not cache.day_copies()
+    assert not written and "hour 2021-04-01T09 disappeared" in problem and not cache.day_copies()
     monkeypatch.undo()
     local_fetch(three_days, root)  # hour 09 back, copy rebuilt
     # an hour outside the fetched range is read (and checked) only by the compaction: a corrupt
@@ -243,9 +243,37 @@ def test_compaction_racing_a_clear_or_finding_corruption_says_so(three_days, tmp
     f.write_bytes(bytes(data))
     res = local_fetch(three_days, root, "2021-04-01T00:00", "2021-04-01T06:00")
     assert res["days_compacted"] == 0
-    assert "2021-04-01T20" in res["warning"] and "run this ingest again" in res["warning"]
+    assert "hour 2021-04-01T20 was found corrupt" in res["warning"]
+    assert "wydot-lab ingest --start 2021-04-01 --end 2021-04-01" in res["warning"]
     assert {r["hour"]: r["status"] for r in cache_mod.ls(str(root))}["2021-04-01T20"] == "corrupt"
-    assert local_fetch(three_days, root)["refetched"] == {"corrupt": 1}
+    again = local_fetch(three_days, root, "2021-04-01T00:00", "2021-04-01T06:00")  # not its range:
+    assert "hour 2021-04-01T20 is hidden as corrupt" in again["warning"]  # still said, every run
+    res = local_fetch(three_days, root)  # the advice works
+    assert res["refetched"] == {"corrupt": 1} and res["days_compacted"] == 1 and "warning" not in res
+    # a write that fails (say a full disk) leaves the hours cached, no temp folder, and says so
+    shutil.rmtree(root / "source=wydot/type=BSM/date=2021-04-01/_day")
+    fs_pipe = cache.fs.pipe_file
+
+    def full_disk(path, *a, **kw):
+        if ".tmp-day-" in path:
+            raise OSError(28, "No space left on device")
+        return fs_pipe(path, *a, **kw)
+
+    monkeypatch.setattr(cache.fs, "pipe_file", full_disk)
+    written, problem = cache.compact_day(day)
+    assert not written and "No space left on device" in problem
+    assert not list(root.rglob(".tmp-day-*")) and not cache.day_copies()
+    monkeypatch.undo()
+
+
+def test_junk_date_folders_are_ignored_not_fatal(three_days, tmp_path):
+    root = tmp_path / "cache"
+    local_fetch(three_days, root)
+    for junk in ("date=bad", "date=20210402"):
+        (root / "source=wydot/type=BSM" / junk).mkdir()
+    assert cache_mod.Cache(str(root)).dates() == [dt.date(2021, 4, 1)]
+    with pytest.warns(cache_mod.CacheWarning, match="24 of 48 hours"):  # 04-02 is not cached: said, not fatal
+        assert len(cache_mod.load("2021-04-01", "2021-04-02", str(root)).compute()) == 24 * PER_HOUR
 
 
 def test_a_reader_never_hides_a_partition_rewritten_since_it_read_it(three_days, tmp_path):

@@ -205,7 +205,7 @@ class Cache:
             names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
         except FileNotFoundError:
             return []
-        days = sorted(dt.date.fromisoformat(n[5:]) for n in names if n.startswith("date="))
+        days = sorted(d for n in names if n.startswith("date=") and (d := _iso_date(n[5:])) is not None)
         return [d for d in days if (start is None or d >= start.date())
                 and (end is None or dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc) < end)]
 
@@ -396,32 +396,46 @@ class Cache:
                     ) -> tuple[bool, str | None]:
         """Write the date's day copy if all 24 hours are servable and the copy is absent or stale.
 
-        Returns (written, problem): `problem` names an hour that failed while being read (corrupt:
-        hidden for refetch by `read_files`; or gone, e.g. a concurrent clear); then nothing is
-        written. A stale copy the date cannot replace (an hour not servable, or the day too big)
-        is removed, as are leftovers of killed writers."""
-        hours = layout.hours_between(*day_bounds(day))
-        with self.lock(day):
+        Returns (written, problem). `problem` says why a date that should get a copy has none:
+        an hour hidden as corrupt (found now by `read_files`, or earlier), an hour gone while
+        being read (a concurrent clear), the day lock held by another writer, or a failed write
+        (e.g. a full disk; its temp folder is removed). It never raises on these: the hours are
+        cached whatever happens to the copy. A stale copy the date cannot replace (an hour not
+        servable, or the day too big) is removed, as are leftovers of killed writers."""
+        try:
+            with self.lock(day):
+                return self._compact_locked(day, ttl_days, now)
+        except filelock.Timeout:
+            return False, "its day lock is held by another writer"
+
+    def _compact_locked(self, day: dt.date, ttl_days: float | None, now: dt.datetime | None
+                        ) -> tuple[bool, str | None]:
+        parts = [self.partition(h) for h in layout.hours_between(*day_bounds(day))]
+        current = self.day_manifest(day)
+        if current is not None and _day_usable(current, parts) and \
+                self.check_day(day, current, deep=False, read=False)[1] is None:
+            return False, None  # loads verify its SHA-256; a size check keeps re-runs cheap
+        tmp = f"{self.date_path(day)}/.tmp-day-{uuid.uuid4().hex[:12]}"
+        try:
             self._sweep_day(day)
-            parts = [self.partition(h) for h in hours]
-            current = self.day_manifest(day)
-            usable = current is not None and _day_usable(current, parts)
-            if usable and self.check_day(day, current, deep=False)[1] is None:
-                return False, None  # loads verify its SHA-256; a size check keeps re-runs cheap
             if self.fs.exists(self.day_path(day)):
                 self.fs.rm(self.day_path(day), recursive=True)
-            if any(self.status(p, ttl_days=ttl_days, now=now)[0] not in (FRESH, INCOMPLETE) for p in parts):
-                return False, None
+            status = {p.label: self.status(p, ttl_days=ttl_days, now=now)[0] for p in parts}
+            hidden = [h for h, st in status.items() if st == CORRUPT]
+            if hidden:
+                return False, f"hour {hidden[0]} is hidden as corrupt"
+            if any(st not in (FRESH, INCOMPLETE) for st in status.values()):
+                return False, None  # absent or expired hours: nothing to say
             if sum(p.counts()["valid"] for p in parts) > DAY_COPY_MAX_ROWS:
                 return False, None  # `load` would read it by hours anyway (bounded dask partitions)
             tables = []
             for p in parts:
                 try:
                     tables.append(self.read_files(p, "valid"))
-                except (CorruptPartition, OSError) as err:
-                    return False, f"{p.label}: {err}"
-            final = self.day_path(day)
-            tmp = f"{self.date_path(day)}/.tmp-day-{uuid.uuid4().hex[:12]}"
+                except CorruptPartition:
+                    return False, f"hour {p.label} was found corrupt and is now hidden"
+                except FileNotFoundError:
+                    return False, f"hour {p.label} disappeared while being read (a concurrent clear?)"
             self.fs.makedirs(tmp, exist_ok=True)
             data = _parquet_bytes(pa.concat_tables(tables), BSM_SCHEMA)
             self.fs.pipe_file(f"{tmp}/{FILES['valid'][0]}", data)
@@ -431,8 +445,15 @@ class Cache:
                         "created": _utc_now().isoformat(), "code_version": self.code_version,
                         "schema_version": SCHEMA_VERSION}
             self.fs.pipe_file(f"{tmp}/{DAY_MANIFEST}", json.dumps(manifest, indent=1, sort_keys=True).encode())
-            self._swap(tmp, final)
+            self._swap(tmp, self.day_path(day))
             return True, None
+        except OSError as err:
+            try:
+                if self.fs.exists(tmp):
+                    self.fs.rm(tmp, recursive=True)
+            except OSError:
+                pass  # a leftover `.tmp-day-` folder is invisible and swept by the next writer
+            return False, f"the day copy could not be written ({err})"
 
     def _sweep_day(self, day: dt.date) -> None:
         """Remove leftovers of killed day-copy writers (safe: we hold the date's lock)."""
@@ -460,21 +481,37 @@ class Cache:
     def verify_day(self, day: dt.date, mark: bool = True) -> str | None:
         """Full check of a date's day copy under its lock (no writer mid-swap): None if sound or
         absent, else the problem; a failing copy is removed with `mark` (its hours serve)."""
-        with self.lock(day):
-            if not self.fs.exists(self.day_path(day)):
-                return None
-            m = self.day_manifest(day)
-            problem = "unreadable day manifest" if m is None else self.check_day(day, m)[1]
-            if problem and mark:
-                self.fs.rm(self.day_path(day), recursive=True)
-            return problem
+        try:
+            with self.lock(day):
+                return self._verify_day(day, mark)
+        except (filelock.Timeout, OSError):  # a read-only root, or a writer holding the date
+            return self._verify_day(day, mark=False)
 
-    def check_day(self, day: dt.date, manifest: dict, deep: bool = True) -> tuple[bytes | None, str | None]:
-        """(bytes, None) if the day copy matches its manifest (SHA-256 with `deep`), else (None, problem)."""
+    def _verify_day(self, day: dt.date, mark: bool) -> str | None:
+        if not self.fs.exists(self.day_path(day)):
+            return None
+        m = self.day_manifest(day)
+        problem = "unreadable day manifest" if m is None else self.check_day(day, m)[1]
+        if problem and mark:
+            try:
+                self.fs.rm(self.day_path(day), recursive=True)
+            except OSError as err:
+                problem += f" (not dropped: {err})"
+        return problem
+
+    def check_day(self, day: dt.date, manifest: dict, deep: bool = True, read: bool = True
+                  ) -> tuple[bytes | None, str | None]:
+        """(bytes, None) if the day copy matches its manifest (SHA-256 with `deep`), else (None, problem);
+        `read=False`: size only, from the listing (no download from a remote root)."""
         name = FILES["valid"][0]
         meta = manifest["files"][name]
+        path = f"{self.day_path(day)}/{name}"
         try:
-            data = self.fs.cat_file(f"{self.day_path(day)}/{name}")
+            if not read:
+                size = self.fs.size(path)
+                return None, (None if size == meta["size"] else
+                              f"day copy {name} has {size} bytes, manifest says {meta['size']}")
+            data = self.fs.cat_file(path)
         except FileNotFoundError:
             return None, f"day copy {name} is missing"
         if len(data) != meta["size"]:
@@ -496,6 +533,15 @@ class Cache:
         what = self.drop_day(day, manifest) + "; read the 24 hours instead (the next ingest rebuilds it)"
         warnings.warn(f"cache {self.root_url}: {day:%Y-%m-%d} {problem}: {what}", CacheWarning, stacklevel=2)
         return _read_parts(self, parts, "valid", verify)
+
+
+def _iso_date(text: str) -> dt.date | None:
+    """A `date=` folder's date; None for names this cache never writes (e.g. `date=bad`, `date=20240102`)."""
+    try:
+        d = dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+    return d if d.isoformat() == text else None
 
 
 def day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:

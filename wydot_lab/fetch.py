@@ -381,8 +381,9 @@ def _compact(cache: cache_mod.Cache, p: Plan, written: dict, ttl_days: float | N
              deep: bool, progress: Progress) -> tuple[int, str | None]:
     """Day copies for the dates the range touches (after every hour lock is released): (written,
     warning). Without `deep` only dates whose hours this run wrote, or `compact_day` would be the
-    first to hash cached hours and could hide one just reported as cached. An hour that fails
-    while being read (hidden as corrupt, or gone) is named in the warning, never skipped silently."""
+    first to hash cached hours and could hide one just reported as cached. Every date left
+    without a copy for a reason other than absent/expired hours is named in the warning with
+    what to do, on every run until mended: never skipped silently."""
     days = sorted({h.date() for h in p.hours})
     if not deep:
         days = [d for d in days if all(h in written for h in layout.hours_between(*cache_mod.day_bounds(d)))]
@@ -391,11 +392,13 @@ def _compact(cache: cache_mod.Cache, p: Plan, written: dict, ttl_days: float | N
         done, problem = cache.compact_day(d, ttl_days=ttl_days, now=now)
         n += done
         if problem:
-            problems.append(f"{d:%Y-%m-%d} ({problem})")
+            todo = (f"refetch it: wydot-lab ingest --start {d} --end {d} (the hours of this range are cached)"
+                    if "corrupt" in problem or "disappeared" in problem else
+                    "the hours are cached; the next ingest of this date writes the copy")
+            problems.append(f"{d}: {problem}; {todo}")
     if not problems:
         return n, None
-    msg = ("no day copy for " + ", ".join(problems) + ": an hour found corrupt there is hidden until "
-           "refetched: run this ingest again")
+    msg = "no day copy for " + " | ".join(problems)
     _say(progress, f"warning: {msg}")
     return n, msg
 
