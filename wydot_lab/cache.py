@@ -23,8 +23,8 @@ Day copies: once all 24 hours of a date are cached, `fetch` also writes `date=..
 its SHA-256 and the SHA-256 of each hour file it was built from). The hours stay the truth
 (pruning, TTL, refetch work per hour); a load that covers a whole date reads the day copy
 only while every hour it was built from is servable and unchanged, else the hours. One file
-instead of 24 halves a day's load (Parquet's per-file set-up was ~40% of the decode) and
-cuts a day's reads from a remote cache root from 24 GETs to one, for a second copy of the
+instead of 24 halves a day's Parquet decode (the per-file set-up was ~40% of it), takes a
+third off the whole load, and cuts a day's reads from a remote cache root from 24 GETs to one, for a second copy of the
 valid records on disk. A day copy failing its check is dropped (the hours serve, nothing is
 refetched) and rebuilt by the next ingest; the `_` prefix keeps hive readers out of it.
 
