@@ -16,7 +16,7 @@ from wydot_lab.frames import CRUMBS, ID, LAT, LON, TIME, time_ns, to_table
 
 ALL = ["const_position", "const_offset", "random_offset", "random_position", "position_swap", "const_speed",
        "speed_offset", "random_speed", "eventual_stop", "data_replay", "heading_reversal"]
-SPECS = attacks.default_matrix() + [{"name": n, "careful": True} for n, a in attacks.ATTACKS.items() if a.position]
+SPECS = attacks.default_matrix() + [{"name": n, "careful": True} for n, a in attacks.ATTACKS.items() if a.careful]
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,7 +61,7 @@ def test_registry_has_every_attack_of_the_issue():
     ({"name": "const_offset", "min_m": "far"}, ["min_m", "far"]),
     ({"name": "eventual_stop", "p": 1.5}, ["p must be in (0, 1]"]),
     ({"name": "speed_offset", "min_mps": -3}, ["min_mps", ">= 0"]),
-    ({"name": "const_speed", "careful": True}, ["unknown parameter", "careful"]),
+    ({"name": "data_replay", "careful": True}, ["unknown parameter", "careful"]),
     ({"name": "random_offset", "careful": "yes"}, ["careful", "true or false"]),
 ])
 def test_check_spec_names_the_bad_key(spec, words):
@@ -319,18 +319,52 @@ def test_careful_form_writes_the_fake_position_into_the_own_logs_receiver_fields
     rx = np.arange(len(clean)) % 4 == 0
     clean["metadata_recordType"] = np.where(rx, "rxMsg", "bsmTx")
     clean.loc[rx, "metadata_rmd_latitude"] = 41.0
+    zero = np.arange(len(clean)) % 4 == 1  # own rows whose receiver block says unavailable
+    clean.loc[zero, ["metadata_rmd_latitude", "metadata_rmd_longitude"]] = 0.0
     att = attacks.choose_attackers(clean[ID], 0.5, np.random.default_rng(2))
     spec = {"name": "const_offset", "min_m": 50, "max_m": 100}
     careful = attacks.apply(clean, {**spec, "careful": True}, att, np.random.default_rng(3))
     naive = attacks.apply(clean, spec, att, np.random.default_rng(3))
     hit = careful["is_attack"].to_numpy()
-    own = hit & ~rx
+    own = hit & ~rx & ~zero
+    assert (hit & zero).any()
     assert own.any() and (hit & rx).any()
     for col, pos in (("metadata_rmd_latitude", LAT), ("metadata_rmd_longitude", LON)):
         np.testing.assert_array_equal(careful[col].to_numpy()[own], careful[pos].to_numpy()[own])
         np.testing.assert_array_equal(careful[col].to_numpy()[~own], clean[col].to_numpy()[~own])
         np.testing.assert_array_equal(naive[col].to_numpy(), clean[col].to_numpy())
     assert (careful[LAT].to_numpy()[own] != clean[LAT].to_numpy()[own]).any()
+
+
+@pytest.mark.parametrize("spec, col, true_col", [
+    ({"name": "speed_offset"}, "metadata_rmd_speed", "coreData_speed"),
+    ({"name": "const_speed"}, "metadata_rmd_speed", "coreData_speed"),
+    ({"name": "random_speed"}, "metadata_rmd_speed", "coreData_speed"),
+    ({"name": "eventual_stop", "p": 0.3}, "metadata_rmd_speed", "coreData_speed"),
+    ({"name": "heading_reversal"}, "metadata_rmd_heading", "coreData_heading"),
+])
+def test_careful_kinematic_attacks_keep_the_own_logs_copy_consistent(spec, col, true_col):
+    """Real bsmTx records carry their own speed and heading again in the receiver block; a naive
+    speed/heading attacker leaves that copy true (a side channel), the careful one mirrors the fake
+    there, on own rows that mirrored the truth only (not rxMsg copies, not unavailable blocks)."""
+    clean = _clean().copy()
+    clean[col] = clean[true_col].to_numpy(float)
+    rx = np.arange(len(clean)) % 4 == 0
+    clean["metadata_recordType"] = np.where(rx, "rxMsg", "bsmTx")
+    clean.loc[rx, col] = 5.0
+    zero = np.arange(len(clean)) % 4 == 1
+    clean.loc[zero, col] = 0.0
+    att = attacks.choose_attackers(clean[ID], 0.5, np.random.default_rng(2))
+    careful = attacks.apply(clean, {**spec, "careful": True}, att, np.random.default_rng(3))
+    naive = attacks.apply(clean, spec, att, np.random.default_rng(3))
+    pd.testing.assert_series_equal(careful[true_col], naive[true_col])  # same falsification either way
+    changed = careful[true_col].to_numpy(float) != clean[true_col].to_numpy(float)
+    hit = careful["is_attack"].to_numpy() & changed & np.isfinite(clean[true_col].to_numpy(float))
+    own = hit & ~rx & ~zero
+    assert own.any() and (hit & rx).any() and (hit & zero).any()
+    np.testing.assert_array_equal(careful[col].to_numpy(float)[own], careful[true_col].to_numpy(float)[own])
+    np.testing.assert_array_equal(careful[col].to_numpy(float)[~own], clean[col].to_numpy(float)[~own])
+    np.testing.assert_array_equal(naive[col].to_numpy(float), clean[col].to_numpy(float))
 
 
 def test_privacy_filter_drops_only_attacked_records_outside_the_speed_window():

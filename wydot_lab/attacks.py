@@ -13,11 +13,13 @@ Parameters (all optional, defaults in `ATTACKS[name].defaults`):
   min_mps / max_mps  speed value or offset range, m/s (const_speed, random_speed, speed_offset)
   p                  per-message trigger probability (eventual_stop)
   delay_s            a replayed message was sent at least this long before (data_replay)
-  careful            position attacks only: also re-anchor the path-history crumbs so the
-                     nearest crumb agrees with the previously reported (fake) position, and
-                     write the fake position into the own log's receiver-side location
-                     (metadata_rmd_latitude/longitude: a sender's own log records its own
-                     position there; a received copy's holds the receiver's, left alone)
+  careful            position attacks: also re-anchor the path-history crumbs so the nearest
+                     crumb agrees with the previously reported (fake) position; position, speed
+                     and heading attacks: write the fake value into the own log's receiver-side
+                     copy of it (metadata_rmd_latitude/longitude/speed/heading: a sender's own
+                     bsmTx log records its own position, speed and heading there, equal to
+                     coreData in the real records; received copies hold the receiver's values
+                     and all-zero blocks mean unavailable: both left alone)
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, PRIVACY_MPS, Veh
 SPEED, HEADING, ELEV = "coreData_speed", "coreData_heading", "coreData_elevation"
 SEMI_MAJOR = "coreData_accuracy_semiMajor"
 RMD_LAT, RMD_LON = "metadata_rmd_latitude", "metadata_rmd_longitude"
+RMD_SPEED, RMD_HEADING = "metadata_rmd_speed", "metadata_rmd_heading"
 LABELS = ("is_attacker", "is_attack", "is_attack_cond", "attack_type")
 GENUINE = "genuine"
 
@@ -68,19 +71,21 @@ class Attack:
     doc: str  # one line: what the attacker reports
     defaults: dict[str, Any] = field(default_factory=dict)
     magnitude: tuple[str, ...] = ()  # parameters that name the magnitude in labels
-    position: bool = False  # falsifies position (so a careful form exists)
+    position: bool = False  # falsifies position (so its careful form also re-anchors the crumbs)
+    careful: bool = False  # a careful form exists (`careful` parameter)
 
 
 ATTACKS: dict[str, Attack] = {}
 
 
 def _register(name: str, doc: str, defaults: dict | None = None, magnitude: tuple[str, ...] = (),
-              position: bool = False) -> Callable[[AttackFn], AttackFn]:
+              position: bool = False, careful: bool = False) -> Callable[[AttackFn], AttackFn]:
     def deco(fn: AttackFn) -> AttackFn:
         d = dict(defaults or {})
-        if position:
+        if position or careful:
             d["careful"] = False
-        ATTACKS[name] = Attack(fn=fn, doc=doc, defaults=d, magnitude=magnitude, position=position)
+        ATTACKS[name] = Attack(fn=fn, doc=doc, defaults=d, magnitude=magnitude, position=position,
+                               careful=position or careful)
         return fn
 
     return deco
@@ -285,10 +290,8 @@ def _move(frame: pd.DataFrame, ctx: _Ctx, rows: np.ndarray, fx: np.ndarray, fy: 
     _put(out, LON, rows, flon)
     if params.get("careful"):
         out[CRUMBS] = _careful_crumbs(frame[CRUMBS], ctx, rows, flat - lat, flon - lon)
-        own = rows & ~received(frame)
-        for col, fake in ((RMD_LAT, flat), (RMD_LON, flon)):
-            if col in frame:
-                _put(out, col, own & np.isfinite(floats(frame, col)), fake)
+        _mirror(out, frame, rows, RMD_LAT, LAT, flat)
+        _mirror(out, frame, rows, RMD_LON, LON, flon)
     x, y = true_xy
     nx, ny = x.copy(), y.copy()
     if rows.any():
@@ -321,12 +324,23 @@ def _careful_crumbs(crumbs: pd.Series, ctx: _Ctx, rows: np.ndarray, dlat: np.nda
                         full_age_s=_per_message(ctx, ctx.dt_s))
 
 
+def _mirror(out: pd.DataFrame, frame: pd.DataFrame, rows: np.ndarray, col: str, true_col: str,
+            fake: np.ndarray) -> None:
+    """Careful form: where a row's own log recorded the sender's true value of `true_col` in `col`
+    (its receiver-side copy), record the fake there too; received copies and unavailable
+    (e.g. all-zero) blocks differ from the true value and are left alone."""
+    if col in frame:
+        _put(out, col, rows & ~received(frame) & (floats(frame, col) == floats(frame, true_col)), fake)
+
+
 def _speed_write(frame: pd.DataFrame, rows: np.ndarray, fake: np.ndarray, params: dict) -> pd.DataFrame:
     out = frame.copy(deep=False)
     true = floats(frame, SPEED)
     rows = rows & np.isfinite(true)
     fake = np.clip(_quantize(fake, SPEED_STEP), 0.0, SPEED_MAX)
     _put(out, SPEED, rows, fake)
+    if params.get("careful"):
+        _mirror(out, frame, rows, RMD_SPEED, SPEED, fake)
     return _labelled(out, rows, np.abs(fake - true) > SPEED_TOL_MPS, params)
 
 
@@ -402,6 +416,8 @@ def eventual_stop(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -
     speed = floats(frame, SPEED)
     has_speed = stopped & np.isfinite(speed)
     _put(out, SPEED, has_speed, np.zeros(ctx.n))
+    if params.get("careful"):
+        _mirror(out, frame, has_speed, RMD_SPEED, SPEED, np.zeros(ctx.n))
     moving = np.where(np.isfinite(speed), speed > MOVING_MPS, out["is_attack_cond"].to_numpy(bool))
     return _labelled(out, stopped, moving, params)
 
@@ -409,7 +425,7 @@ def eventual_stop(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -
 # ---------------------------------------------------------------- kinematic attacks
 
 
-@_register("const_speed", "one fixed speed per vehicle", {"min_mps": 2.235, "max_mps": 35.763})
+@_register("const_speed", "one fixed speed per vehicle", {"min_mps": 2.235, "max_mps": 35.763}, careful=True)
 def const_speed(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     ctx = _ctx(frame)
     v = rng.uniform(params["min_mps"], params["max_mps"], size=ctx.n_veh)
@@ -417,7 +433,7 @@ def const_speed(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
 
 
 @_register("speed_offset", "true speed + one fixed offset per vehicle (random sign)",
-           {"min_mps": 3.0, "max_mps": 11.0}, magnitude=("min_mps", "max_mps"))
+           {"min_mps": 3.0, "max_mps": 11.0}, magnitude=("min_mps", "max_mps"), careful=True)
 def speed_offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     ctx = _ctx(frame)
     off = rng.uniform(params["min_mps"], params["max_mps"], size=ctx.n_veh)
@@ -425,20 +441,23 @@ def speed_offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict) ->
     return _speed_write(frame, ctx.attacker, floats(frame, SPEED) + off[ctx.veh], params)
 
 
-@_register("random_speed", "a fresh random speed per message", {"min_mps": 2.235, "max_mps": 35.763})
+@_register("random_speed", "a fresh random speed per message", {"min_mps": 2.235, "max_mps": 35.763},
+           careful=True)
 def random_speed(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     ctx = _ctx(frame)
     v = rng.uniform(params["min_mps"], params["max_mps"], size=ctx.n)
     return _speed_write(frame, ctx.attacker, _per_message(ctx, v), params)
 
 
-@_register("heading_reversal", "heading + 180 degrees")
+@_register("heading_reversal", "heading + 180 degrees", careful=True)
 def heading_reversal(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     out = frame.copy(deep=False)
     h = floats(frame, HEADING)
     rows = frame["is_attacker"].to_numpy(bool) & np.isfinite(h)
     fake = _quantize((h + 180.0) % 360.0, HEADING_STEP) % 360.0
     _put(out, HEADING, rows, fake)
+    if params.get("careful"):
+        _mirror(out, frame, rows, RMD_HEADING, HEADING, fake)
     speed = floats(frame, SPEED)
     return _labelled(out, rows, ~(speed <= MOVING_MPS), params)
 
