@@ -230,8 +230,9 @@ def test_compaction_racing_a_clear_or_finding_corruption_says_so(three_days, tmp
         return read(self, part, kind, verify)
 
     monkeypatch.setattr(cache_mod.Cache, "read_files", clear_during_read)
-    written, problem = cache.compact_day(day)
-    assert not written and "hour 2021-04-01T09 disappeared" in problem and not cache.day_copies()
+    c = cache.compact_day(day)
+    assert not c.written and "hour 2021-04-01T09 changed while being read" in c.problem and not cache.day_copies()
+    assert c.refetch is None  # nothing hidden: the next ingest of the date fetches it anyway
     monkeypatch.undo()
     local_fetch(three_days, root)  # hour 09 back, copy rebuilt
     # an hour outside the fetched range is read (and checked) only by the compaction: a corrupt
@@ -260,8 +261,8 @@ def test_compaction_racing_a_clear_or_finding_corruption_says_so(three_days, tmp
         return fs_pipe(path, *a, **kw)
 
     monkeypatch.setattr(cache.fs, "pipe_file", full_disk)
-    written, problem = cache.compact_day(day)
-    assert not written and "No space left on device" in problem
+    c = cache.compact_day(day)
+    assert not c.written and "No space left on device" in c.problem
     assert not list(root.rglob(".tmp-day-*")) and not cache.day_copies()
     monkeypatch.undo()
 

@@ -72,7 +72,11 @@ class Attack:
     defaults: dict[str, Any] = field(default_factory=dict)
     magnitude: tuple[str, ...] = ()  # parameters that name the magnitude in labels
     position: bool = False  # falsifies position (so its careful form also re-anchors the crumbs)
-    careful: bool = False  # a careful form exists (`careful` parameter)
+
+    @property
+    def careful(self) -> bool:
+        """A careful form exists (the `careful` parameter)."""
+        return "careful" in self.defaults
 
 
 ATTACKS: dict[str, Attack] = {}
@@ -84,8 +88,7 @@ def _register(name: str, doc: str, defaults: dict | None = None, magnitude: tupl
         d = dict(defaults or {})
         if position or careful:
             d["careful"] = False
-        ATTACKS[name] = Attack(fn=fn, doc=doc, defaults=d, magnitude=magnitude, position=position,
-                               careful=position or careful)
+        ATTACKS[name] = Attack(fn=fn, doc=doc, defaults=d, magnitude=magnitude, position=position)
         return fn
 
     return deco

@@ -21,12 +21,13 @@ to open for a 20% size saving.
 Day copies: once all 24 hours of a date are cached, `fetch` also writes `date=.../_day/`
 (`valid.parquet` = the 24 valid files concatenated in hour order, and `day_manifest.json` with
 its SHA-256 and the SHA-256 of each hour file it was built from). The hours stay the truth
-(pruning, TTL, refetch work per hour); a load that covers a whole date reads the day copy
-only while every hour it was built from is servable and unchanged, else the hours. One file
-instead of 24 halves a day's Parquet decode (the per-file set-up was ~40% of it), takes a
-third off the whole load, and cuts a day's reads from a remote cache root from 24 GETs to one, for a second copy of the
-valid records on disk. A day copy failing its check is dropped (the hours serve, nothing is
-refetched) and rebuilt by the next ingest; the `_` prefix keeps hive readers out of it.
+(pruning, TTL, refetch work per hour); a load that covers a whole date reads the day copy only
+while every hour it was built from is servable and unchanged, else the hours. One file instead
+of 24 halves a day's Parquet decode (the per-file set-up was ~40% of it), takes a third off the
+whole load, and cuts a day's reads from a remote cache root from 24 GETs to one, for a second
+copy of the valid records on disk. A day copy failing its check is dropped (the hours serve,
+nothing is refetched) and rebuilt by the next ingest; the `_` prefix keeps hive readers out of
+it.
 
 The root is a local path or any fsspec URL. Renames are atomic on local disks;
 on object stores the manifest-last rule keeps readers safe. Locks are `filelock`
@@ -47,6 +48,7 @@ import uuid
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import filelock
 import fsspec
@@ -100,6 +102,14 @@ def _sha256(data: bytes) -> str:
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+class Compaction(NamedTuple):
+    """What `Cache.compact_day` did: wrote the copy, or why not (`refetch`: the hour to refetch)."""
+
+    written: bool
+    problem: str | None = None
+    refetch: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,20 +259,28 @@ class Cache:
 
     def _check_files(self, part: Partition, deep: bool) -> str | None:
         for name, meta in part.manifest.get("files", {}).items():
-            path = f"{part.path}/{name}"
-            try:
-                if deep:
-                    data = self.fs.cat_file(path)
-                    size = len(data)
-                else:
-                    size = self.fs.size(path)
-            except FileNotFoundError:
-                return f"{name} is missing"
-            if size != meta["size"]:
-                return f"{name} has {size} bytes, manifest says {meta['size']}"
-            if deep and _sha256(data) != meta["sha256"]:
-                return f"{name} SHA-256 mismatch"
+            problem = self._check_file(f"{part.path}/{name}", name, meta, deep, read=False)[1]
+            if problem:
+                return problem
         return None
+
+    def _check_file(self, path: str, name: str, meta: dict, deep: bool, read: bool = True
+                    ) -> tuple[bytes | None, str | None]:
+        """(its bytes, or None without `read`/`deep`; None) if a file matches its manifest entry
+        (size, and SHA-256 with `deep`), else (None, problem). Size alone comes from the listing."""
+        try:
+            if read or deep:
+                data = self.fs.cat_file(path)
+                size = len(data)
+            else:
+                data, size = None, self.fs.size(path)
+        except FileNotFoundError:
+            return None, f"{name} is missing"
+        if size != meta["size"]:
+            return None, f"{name} has {size} bytes, manifest says {meta['size']}"
+        if deep and _sha256(data) != meta["sha256"]:
+            return None, f"{name} SHA-256 mismatch"
+        return data, None
 
     def mark_corrupt(self, part: Partition, problem: str) -> None:
         """Hide a corrupt partition (manifest renamed) so the next fetch refetches it; a partition
@@ -360,23 +378,16 @@ class Cache:
         meta = (part.manifest or {}).get("files", {}).get(name)
         if meta is None:
             return schema.empty_table()
-        data = self.fs.cat_file(f"{part.path}/{name}")
-        problem = None
-        if len(data) != meta["size"]:
-            problem = f"{name} has {len(data)} bytes, manifest says {meta['size']}"
-        elif verify and _sha256(data) != meta["sha256"]:
-            problem = f"{name} SHA-256 mismatch"
+        data, problem = self._check_file(f"{part.path}/{name}", name, meta, deep=verify)
         if problem is None:
             try:
-                table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)  # threads: across files
+                return _parse(data, schema, threads=False)  # threads: across files
             except (pa.ArrowException, OSError) as err:
                 problem = f"{name} unreadable ({err})"
-        if problem:
-            self.mark_corrupt(part, problem)
-            raise CorruptPartition(
-                f"cache partition {part.path} is corrupt ({problem}); it was hidden: run `wydot-lab ingest` "
-                "for this range to refetch it")
-        return table if table.schema == schema else conform(table, schema)
+        self.mark_corrupt(part, problem)
+        raise CorruptPartition(
+            f"cache partition {part.path} is corrupt ({problem}); it was hidden: run `wydot-lab ingest` "
+            "for this range to refetch it")
 
     # ------------------------------------------------------------ day copies
 
@@ -393,49 +404,48 @@ class Cache:
         return m if ok else None
 
     def compact_day(self, day: dt.date, ttl_days: float | None = None, now: dt.datetime | None = None
-                    ) -> tuple[bool, str | None]:
+                    ) -> Compaction:
         """Write the date's day copy if all 24 hours are servable and the copy is absent or stale.
 
-        Returns (written, problem). `problem` says why a date that should get a copy has none:
-        an hour hidden as corrupt (found now by `read_files`, or earlier), an hour gone while
-        being read (a concurrent clear), the day lock held by another writer, or a failed write
-        (e.g. a full disk; its temp folder is removed). It never raises on these: the hours are
-        cached whatever happens to the copy. A stale copy the date cannot replace (an hour not
-        servable, or the day too big) is removed, as are leftovers of killed writers."""
+        `Compaction.problem` says why a date that should get a copy has none: an hour hidden as
+        corrupt (found now by `read_files`, or earlier: `refetch` names it), an hour changed while
+        being read (a concurrent clear or refetch), the day lock held by another writer, or a
+        failed write (e.g. a full disk; its temp folder is removed). It never raises on these: the
+        hours are cached whatever happens to the copy. A stale copy the date cannot replace (an
+        hour not servable, or the day too big) is removed, as are leftovers of killed writers."""
         try:
             with self.lock(day):
                 return self._compact_locked(day, ttl_days, now)
         except filelock.Timeout:
-            return False, "its day lock is held by another writer"
+            return Compaction(False, "its day lock is held by another writer")
 
-    def _compact_locked(self, day: dt.date, ttl_days: float | None, now: dt.datetime | None
-                        ) -> tuple[bool, str | None]:
+    def _compact_locked(self, day: dt.date, ttl_days: float | None, now: dt.datetime | None) -> Compaction:
         parts = [self.partition(h) for h in layout.hours_between(*day_bounds(day))]
         current = self.day_manifest(day)
         if current is not None and _day_usable(current, parts) and \
                 self.check_day(day, current, deep=False, read=False)[1] is None:
-            return False, None  # loads verify its SHA-256; a size check keeps re-runs cheap
+            return Compaction(False)  # loads verify its SHA-256; a size check keeps re-runs cheap
         tmp = f"{self.date_path(day)}/.tmp-day-{uuid.uuid4().hex[:12]}"
         try:
             self._sweep_day(day)
-            if self.fs.exists(self.day_path(day)):
-                self.fs.rm(self.day_path(day), recursive=True)
+            self._rm_day(day)
             status = {p.label: self.status(p, ttl_days=ttl_days, now=now)[0] for p in parts}
             hidden = [h for h, st in status.items() if st == CORRUPT]
             if hidden:
-                return False, f"hour {hidden[0]} is hidden as corrupt"
+                return Compaction(False, f"hour {hidden[0]} is hidden as corrupt", hidden[0])
             if any(st not in (FRESH, INCOMPLETE) for st in status.values()):
-                return False, None  # absent or expired hours: nothing to say
+                return Compaction(False)  # absent or expired hours: nothing to say
             if sum(p.counts()["valid"] for p in parts) > DAY_COPY_MAX_ROWS:
-                return False, None  # `load` would read it by hours anyway (bounded dask partitions)
+                return Compaction(False)  # `load` would read it by hours anyway (bounded dask partitions)
             tables = []
             for p in parts:
                 try:
                     tables.append(self.read_files(p, "valid"))
                 except CorruptPartition:
-                    return False, f"hour {p.label} was found corrupt and is now hidden"
-                except FileNotFoundError:
-                    return False, f"hour {p.label} disappeared while being read (a concurrent clear?)"
+                    if self.status(self.partition(p.hour))[0] == CORRUPT:  # hidden by read_files
+                        return Compaction(False, f"hour {p.label} was found corrupt and is now hidden", p.label)
+                    return Compaction(False, f"hour {p.label} changed while being read (a concurrent clear "
+                                             "or refetch)")
             self.fs.makedirs(tmp, exist_ok=True)
             data = _parquet_bytes(pa.concat_tables(tables), BSM_SCHEMA)
             self.fs.pipe_file(f"{tmp}/{FILES['valid'][0]}", data)
@@ -446,14 +456,21 @@ class Cache:
                         "schema_version": SCHEMA_VERSION}
             self.fs.pipe_file(f"{tmp}/{DAY_MANIFEST}", json.dumps(manifest, indent=1, sort_keys=True).encode())
             self._swap(tmp, self.day_path(day))
-            return True, None
+            return Compaction(True)
         except OSError as err:
             try:
                 if self.fs.exists(tmp):
                     self.fs.rm(tmp, recursive=True)
             except OSError:
                 pass  # a leftover `.tmp-day-` folder is invisible and swept by the next writer
-            return False, f"the day copy could not be written ({err})"
+            return Compaction(False, f"the day copy could not be written ({err})")
+
+    def _rm_day(self, day: dt.date) -> bool:
+        """Remove the date's day copy folder (caller holds the date's lock); True if there was one."""
+        if not self.fs.exists(self.day_path(day)):
+            return False
+        self.fs.rm(self.day_path(day), recursive=True)
+        return True
 
     def _sweep_day(self, day: dt.date) -> None:
         """Remove leftovers of killed day-copy writers (safe: we hold the date's lock)."""
@@ -469,9 +486,8 @@ class Cache:
         """Remove a date's day copy if it is still the one `manifest` describes: 'dropped', or why not."""
         try:
             with self.lock(day, timeout=5):
-                if self.day_manifest(day) != manifest:
+                if self.day_manifest(day) != manifest or not self._rm_day(day):
                     return "it was rewritten meanwhile"
-                self.fs.rm(self.day_path(day), recursive=True)
                 return "dropped it"
         except filelock.Timeout:
             return "it is locked by a writer"
@@ -494,31 +510,17 @@ class Cache:
         problem = "unreadable day manifest" if m is None else self.check_day(day, m)[1]
         if problem and mark:
             try:
-                self.fs.rm(self.day_path(day), recursive=True)
+                self._rm_day(day)
             except OSError as err:
                 problem += f" (not dropped: {err})"
         return problem
 
     def check_day(self, day: dt.date, manifest: dict, deep: bool = True, read: bool = True
                   ) -> tuple[bytes | None, str | None]:
-        """(bytes, None) if the day copy matches its manifest (SHA-256 with `deep`), else (None, problem);
-        `read=False`: size only, from the listing (no download from a remote root)."""
+        """`_check_file` of the day copy (`read=False`, not `deep`: size only, no download)."""
         name = FILES["valid"][0]
-        meta = manifest["files"][name]
-        path = f"{self.day_path(day)}/{name}"
-        try:
-            if not read:
-                size = self.fs.size(path)
-                return None, (None if size == meta["size"] else
-                              f"day copy {name} has {size} bytes, manifest says {meta['size']}")
-            data = self.fs.cat_file(path)
-        except FileNotFoundError:
-            return None, f"day copy {name} is missing"
-        if len(data) != meta["size"]:
-            return None, f"day copy {name} has {len(data)} bytes, manifest says {meta['size']}"
-        if deep and _sha256(data) != meta["sha256"]:
-            return None, f"day copy {name} SHA-256 mismatch"
-        return data, None
+        return self._check_file(f"{self.day_path(day)}/{name}", f"day copy {name}", manifest["files"][name],
+                                deep, read)
 
     def read_day(self, day: dt.date, manifest: dict, parts: list[Partition], verify: bool = True) -> pa.Table:
         """A date's valid records from its day copy; a copy failing its check is dropped (with a
@@ -526,13 +528,17 @@ class Cache:
         data, problem = self.check_day(day, manifest, deep=verify)
         if problem is None:
             try:
-                table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=True)
-                return table if table.schema == BSM_SCHEMA else conform(table, BSM_SCHEMA)
+                return _parse(data, BSM_SCHEMA, threads=True)
             except (pa.ArrowException, OSError) as err:
                 problem = f"day copy unreadable ({err})"
         what = self.drop_day(day, manifest) + "; read the 24 hours instead (the next ingest rebuilds it)"
         warnings.warn(f"cache {self.root_url}: {day:%Y-%m-%d} {problem}: {what}", CacheWarning, stacklevel=2)
         return _read_parts(self, parts, "valid", verify)
+
+
+def _parse(data: bytes, schema: pa.Schema, threads: bool) -> pa.Table:
+    table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=threads)
+    return table if table.schema == schema else conform(table, schema)
 
 
 def _iso_date(text: str) -> dt.date | None:
@@ -832,15 +838,19 @@ def ls(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT, messa
     rows = []
     now = _utc_now()
     parts = cache.partitions(t0, t1)
+    status = {p.hour: cache.status(p, ttl_days=ttl_days, now=now) for p in parts}
     in_copy = set()
     for day in cache.day_copies(t0, t1):  # a copy `load` would read: usable, every hour servable
-        ps = cache.partitions(*day_bounds(day))
+        ps = [p for p in parts if p.hour.date() == day]
+        if len(ps) < 24:  # the range cuts this date: its other hours decide too
+            ps = cache.partitions(*day_bounds(day))
         if _day_usable(cache.day_manifest(day) or {}, ps) and all(
-                cache.status(p, ttl_days=ttl_days, now=now)[0] in (FRESH, INCOMPLETE) for p in ps):
+                (status.get(p.hour) or cache.status(p, ttl_days=ttl_days, now=now))[0] in (FRESH, INCOMPLETE)
+                for p in ps):
             in_copy |= {p.hour for p in ps}
     for p in parts:
         m = p.manifest or {}
-        st, why = cache.status(p, ttl_days=ttl_days, now=now)
+        st, why = status[p.hour]
         created = m.get("created")
         rows.append({
             "hour": p.label, "status": st, "reason": why, **p.counts(),
@@ -898,13 +908,11 @@ def clear(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT, me
     for day in cache.dates(t0, t1):  # every date the range touches, even one left with no hours
         with cache.lock(day):  # a day copy without all its hours is of no use
             cache._sweep_day(day)
-            if cache.fs.exists(cache.day_path(day)):
-                cache.fs.rm(cache.day_path(day), recursive=True)
-                copies += 1
+            copies += cache._rm_day(day)
         if not cache.fs.ls(cache.date_path(day), detail=False):
             cache.fs.rm(cache.date_path(day), recursive=True)
     return {"removed": removed, "day_copies_removed": copies}
 
 
-__all__ = ["Cache", "Partition", "CorruptPartition", "CacheWarning", "load", "load_table", "ls", "verify", "clear",
-           "available", "code_version"]
+__all__ = ["Cache", "Compaction", "Partition", "CorruptPartition", "CacheWarning", "load", "load_table", "ls",
+           "verify", "clear", "available", "code_version"]

@@ -28,14 +28,15 @@ COPY_WINDOW_S = 10.0
 KEY = (ID, "coreData_msgCnt", SEC_MARK, LAT, LON)
 
 
-def transmission_ids(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S) -> np.ndarray:
+def transmission_ids(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S, t: np.ndarray | None = None) -> np.ndarray:
     """A transmission number per row (copies of one BSM share it), in row order. Every copy
-    lies within `window_s` of the first copy of its transmission."""
+    lies within `window_s` of the first copy of its transmission. `t`: the rows' generatedAt
+    as `time_ns`, if the caller has it already."""
     n = len(frame)
     if n == 0:
         return np.zeros(0, np.int64)
     codes = [pd.factorize(frame[c], use_na_sentinel=True)[0] for c in KEY]
-    t = time_ns(frame[TIME])
+    t = time_ns(frame[TIME]) if t is None else t
     known = np.logical_and.reduce([c >= 0 for c in codes]) & (t != np.iinfo(np.int64).min)  # NaT
     order = np.lexsort((t, *reversed(codes)))
     same = np.ones(n, bool)
@@ -64,8 +65,9 @@ def kept(frame: pd.DataFrame, window_s: float = COPY_WINDOW_S) -> tuple[np.ndarr
     """(positions of one row per transmission, ascending; counts): the sender's own copy where
     logged, else the earliest."""
     n = len(frame)
-    ids = transmission_ids(frame, window_s)
-    pick = np.lexsort((np.arange(n), time_ns(frame[TIME]), received(frame), ids))  # per transmission: own copy, then earliest
+    t = time_ns(frame[TIME])
+    ids = transmission_ids(frame, window_s, t)
+    pick = np.lexsort((np.arange(n), t, received(frame), ids))  # per transmission: own copy, then earliest
     first = np.ones(n, bool)
     first[1:] = ids[pick][1:] != ids[pick][:-1]
     keep = np.sort(pick[first])

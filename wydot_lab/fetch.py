@@ -389,13 +389,12 @@ def _compact(cache: cache_mod.Cache, p: Plan, written: dict, ttl_days: float | N
         days = [d for d in days if all(h in written for h in layout.hours_between(*cache_mod.day_bounds(d)))]
     n, problems = 0, []
     for d in days:
-        done, problem = cache.compact_day(d, ttl_days=ttl_days, now=now)
-        n += done
-        if problem:
+        c = cache.compact_day(d, ttl_days=ttl_days, now=now)
+        n += c.written
+        if c.problem:
             todo = (f"refetch it: wydot-lab ingest --start {d} --end {d} (the hours of this range are cached)"
-                    if "corrupt" in problem or "disappeared" in problem else
-                    "the hours are cached; the next ingest of this date writes the copy")
-            problems.append(f"{d}: {problem}; {todo}")
+                    if c.refetch else "the hours are cached; the next ingest of this date writes the copy")
+            problems.append(f"{d}: {c.problem}; {todo}")
     if not problems:
         return n, None
     msg = "no day copy for " + " | ".join(problems)
