@@ -37,8 +37,9 @@ pipeline: $(STAMP) ## run the stage notebooks with papermill on $(PARAMS) into o
 bench: $(STAMP) ## print speed figures beside their peers
 	@for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
-lab: $(STAMP) ## open JupyterLab on the notebooks
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 notebooks
+lab: $(STAMP) ## open JupyterLab on the notebooks (as a user or as root); prints the URL to open
+	@echo "JupyterLab on 127.0.0.1: open the http://127.0.0.1:.../lab?token=... URL it prints below"
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
 
 synth-data: $(STAMP) ## regenerate the committed synthetic corpus in test_data/
 	rm -rf test_data/synthetic_wydot

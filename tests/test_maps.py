@@ -120,13 +120,29 @@ def test_centerline_spans_wyoming():
 
 
 def test_interactive_rasterizes(two_vehicles):
+    """The Bokeh figure has the requested size, a title, degree axes and a degree hover."""
+    import holoviews as hv
+    from bokeh.models import CustomJSTickFormatter, HoverTool
+
+    pane = maps.interactive(two_vehicles, width=640, height=300, title="t")
+    assert isinstance(pane.object, hv.core.Dimensioned)
+    fig = hv.render(pane.object, backend="bokeh")
+    assert (fig.frame_width, fig.frame_height, fig.title.text) == (640 - 90, 300 - 70, "t")
+    for axis in (fig.xaxis[0], fig.yaxis[0]):
+        assert isinstance(axis.formatter, CustomJSTickFormatter) and "6378137" in axis.formatter.code
+    tips = [t for tool in fig.tools if isinstance(tool, HoverTool) for t in tool.tooltips]
+    assert [name for name, _ in tips] == ["longitude", "latitude", "messages"]
+
+
+def test_interactive_by_category_has_the_documented_legend(two_vehicles):
     import holoviews as hv
 
-    plot = maps.interactive(two_vehicles)
-    assert isinstance(plot, hv.core.Dimensioned)
     df = two_vehicles.assign(is_attack=np.arange(len(two_vehicles)) % 2 == 0)
     df["label"] = maps.label_column(df)
-    assert maps.interactive(df, category="label") is not None
+    fig = hv.render(maps.interactive(df, category="label", width=700, height=320).object, backend="bokeh")
+    items = {item.label["value"]: item.renderers[0].glyph.fill_color for item in fig.legend[0].items}
+    assert items == maps.CLEAN_ATTACKED
+    assert (fig.frame_width, fig.frame_height) == (700 - 90, 320 - 70)
 
 
 def test_lines_follow_the_order_sent_not_a_receivers_batched_stamp():

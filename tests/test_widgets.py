@@ -83,6 +83,9 @@ def test_picker_offers_only_available_dates_and_reloads_in_place():
     html = picker.counts_out.outputs[0]["data"]["text/html"]
     assert "60" in html and len(picker.counts_out.outputs) == 1  # replaced, not appended
     assert picker.counts_out.outputs != first
+    # our readout, whole and unambiguous; ipywidgets' own hyphen-joined one is off
+    assert not picker.slider.readout and "2021-04-02 → 2021-04-04" in picker.readout.value
+    assert picker.status.value == "60 records shown for 2021-04-02 → 2021-04-04"
 
 
 def test_picker_clamps_params_range_to_available_dates():

@@ -237,9 +237,9 @@ def _frame(image: np.ndarray, x_range, y_range, title: str,
 
     h, w = image.shape[:2]
     dpi = 100
-    fig = Figure(figsize=(w / dpi + 1.2, h / dpi + 1.3), dpi=dpi)
-    ax = fig.add_axes((0.9 / (w / dpi + 1.2), 0.6 / (h / dpi + 1.3),
-                       w / dpi / (w / dpi + 1.2), h / dpi / (h / dpi + 1.3)))
+    fw, fh = w / dpi + 1.2, h / dpi + 1.6  # room for ticks below; title, subtitle, legend above
+    fig = Figure(figsize=(fw, fh), dpi=dpi)
+    ax = fig.add_axes((0.9 / fw, 0.6 / fh, w / dpi / fw, h / dpi / fh))
     ext = (x_range[0], x_range[1], y_range[0], y_range[1])
     if background is not None:
         ax.imshow(background, extent=ext, interpolation="nearest")
@@ -257,13 +257,15 @@ def _frame(image: np.ndarray, x_range, y_range, title: str,
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")
     ax.tick_params(labelsize=8)
-    ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10, loc="left")
     handles = [Line2D([], [], marker="o", ls="", color=c, label=k) for k, c in (legend or {}).items()]
     handles += [Line2D([], [], ls="-", lw=1.5, color=c, label=k) for k, c in (line_legend or {}).items()]
     if handles:
-        # above the raster, right-aligned with it: inside, it hid the points in that corner
-        ax.legend(handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(handles), fontsize=8,
-                  frameon=False, borderaxespad=0.2, handletextpad=0.2, columnspacing=1.0)
+        # its own row between the title and the raster: inside, it hid the points in that corner,
+        # and beside the title it printed over a long subtitle on a narrow map
+        ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(handles), fontsize=8,
+                  frameon=False, borderaxespad=0.1, handletextpad=0.2, columnspacing=1.0)
+    ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10, loc="left",
+                 pad=18 if handles else 6)
     return fig
 
 
@@ -365,20 +367,97 @@ def save(fig, path: str | Path) -> Path:
 # ------------------------------------------------------------------ interactive
 
 
+# Mercator metres -> degrees in the browser, so axes and hover read longitude/latitude.
+_LON_JS = f"return (value / {EARTH_RADIUS} * 180 / Math.PI).toFixed(4)"
+_LAT_JS = (f"return ((2 * Math.atan(Math.exp(value / {EARTH_RADIUS})) - Math.PI / 2)"
+           " * 180 / Math.PI).toFixed(4)")
+_COUNT_JS = "return Number.isFinite(value) ? value.toFixed(0) : '0'"  # empty pixels: 0, not NaN
+
+
+def _degree_formatter(axis: str):
+    from bokeh.models import CustomJSTickFormatter
+
+    code = (_LON_JS if axis == "x" else _LAT_JS).replace("value", "tick").replace("toFixed(4)", "toFixed(2)")
+    return CustomJSTickFormatter(code=code)
+
+
+def _hover(category: str | None):
+    from bokeh.models import CustomJSHover
+
+    fmt = {"$x": CustomJSHover(code=_LON_JS), "$y": CustomJSHover(code=_LAT_JS)}
+    tips = [("longitude", "$x{custom}"), ("latitude", "$y{custom}")]
+    if category is None:
+        fmt["@image"] = CustomJSHover(code=_COUNT_JS)
+        tips.append(("messages", "@image{custom}"))
+    return dict(hover_tooltips=tips, hover_formatters=fmt)
+
+
+def load_inline() -> None:
+    """Embed Bokeh/Panel's JavaScript in the notebook, never from a CDN: maps render offline.
+
+    Must run before hvplot is first imported, which loads the extension itself.
+    """
+    import holoviews as hv
+    import panel as pn
+
+    pn.config.inline = True  # Panel's stylesheets too
+    hv.extension.inline = True
+    hv.extension("bokeh", logo=False, inline=True)
+
+
 def interactive(df: Any, *, category: str | None = None, colors: dict[str, str] | None = None,
                 width: int = 900, height: int = 350, tiles: bool = False, title: str = ""):
-    """hvplot `rasterize=True` points (re-aggregated on zoom in a live kernel); tiles off by default."""
+    """hvplot `rasterize=True` points (re-aggregated on zoom in a live kernel), read in degrees.
+
+    Returns a Panel pane (its `.object` is the HoloViews plot) that renders with no network.
+
+    The figure has the requested size, metres square (the ranges widen, not the road), degree
+    ticks, a hover in longitude/latitude with integer counts, and points spread so a lone
+    vehicle shows at state scale. By category: the documented colours and a legend.
+    Tiles (off by default) are the only part that needs the network.
+    """
+    load_inline()
+    import holoviews as hv
     import hvplot.pandas  # noqa: F401  (registers .hvplot)
 
     df = df[["x", "y"] + ([category] if category else [])]  # nested columns upset holoviews
     if hasattr(df, "map_partitions"):
         import hvplot.dask  # noqa: F401
-    opts: dict[str, Any] = dict(x="x", y="y", width=width, height=height, title=title,
-                                xaxis=None, yaxis=None, data_aspect=1)
+    frame_w, frame_h = max(width - 90, 100), max(height - 70, 80)  # minus axes, title, toolbar
+    x_range, y_range = equal_aspect(*extent(df), frame_w, frame_h)
+    opts: dict[str, Any] = dict(
+        x="x", y="y", frame_width=frame_w, frame_height=frame_h, title=title,
+        xlim=x_range, ylim=y_range, xlabel="longitude (deg)", ylabel="latitude (deg)",
+        xformatter=_degree_formatter("x"), yformatter=_degree_formatter("y"),
+        dynspread=True, responsive=False)
     if tiles:
         opts["tiles"] = "CartoLight"
     if category is None:
-        return df.hvplot.points(rasterize=True, cmap=TRAJECTORY_CMAP, cnorm="eq_hist", **opts)
+        from bokeh.models import PrintfTickFormatter
+
+        plot = df.hvplot.points(rasterize=True, cmap=TRAJECTORY_CMAP, cnorm="eq_hist",
+                                clabel="messages per pixel", **opts)
+        return _pane(plot.opts(hv.opts.Image(
+            colorbar_opts={"formatter": PrintfTickFormatter(format="%d")}, **_hover(None))))
+    import datashader as ds
+    from holoviews.operation.datashader import dynspread, rasterize
+
     colors = dict(colors or CLEAN_ATTACKED)
-    return df.hvplot.points(by=category, rasterize=True, aggregator="count_cat",
-                            cmap=colors, **opts)
+    names = list(colors)
+    data = df.assign(**{category: df[category].astype(pd.CategoricalDtype(names))})
+    stack = dynspread(rasterize(hv.Points(data, kdims=["x", "y"], vdims=[category]),
+                                aggregator=ds.count_cat(category), width=frame_w, height=frame_h,
+                                x_range=x_range, y_range=y_range), threshold=0.8, max_px=3)
+    # A rasterized stack draws no legend: one point per category, outside the view, in its colour
+    legend = hv.Overlay([hv.Points([(x_range[0] - 1e6, y_range[0] - 1e6)], label=n).opts(color=c, size=9)
+                         for n, c in colors.items()])
+    layout = {k: v for k, v in opts.items() if k not in ("x", "y", "dynspread")}
+    return _pane((stack.opts(cmap=[colors[n] for n in names], **_hover(category)) * legend).opts(
+        hv.opts.Overlay(legend_position="top_right", show_legend=True, **layout)))
+
+
+def _pane(plot):
+    """A Panel pane: Panel inlines its stylesheets when it renders (HoloViews' own display does not)."""
+    import panel as pn
+
+    return pn.pane.HoloViews(plot)

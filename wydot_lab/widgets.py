@@ -104,7 +104,7 @@ def range_reload(params: Any, width: int | None = None, progress: Any = False) -
         if summary["records"]:
             fig = maps.trajectory_map(maps.project(ddf), width=width or params.maps.width,
                                       max_height=params.maps.height,
-                                      title=f"Trajectories {start} .. {end}")
+                                      title=f"Trajectories {readout(start, end)}")
         return {"counts": flat_counts(summary), "summary": summary, "figure": fig}
 
     return reload
@@ -135,12 +135,15 @@ class DateRangePicker:
         self.slider = w.SelectionRangeSlider(
             options=[(d.isoformat(), d) for d in self.dates],
             index=(self._index(start, 0), self._index(end, len(self.dates) - 1)),
-            description=description, continuous_update=False,
-            layout=w.Layout(width="720px"), style={"description_width": "initial"})
+            description=description, continuous_update=False, readout=False,
+            layout=w.Layout(width="520px"), style={"description_width": "initial"})
+        # ipywidgets' own readout hyphen-joins ISO dates and cuts them: say the range ourselves
+        self.readout = w.HTML(layout=w.Layout(width="auto"))
         self.status = w.HTML()
         self.counts_out = w.Output()
         self.map_out = w.Output()
-        self.widget = w.VBox([self.slider, self.status, self.counts_out, self.map_out])
+        self.widget = w.VBox([w.HBox([self.slider, self.readout]), self.status,
+                              self.counts_out, self.map_out])
         self.slider.observe(self._on_change, names="value")
         self.refresh()
 
@@ -168,7 +171,8 @@ class DateRangePicker:
         from wydot_lab import maps
 
         start, end = self.value
-        self.status.value = f"<i>loading {start} .. {end}</i>"
+        self.readout.value = f"<b>{readout(start, end)}</b>"
+        self.status.value = f"<i>loading {readout(start, end)}</i>"
         result = dict(self._reload(start, end))
         self.history.append((start, end))
         self.result = result
@@ -180,13 +184,25 @@ class DateRangePicker:
         png = result.get("png") or (maps.png_bytes(result["figure"]) if result.get("figure") is not None else None)
         if png:
             self.map_out.append_display_data(Image(data=png, format="png"))
-        self.status.value = f"{start} .. {end}"
+        self.status.value = f"{result_rows(result)} shown for {readout(start, end)}"
         return result
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
         display(self.widget)
+
+
+def readout(start: dt.date, end: dt.date) -> str:
+    """`2021-04-01 → 2021-04-03` (inclusive UTC days): ISO dates joined by a hyphen are ambiguous."""
+    return f"{start.isoformat()} → {end.isoformat()}" if start != end else start.isoformat()
+
+
+def result_rows(result: dict) -> str:
+    counts = result.get("counts", {})
+    if isinstance(counts, dict) and "records" in counts:
+        return f"{int(counts['records']):,} records"
+    return "counts"
 
 
 def _counts_frame(counts: dict):
