@@ -47,6 +47,7 @@ class SourceParams(_Strict):
     endpoint_url: str | None = None
     allow_partial: bool = False
     egress_usd_per_gb: float = Field(0.09, ge=0)
+    max_object_mb: float = Field(512, gt=0)  # inflated size past which an object is quarantined whole
 
     @field_validator("url")
     @classmethod
