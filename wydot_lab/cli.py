@@ -87,6 +87,9 @@ def _cmd_validate(args: argparse.Namespace) -> dict:
     out = result.counts()
     out["rules"] = result.rule_counts
     out["non_bsm_types"] = result.non_bsm_types()
+    refused = {f: why for f, why in result.file_issues if why.startswith(("symlink_", "not_a_regular_file"))}
+    if refused:
+        out["refused_files"] = refused
     if args.quarantine:
         result.write_quarantine(args.quarantine)
     return out

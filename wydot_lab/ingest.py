@@ -774,13 +774,33 @@ def _whole_file_records(data: bytes, lines: list[memoryview]):
     return [(i, msgspec.json.encode(o)) for i, o in enumerate(items, start=1)]
 
 
-def iter_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named, plus every file under folders named (sorted, hidden files skipped)."""
+def iter_files(paths: Iterable[str | Path], refused: dict[str, str] | None = None) -> list[Path]:
+    """Files named, plus every file under folders named (sorted, hidden files skipped). Under a
+    folder, links to files inside it are followed; links leading outside it or nowhere are not
+    read and land in `refused` {path: reason} (`layout.link_problem`, as the ingest's source)."""
+    from wydot_lab import layout
+
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                              and f.suffix.lower() not in NOTE_SUFFIXES))
+            real_root, seen = os.path.realpath(p), set()
+            for folder, dirs, names in os.walk(p, followlinks=True):
+                real = os.path.realpath(folder)
+                if real in seen:  # a link loop
+                    dirs[:] = []
+                    continue
+                seen.add(real)
+                dirs.sort()
+                for n in names:
+                    f = Path(folder) / n
+                    if n.startswith(".") or f.suffix.lower() in NOTE_SUFFIXES:
+                        continue
+                    why = layout.link_problem(str(f), real_root)
+                    if why is None:
+                        out.append(f)
+                    elif refused is not None:
+                        refused[str(f)] = why
+            out.sort()
         elif p.is_file():
             out.append(p)
         else:
@@ -967,8 +987,13 @@ def ingest_paths(
     progress: Callable[[str], None] | None = None,
     unknown_version: str = "raise",
 ) -> IngestResult:
-    files = iter_files([paths] if isinstance(paths, (str, Path)) else paths)
-    results = []
+    refused: dict[str, str] = {}
+    files = iter_files([paths] if isinstance(paths, (str, Path)) else paths, refused)
+    if refused and progress:
+        progress(f"{len(refused)} files refused, not read: "
+                 + "; ".join(f"{k}: {why}" for k, why in list(refused.items())[:5]))
+    results = [IngestResult(*[s.empty_table() for s in (BSM_SCHEMA, QUARANTINE_SCHEMA, NON_BSM_SCHEMA)],
+                            file_issues=[(k, why) for k, why in refused.items()])] if refused else []
     for k, f in enumerate(files, start=1):
         r = ingest_file(f, unknown_version=unknown_version)
         results.append(r)

@@ -400,7 +400,7 @@ class Source:
             if base.startswith(".") or e.get("type") == "directory":
                 continue
             if local:
-                why = _outside(name, real_root)
+                why = layout.link_problem(name, real_root)
                 if why:
                     self.refused[key] = why
                     continue
@@ -462,18 +462,6 @@ class Source:
 
     def _url(self, path: str) -> str:
         return f"s3://{path}" if self.spec.is_s3 else path
-
-
-def _outside(path: str, real_root: str) -> str | None:
-    """Why a local source entry is refused (a link leading outside the root, or nowhere), else None."""
-    real = os.path.realpath(path)
-    if not os.path.exists(real):
-        return f"symlink_dangling (-> {os.readlink(path) if os.path.islink(path) else real})"
-    if os.path.commonpath([real, real_root]) != real_root:
-        return f"symlink_outside_source (-> {real}, outside {real_root})"
-    if not os.path.isfile(real):
-        return "not_a_regular_file"
-    return None
 
 
 def _etag(entry: dict) -> str:
