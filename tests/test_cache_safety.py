@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import s3_server as S
+from test_source_s3 import aws_env, env_creds, moto, spec  # noqa: F401 - shared fixtures
 
 from wydot_lab import cache as cache_mod
 from wydot_lab import cli, fetch, ingest
@@ -100,26 +100,6 @@ def test_a_deleted_object_stops_the_run_unless_deletions_are_mirrored(src, tmp_p
 # ---------------------------------------------------------------- 2. every download verified
 
 
-@pytest.fixture(scope="module")
-def moto():
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = S.MotoS3().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def env_creds(monkeypatch, tmp_path):
-    for k in list(os.environ):
-        if k.startswith("AWS_"):
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws_config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws_credentials"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-
-
 @pytest.fixture
 def bucket(moto):
     name = f"wydot-{uuid.uuid4().hex[:10]}"
@@ -128,9 +108,7 @@ def bucket(moto):
 
 
 def s3(bucket: str, endpoint: str, root, **kw) -> dict:
-    sp = SourceSpec(url=f"s3://{bucket}", endpoint_url=endpoint, attempts=3, backoff_s=0.01, sdk_attempts=1,
-                    connect_timeout_s=2, read_timeout_s=10)
-    return fetch.fetch(Source(sp), cache_mod.Cache(str(root)), DAY, DAY, **kw)
+    return fetch.fetch(Source(spec(f"s3://{bucket}", endpoint)), cache_mod.Cache(str(root)), DAY, DAY, **kw)
 
 
 @pytest.mark.parametrize("fault", ["short", "corrupt", "reset"])
