@@ -279,3 +279,30 @@ def delete_bucket(client, bucket: str) -> None:
         for o in page.get("Contents", []):
             client.delete_object(Bucket=bucket, Key=o["Key"])
     client.delete_bucket(Bucket=bucket)
+
+
+# ---------------------------------------------------------------- hostile objects (issue 15)
+
+
+def write_hostile(d: Path) -> dict[str, Path]:
+    """{label: file} of objects built to take memory: 50 MB of blank lines, one 200 MB line, a
+    gzip bomb (1 GiB of zeros in ~1 MB), each written a MiB at a time."""
+    import zlib
+
+    d.mkdir(parents=True, exist_ok=True)
+    files = {"50 MB of blank lines": d / "blank.ndjson", "one 200 MB line": d / "line.ndjson",
+             "gzip bomb, 1 GiB of zeros": d / "bomb.gz"}
+    with open(files["50 MB of blank lines"], "wb") as f:
+        for _ in range(50):
+            f.write(b"\n" * (1 << 20))
+    with open(files["one 200 MB line"], "wb") as f:
+        f.write(b'{"metadata": {"x": "')
+        for _ in range(200):
+            f.write(b"x" * (1 << 20))
+        f.write(b'"}}\n')
+    c, zeros = zlib.compressobj(9, zlib.DEFLATED, 31), bytes(1 << 20)
+    with open(files["gzip bomb, 1 GiB of zeros"], "wb") as f:
+        for _ in range(1024):
+            f.write(c.compress(zeros))
+        f.write(c.flush())
+    return files

@@ -313,7 +313,12 @@ class Cache:
         try:
             return self._write_tmp(tmp, final, hour, valid, quarantine, non_bsm, blank, source_objects, extra,
                                    status)
-        except BaseException:  # a full disk, a read-only root, Ctrl-C: no half partition, no temp folder
+        except OSError as err:  # a full disk, a read-only root: no half partition, no temp folder
+            self._rm_quietly(tmp)
+            if err.filename is None:  # name the partition (a write of a file object names nothing)
+                raise OSError(err.errno, err.strerror, final) from None
+            raise
+        except BaseException:  # Ctrl-C
             self._rm_quietly(tmp)
             raise
 
