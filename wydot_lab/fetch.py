@@ -15,6 +15,11 @@ Summary counts (records/valid/quarantined/non_bsm/blank) are those of the
 requested partitions, from the manifests for partitions served from cache, so
 a re-run reports the same numbers whether it downloads or not.
 
+Nothing cached is replaced by fewer records unasked: a cached hour whose source objects are
+gone from the listing stops the run (`VanishedObjects`, nothing written) unless
+`mirror_deletions`; a range without a single object stops it too (`EmptyRange`, nothing
+cached) unless `allow_empty`. docs/CACHE.md lists every guarantee and exit code.
+
 Last, every date the range touches whose 24 hours are all cached gets its day copy
 (`cache` module doc) written or refreshed; `days_compacted` counts those written.
 """
@@ -370,7 +375,7 @@ def _empty_range(source: Source, p: Plan) -> str:
 def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float | None = None,
           allow_partial: bool = False, dry_run: bool = False, price_per_gb: float = 0.09, offline: bool = False,
           deep: bool = True, now: dt.datetime | None = None, workers: int = 8, progress: Progress = False,
-          mirror_deletions: bool = False, allow_empty: bool = False, max_object_mb: float | None = 512) -> dict:
+          mirror_deletions: bool = False, allow_empty: bool = False, max_object_mb: float | None = layout.MAX_OBJECT_MB) -> dict:
     """Make every hour of the range servable from `cache`; returns the JSON summary (see module doc).
 
     Refuses (`VanishedObjects`, nothing written) to rewrite a cached hour whose source objects are
@@ -623,7 +628,7 @@ def run_ingest_cli(args, progress: Progress) -> dict:
                         allow_partial=args.allow_partial, dry_run=args.dry_run, price_per_gb=args.price_per_gb,
                         offline=getattr(args, "offline", False), workers=getattr(args, "workers", 8),
                         progress=progress, mirror_deletions=getattr(args, "mirror_deletions", False),
-                        allow_empty=getattr(args, "allow_empty", False), max_object_mb=512 if mb is None else mb)
+                        allow_empty=getattr(args, "allow_empty", False), max_object_mb=layout.MAX_OBJECT_MB if mb is None else mb)
     except VanishedObjects as err:  # the summary names every vanished object
         _say(progress, f"error: {err}")
         return {"status": "refused", "error": str(err), "vanished_objects": sorted(err.vanished),

@@ -10,6 +10,7 @@ DEFAULT_BUCKET = "usdot-its-cvpilot-publicdata"
 DEFAULT_PILOT = "wydot"
 DEFAULT_TYPE = "BSM"
 DEFAULT_REGION = "us-east-1"
+MAX_OBJECT_MB = 512  # inflated MB past which one source object is quarantined whole (source.max_object_mb)
 
 _HOUR_RE = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/(\d{2})(?:/|$)")
 

@@ -1,7 +1,10 @@
 """Where BSM objects come from: a local folder or `s3://bucket[/prefix]` read through s3fs.
 
-A `Source` lists the objects of one UTC hour folder (with ETag and size) and reads
-their bytes, retrying throttling, 5xx and timeouts with exponential backoff.
+A `Source` lists the objects of one UTC hour folder (with ETag and size) and downloads
+their bytes checked against the listing (size, and MD5 where the ETag is a plain MD5),
+retrying throttling, 5xx, timeouts, short bodies and checksum errors with exponential
+backoff. A local source reads files linked from inside its root and refuses (names) links
+leading outside it.
 Every other failure becomes a `SourceError` whose one-line message names the
 bucket, the credential mode tried and the fix, so the CLI prints one line and a
 notebook shows the same text. Credentials are never parameters: a run names a
