@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--endpoint-url", help="any S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     i.add_argument("--region", default="us-east-1", help="bucket region (default us-east-1)")
     i.add_argument("--allow-partial", action="store_true",
-                   help="an hour that still fails after retries is recorded as missing instead of failing the run")
+                   help="an hour that still fails after retries is recorded as missing instead of failing the run "
+                        "(then the summary says \"status\": \"partial\" and the exit code is 3)")
     i.add_argument("--ttl-days", type=_non_negative_float,
                    help="refetch cached hours older than this, >= 0 (0: refetch all; default: never expire)")
     i.add_argument("--dry-run", action="store_true",
