@@ -13,7 +13,7 @@ export NUMBA_CACHE_DIR  := $(CURDIR)/.cache/numba
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 $(shell mkdir -p $(IPYTHONDIR) $(JUPYTER_DATA_DIR) $(MPLCONFIGDIR) $(NUMBA_CACHE_DIR))
 
-.PHONY: help install test pipeline bench lab synth-data clean
+.PHONY: help install test pipeline bench lab synth-data clean stress
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ pipeline: $(STAMP) ## run the stage notebooks with papermill on $(PARAMS) into o
 
 bench: $(STAMP) ## print speed figures beside their peers
 	@for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+stress: $(STAMP) ## faults, kills, concurrency, full/read-only disks, hostile files on loopback; table, exit 1 on loss
+	timeout 600 $(PY) benchmarks/stress.py
 
 lab: $(STAMP) ## open JupyterLab on the notebooks (as a user or as root); prints the URL to open
 	@echo "JupyterLab on 127.0.0.1: open the http://127.0.0.1:.../lab?token=... URL it prints below"

@@ -84,13 +84,19 @@ class FlakyProxy:
     """
 
     def __init__(self, upstream_port: int, fail: dict[str, int] | None = None, status: int = 503,
-                 deny_unsigned: bool = False, slow: dict[str, int] | None = None, delay_s: float = 0.0):
+                 deny_unsigned: bool = False, slow: dict[str, int] | None = None, delay_s: float = 0.0,
+                 short: dict[str, int] | None = None, reset: dict[str, int] | None = None,
+                 corrupt: dict[str, int] | None = None):
         self.upstream_port = upstream_port
         self.fail = dict(fail or {})
         self.status = status
         self.deny_unsigned = deny_unsigned  # like the real bucket since anonymous reads stopped
         self.slow = dict(slow or {})  # {substring: answers to stall by delay_s (a read timeout)}
         self.delay_s = delay_s
+        # {substring: answers to spoil (-1: forever)}: short = half the body without Content-Length,
+        # then the connection closes; reset = the connection drops before any answer; corrupt =
+        # the body with one byte flipped (same length)
+        self.spoil = {"short": dict(short or {}), "reset": dict(reset or {}), "corrupt": dict(corrupt or {})}
         self.counts: Counter = Counter()
         self.failed: Counter = Counter()
         self.requests: list[tuple[str, str, dict]] = []
@@ -124,18 +130,39 @@ class FlakyProxy:
                             proxy.fail[pat] = left - 1 if left > 0 else -1
                             proxy.failed[pat] += 1
                             return self._answer(proxy.status, "ServiceUnavailable")
+                    spoil = None
+                    if self.command == "GET" and kind == "GET":
+                        for how, pats in proxy.spoil.items():
+                            for pat, left in pats.items():
+                                if pat in self.path and left != 0 and spoil is None:
+                                    pats[pat] = left - 1 if left > 0 else -1
+                                    proxy.failed[f"{how}:{pat}"] += 1
+                                    spoil = how
                 if stall:
                     time.sleep(proxy.delay_s)
+                if spoil == "reset":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items()}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                if spoil == "corrupt" and data:
+                    data = data[:-1] + bytes([data[-1] ^ 0x01])
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "content-range"):
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                if spoil == "short":  # no length: the client cannot tell the body is cut
+                    data = data[: len(data) // 2]
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                    if resp.getheader("Content-Range"):
+                        self.send_header("Content-Range", resp.getheader("Content-Range"))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
@@ -252,3 +279,30 @@ def delete_bucket(client, bucket: str) -> None:
         for o in page.get("Contents", []):
             client.delete_object(Bucket=bucket, Key=o["Key"])
     client.delete_bucket(Bucket=bucket)
+
+
+# ---------------------------------------------------------------- hostile objects (issue 15)
+
+
+def write_hostile(d: Path) -> dict[str, Path]:
+    """{label: file} of objects built to take memory: 50 MB of blank lines, one 200 MB line, a
+    gzip bomb (1 GiB of zeros in ~1 MB), each written a MiB at a time."""
+    import zlib
+
+    d.mkdir(parents=True, exist_ok=True)
+    files = {"50 MB of blank lines": d / "blank.ndjson", "one 200 MB line": d / "line.ndjson",
+             "gzip bomb, 1 GiB of zeros": d / "bomb.gz"}
+    with open(files["50 MB of blank lines"], "wb") as f:
+        for _ in range(50):
+            f.write(b"\n" * (1 << 20))
+    with open(files["one 200 MB line"], "wb") as f:
+        f.write(b'{"metadata": {"x": "')
+        for _ in range(200):
+            f.write(b"x" * (1 << 20))
+        f.write(b'"}}\n')
+    c, zeros = zlib.compressobj(9, zlib.DEFLATED, 31), bytes(1 << 20)
+    with open(files["gzip bomb, 1 GiB of zeros"], "wb") as f:
+        for _ in range(1024):
+            f.write(c.compress(zeros))
+        f.write(c.flush())
+    return files

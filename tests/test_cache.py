@@ -463,7 +463,10 @@ def test_a_range_without_source_objects_says_so(three_days, tmp_path):
     from wydot_lab import config
 
     assert "warning" not in local_fetch(three_days, tmp_path / "cache")
-    res = local_fetch(three_days, tmp_path / "cache", "2021-05-01", "2021-05-01")
+    with pytest.raises(fetch.EmptyRange, match=r"has no objects in .* check the dates; nothing was cached"):
+        local_fetch(three_days, tmp_path / "cache", "2021-05-01", "2021-05-01")
+    assert cache_mod.ls(str(tmp_path / "cache"), "2021-05-01", "2021-05-01") == []  # nothing blocks a re-run
+    res = local_fetch(three_days, tmp_path / "cache", "2021-05-01", "2021-05-01", allow_empty=True)
     assert res["records"] == 0 and res["warning"].endswith("has no objects in [2021-05-01T00:00:00+00:00 .. "
                                                            "2021-05-02T00:00:00+00:00) nor an hour either side: "
                                                            "check the dates")
@@ -472,8 +475,8 @@ def test_a_range_without_source_objects_says_so(three_days, tmp_path):
     params = config.Params.model_validate({"source": {"url": str(three_days)}, "cache": {"root": str(tmp_path / "c2")},
                                            "dates": {"start": "2021-05-01", "end": "2021-05-01"}})
     with pytest.raises(ValueError, match=r"no valid BSMs for dates 2021-05-01 \.\. 2021-05-01: .* has no objects"):
-        fetch.fetch_range(params, progress=False, require_records=True)
-    assert fetch.fetch_range(params, progress=False)["valid"] == 0  # without the requirement: an empty answer
+        fetch.fetch_range(params, progress=False, require_records=True, allow_empty=True)
+    assert fetch.fetch_range(params, progress=False, allow_empty=True)["valid"] == 0  # asked: an empty answer
 
 
 # ---------------------------------------------------------------- range bounds and the CLI

@@ -44,6 +44,7 @@ import io
 import json
 import os
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Iterable
@@ -309,6 +310,27 @@ class Cache:
         parent = final.rsplit("/", 1)[0]
         self._sweep(hour)
         tmp = f"{parent}/.tmp-hour={hour:%H}-{uuid.uuid4().hex[:12]}"
+        try:
+            return self._write_tmp(tmp, final, hour, valid, quarantine, non_bsm, blank, source_objects, extra,
+                                   status)
+        except OSError as err:  # a full disk, a read-only root: no half partition, no temp folder
+            self._rm_quietly(tmp)
+            if err.filename is None:  # name the partition (a write of a file object names nothing)
+                raise OSError(err.errno, err.strerror, final) from None
+            raise
+        except BaseException:  # Ctrl-C
+            self._rm_quietly(tmp)
+            raise
+
+    def _rm_quietly(self, path: str) -> None:
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        except OSError:
+            pass  # a leftover `.tmp-` folder is invisible and swept by the next writer
+
+    def _write_tmp(self, tmp: str, final: str, hour: dt.datetime, valid, quarantine, non_bsm, blank: int,
+                   source_objects: Iterable[dict], extra: dict | None, status: str) -> dict:
         self.fs.makedirs(tmp, exist_ok=True)
         tables = {"valid": valid, "quarantine": quarantine, "non_bsm": non_bsm}
         tables = {k: FILES[k][1].empty_table() if t is None else t for k, t in tables.items()}  # None: empty
@@ -413,18 +435,26 @@ class Cache:
         failed write (e.g. a full disk; its temp folder is removed). It never raises on these: the
         hours are cached whatever happens to the copy. A stale copy the date cannot replace (an
         hour not servable, or the day too big) is removed, as are leftovers of killed writers."""
+        if self._day_current(day):  # no lock needed to see that (a read-only root serves it too)
+            return Compaction(False)
         try:
             with self.lock(day):
                 return self._compact_locked(day, ttl_days, now)
         except filelock.Timeout:
             return Compaction(False, "its day lock is held by another writer")
+        except OSError as err:  # the lock cannot even be taken: a read-only or full root
+            return Compaction(False, f"the day copy could not be written ({err})")
+
+    def _day_current(self, day: dt.date) -> bool:
+        """The date has a day copy built from its current 24 hours (size checked; loads verify SHA-256)."""
+        current = self.day_manifest(day)
+        return current is not None and _day_usable(current, [self.partition(h) for h in layout.hours_between(
+            *day_bounds(day))]) and self.check_day(day, current, deep=False, read=False)[1] is None
 
     def _compact_locked(self, day: dt.date, ttl_days: float | None, now: dt.datetime | None) -> Compaction:
         parts = [self.partition(h) for h in layout.hours_between(*day_bounds(day))]
-        current = self.day_manifest(day)
-        if current is not None and _day_usable(current, parts) and \
-                self.check_day(day, current, deep=False, read=False)[1] is None:
-            return Compaction(False)  # loads verify its SHA-256; a size check keeps re-runs cheap
+        if self._day_current(day):
+            return Compaction(False)  # written meanwhile by another run
         tmp = f"{self.date_path(day)}/.tmp-day-{uuid.uuid4().hex[:12]}"
         try:
             self._sweep_day(day)
@@ -458,11 +488,7 @@ class Cache:
             self._swap(tmp, self.day_path(day))
             return Compaction(True)
         except OSError as err:
-            try:
-                if self.fs.exists(tmp):
-                    self.fs.rm(tmp, recursive=True)
-            except OSError:
-                pass  # a leftover `.tmp-day-` folder is invisible and swept by the next writer
+            self._rm_quietly(tmp)
             return Compaction(False, f"the day copy could not be written ({err})")
 
     def _rm_day(self, day: dt.date) -> bool:
@@ -870,15 +896,16 @@ def verify(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT,
     cache = Cache(root, pilot, message_type, storage_options)
     ok, bad = 0, {}
     for p in cache.partitions(t0, t1):
-        if (p.manifest or {}).get("status") == CORRUPT:
-            bad[p.label] = p.manifest.get("problem", "corrupt")
-            continue
         if (p.manifest or {}).get("status") == MISSING:
             continue
-        problem = cache._check_files(p, deep=True)
+        problem = _partition_problem(cache, p)
+        if problem and (p.manifest or {}).get("status") != CORRUPT:
+            p, problem = _recheck(cache, p)  # a clear or rewrite in flight is not damage
+            if p is None:
+                continue  # removed meanwhile
         if problem:
             bad[p.label] = problem
-            if mark:
+            if mark and p.manifest is not None and p.manifest.get("status") != CORRUPT:
                 cache.mark_corrupt(p, problem)
         else:
             ok += 1
@@ -890,6 +917,42 @@ def verify(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT,
             days_bad[f"{day:%Y-%m-%d}"] = problem
     return {"checked": ok + len(bad), "ok": ok, "corrupt": bad,
             "day_copies": {"checked": len(days), "ok": len(days) - len(days_bad), "corrupt": days_bad}}
+
+
+def _partition_problem(cache: Cache, p: Partition) -> str | None:
+    """What is wrong with a partition (full SHA-256 check), None if sound or recorded as missing."""
+    m = p.manifest
+    if m is None:
+        return "no manifest.json: a damaged partition (the next ingest refetches it)"
+    if m.get("status") == CORRUPT:
+        return m.get("problem", "corrupt")
+    if m.get("status") == MISSING:
+        return None
+    return cache._check_files(p, deep=True)
+
+
+def _recheck(cache: Cache, p: Partition, tries: int = 3) -> tuple[Partition | None, str | None]:
+    """Look at a partition again under its lock (no clear or rewrite in flight): (it, its problem),
+    or (None, None) if it is gone. Where the lock cannot be taken (a read-only root, a writer
+    holding it for long) it is re-read until two reads agree."""
+    try:
+        with cache.lock(p.hour, timeout=120):
+            if not cache.fs.exists(p.path):
+                return None, None
+            now = cache.partition(p.hour)
+            return now, _partition_problem(cache, now)
+    except (filelock.Timeout, OSError):
+        pass
+    for _ in range(tries):
+        time.sleep(0.2)
+        if not cache.fs.exists(p.path):
+            return None, None
+        now = cache.partition(p.hour)
+        problem = _partition_problem(cache, now)
+        if now.manifest == p.manifest:
+            return now, problem
+        p = now
+    return p, problem
 
 
 def clear(root: str, start=None, end=None, pilot: str = layout.DEFAULT_PILOT, message_type: str = layout.DEFAULT_TYPE,

@@ -6,6 +6,7 @@ Each subcommand is a small `_cmd_<name>(args) -> dict` that calls into the packa
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import sys
@@ -86,6 +87,9 @@ def _cmd_validate(args: argparse.Namespace) -> dict:
     out = result.counts()
     out["rules"] = result.rule_counts
     out["non_bsm_types"] = result.non_bsm_types()
+    refused = {f: why for f, why in result.file_issues if why.startswith(("symlink_", "not_a_regular_file"))}
+    if refused:
+        out["refused_files"] = refused
     if args.quarantine:
         result.write_quarantine(args.quarantine)
     return out
@@ -168,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--endpoint-url", help="any S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     i.add_argument("--region", default="us-east-1", help="bucket region (default us-east-1)")
     i.add_argument("--allow-partial", action="store_true",
-                   help="an hour that still fails after retries is recorded as missing instead of failing the run")
+                   help="an hour that still fails after retries is recorded as missing instead of failing the run "
+                        "(then the summary says \"status\": \"partial\" and the exit code is 3)")
     i.add_argument("--ttl-days", type=_non_negative_float,
                    help="refetch cached hours older than this, >= 0 (0: refetch all; default: never expire)")
     i.add_argument("--dry-run", action="store_true",
@@ -179,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="egress USD/GB for the --dry-run estimate, >= 0 (default 0.09)")
     i.add_argument("--offline", action="store_true", help="serve from the cache only; no listing, no download")
     i.add_argument("--workers", type=_positive_int, default=8, help="parallel listings/downloads, >= 1 (default 8)")
+    i.add_argument("--mirror-deletions", action="store_true",
+                   help="rewrite cached hours whose source objects are gone (their records are dropped); "
+                        "without it such a run stops, keeps the cache and exits 4 naming every vanished object")
+    i.add_argument("--allow-empty", action="store_true",
+                   help="accept a range in which the source holds no object at all (default: error, nothing cached)")
+    i.add_argument("--max-object-mb", type=_number(float, 0, False), default=None,
+                   help="inflated MB past which an object is quarantined whole as object_too_large "
+                        "(default 512, params source.max_object_mb)")
     i.set_defaults(func=_cmd_ingest)
 
     c = sub.add_parser("cache", help="list, verify or clear cached partitions")
@@ -206,6 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_DISK_FIX = {
+    errno.ENOSPC: "no space left on the device: free space there or pass --cache on another disk",
+    errno.EDQUOT: "disk quota exceeded: free space there or pass --cache on another disk",
+    errno.EROFS: "read-only filesystem: a fully cached range is served without writing (ingest of that range, "
+                 "load); to fetch or clear, pass a writable --cache",
+    errno.EACCES: "permission denied: make it writable for this user (chown/chmod) or pass another --cache",
+    errno.EPERM: "operation not permitted: make it writable for this user (chown/chmod) or pass another --cache",
+}
+
+
+def _disk_error(err: OSError) -> str:
+    """One line naming the path and the fix (nothing half-written stays visible: see docs/CACHE.md)."""
+    return f"{err.filename or 'the cache'}: {_DISK_FIX[err.errno]}"
+
+
 def _known_errors() -> tuple[type[BaseException], ...]:
     from wydot_lab.source import SourceError  # imported late: it pulls in s3fs
 
@@ -222,7 +250,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except _known_errors() as err:
         reason = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+        if isinstance(err, OSError) and err.errno in _DISK_FIX:
+            reason = _disk_error(err)
         _log(f"wydot-lab {args.command}: error: {reason}")
+        return 2
+    except OSError as err:
+        if err.errno not in _DISK_FIX:
+            raise
+        _log(f"wydot-lab {args.command}: error: {_disk_error(err)}")
         return 2
     summary = dict(summary)
     exit_code = int(summary.pop("_exit", 0))  # a command that ran but must signal failure (e.g. partial data)

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from wydot_lab import layout
+
 
 def project_root() -> Path:
     """The checkout holding `params/` and `test_data/` (falls back to the working directory)."""
@@ -47,6 +49,7 @@ class SourceParams(_Strict):
     endpoint_url: str | None = None
     allow_partial: bool = False
     egress_usd_per_gb: float = Field(0.09, ge=0)
+    max_object_mb: float = Field(layout.MAX_OBJECT_MB, gt=0)  # inflated size past which an object is quarantined
 
     @field_validator("url")
     @classmethod

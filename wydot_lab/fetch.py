@@ -15,6 +15,11 @@ Summary counts (records/valid/quarantined/non_bsm/blank) are those of the
 requested partitions, from the manifests for partitions served from cache, so
 a re-run reports the same numbers whether it downloads or not.
 
+Nothing cached is replaced by fewer records unasked: a cached hour whose source objects are
+gone from the listing stops the run (`VanishedObjects`, nothing written) unless
+`mirror_deletions`; a range without a single object stops it too (`EmptyRange`, nothing
+cached) unless `allow_empty`. docs/CACHE.md lists every guarantee and exit code.
+
 Last, every date the range touches whose 24 hours are all cached gets its day copy
 (`cache` module doc) written or refreshed; `days_compacted` counts those written.
 """
@@ -44,6 +49,8 @@ FATAL_KINDS = frozenset({"missing_credentials", "profile_not_found", "bad_creden
                          "no_such_bucket", "unreachable", "no_such_folder"})
 
 Progress = bool | Callable[[str], None]
+EXIT_PARTIAL = 3  # `ingest --allow-partial` left hours missing or incomplete (summary status: partial)
+EXIT_VANISHED = 4  # cached hours' source objects are gone: nothing rewritten (see --mirror-deletions)
 
 
 def _say(progress: Progress, msg: str) -> None:
@@ -232,9 +239,11 @@ def _split_by_hour(valid: pa.Table, folder_hour: dt.datetime) -> dict[dt.datetim
 class _Downloader:
     """Downloads folders ahead of use on a thread pool; ingests them in order in the caller."""
 
-    def __init__(self, source: Source, plan_: Plan, workers: int, progress: Progress, allow_partial: bool):
+    def __init__(self, source: Source, plan_: Plan, workers: int, progress: Progress, allow_partial: bool,
+                 max_bytes: int | None = None):
         self.source, self.plan = source, plan_
         self.allow_partial = allow_partial
+        self.max_bytes = max_bytes
         self.order = plan_.folders
         self.pos = 0
         self.futures: dict[dt.datetime, list[tuple[ObjectInfo, Future]]] = {}
@@ -250,12 +259,16 @@ class _Downloader:
             for _, f in futs:
                 f.cancel()
         self.ex.shutdown(wait=True, cancel_futures=True)
+        for futs in self.futures.values():  # downloaded, never ingested: free memory / temp files
+            for _, f in futs:
+                if f.done() and not f.cancelled() and f.exception() is None:
+                    f.result().close()
         self.bar.close()
 
-    def _read(self, obj: ObjectInfo) -> bytes:
-        data = self.source.read(obj)
-        self.bar.update(len(data))
-        return data
+    def _read(self, obj: ObjectInfo):
+        f = self.source.download(obj)
+        self.bar.update(obj.size)
+        return f
 
     def _submit_until(self, folder: dt.datetime, ahead: int = 3) -> None:
         while self.pos < len(self.order) and self.order[self.pos] <= folder + ahead * HOUR:
@@ -280,9 +293,10 @@ class _Downloader:
                     raise
                 err = e
                 continue
-            self.bytes += len(data)
-            self.objects += 1
-            results.append(ingest.ingest_bytes(data, obj.key, unknown_version="quarantine"))
+            with data:
+                self.bytes += obj.size
+                self.objects += 1
+                results.append(ingest.ingest_stream(data, obj.key, "quarantine", self.max_bytes))
         if err is not None:
             results = []
         r = ingest.IngestResult.concat(results)
@@ -302,17 +316,91 @@ def _sum_counts(manifests: list[dict]) -> dict:
     return {k: sum(int(m.get("counts", {}).get(k, 0)) for m in manifests) for k in cache_mod.COUNT_KEYS}
 
 
+class VanishedObjects(SourceError):
+    """Objects a cached hour was built from are gone from the source: the hour is not rewritten
+    with fewer records unless deletions are to be mirrored. `vanished`: {key: cached hour}."""
+
+    def __init__(self, message: str, vanished: dict[str, str]):
+        super().__init__(message, "vanished")
+        self.vanished = vanished
+
+
+class EmptyRange(SourceError):
+    """No object at all in the range (nor an hour either side): nothing is cached."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "empty_range")
+
+
+def _vanished(p: Plan) -> dict[str, str]:
+    """{key: hour it is cached in} of objects in the manifests of hours to refetch that the
+    current listing of their (listed) folders no longer holds."""
+    out: dict[str, str] = {}
+    for h in p.to_fetch:
+        m = p.manifests.get(h) or {}
+        if m.get("status") not in ("complete", cache_mod.INCOMPLETE) or not m.get("counts", {}).get("records"):
+            continue
+        listed = {o.key for d in (-1, 0, 1) for o in p.listings.get(h + d * HOUR, [])}
+        folders = {h + d * HOUR for d in (-1, 0, 1) if h + d * HOUR in p.listings}
+        for o in m.get("source_objects", []):
+            if o["key"] not in listed and layout.hour_of_key(o["key"]) in folders:
+                out.setdefault(o["key"], layout.hour_label(h))
+    return out
+
+
+def _offline_advice(err: SourceError, source: Source, cache: cache_mod.Cache, start, end,
+                    ttl_days: float | None, now: dt.datetime | None) -> SourceError:
+    """`err`, plus "add --offline" when every hour of the range is servable from the cache."""
+    if err.kind not in ("unreachable", "transient", "no_such_folder", "no_such_bucket"):
+        return err
+    try:
+        if plan(source, cache, start, end, ttl_days=ttl_days, offline=True, deep=False, now=now).to_fetch:
+            return err
+    except (SourceError, ValueError, OSError):
+        return err
+    return SourceError(f"{err}; every hour of this range is cached: add --offline to serve it without the source",
+                       err.kind, err.hour)
+
+
+def _empty_range(source: Source, p: Plan) -> str:
+    msg = (f"{p.source} has no objects in [{p.t0.isoformat()} .. {p.t1.isoformat()}) nor an hour either side: "
+           "check the dates")
+    pilots = source.pilots()
+    if pilots and source.spec.pilot not in pilots:
+        msg += (f", and the pilot: the source root holds {', '.join(pilots[:8])}, no '{source.spec.pilot}' "
+                "(--pilot NAME)")
+    return msg
+
+
 def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float | None = None,
           allow_partial: bool = False, dry_run: bool = False, price_per_gb: float = 0.09, offline: bool = False,
-          deep: bool = True, now: dt.datetime | None = None, workers: int = 8, progress: Progress = False) -> dict:
-    """Make every hour of the range servable from `cache`; returns the JSON summary (see module doc)."""
+          deep: bool = True, now: dt.datetime | None = None, workers: int = 8, progress: Progress = False,
+          mirror_deletions: bool = False, allow_empty: bool = False, max_object_mb: float | None = layout.MAX_OBJECT_MB) -> dict:
+    """Make every hour of the range servable from `cache`; returns the JSON summary (see module doc).
+
+    Refuses (`VanishedObjects`, nothing written) to rewrite a cached hour whose source objects are
+    gone unless `mirror_deletions`; a range without a single object raises `EmptyRange` (nothing
+    written) unless `allow_empty`. `max_object_mb`: inflated size past which an object is
+    quarantined whole. The summary's `status` is `partial` when hours are missing or incomplete.
+    """
     t_start = time.perf_counter()
-    p = plan(source, cache, start, end, ttl_days=ttl_days, price_per_gb=price_per_gb, allow_partial=allow_partial,
-             offline=offline, deep=deep, now=now, workers=workers, progress=progress)
+    try:
+        p = plan(source, cache, start, end, ttl_days=ttl_days, price_per_gb=price_per_gb,
+                 allow_partial=allow_partial, offline=offline, deep=deep, now=now, workers=workers,
+                 progress=progress)
+    except SourceError as err:
+        raise _offline_advice(err, source, cache, start, end, ttl_days, now) from None
     _say(progress, str(p))
-    empty = None if offline or p.failed_folders or any(p.listings.values()) else (
-        f"{p.source} has no objects in [{p.t0.isoformat()} .. {p.t1.isoformat()}) nor an hour either side: "
-        "check the dates")
+    vanished = {} if offline else _vanished(p)
+    if vanished and not mirror_deletions and not dry_run:
+        first = sorted(vanished)[0]
+        raise VanishedObjects(
+            f"{len(vanished)} objects cached in {len(set(vanished.values()))} hours are gone from {p.source} "
+            f"(first {first}, cached in {vanished[first]}); the cached hours are kept: check the source URL/"
+            "endpoint, or pass --mirror-deletions to drop their records", vanished)
+    empty = None if offline or p.failed_folders or any(p.listings.values()) else _empty_range(source, p)
+    if empty and not allow_empty and not dry_run:
+        raise EmptyRange(f"{empty}; nothing was cached (--allow-empty caches the empty hours)")
     if empty:
         _say(progress, f"warning: {empty}")
     if dry_run or offline:
@@ -321,9 +409,11 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
                               + ", ".join(f"{layout.hour_label(h)} ({p.status[h][0]})" for h in p.to_fetch[:5]), "offline")
         manifests = [p.manifests[h] for h in p.cached]
         out = {**_sum_counts(manifests), "files": _files_in_range(manifests, p), "cached": len(p.cached),
-               "fetched": 0, "missing": [], "incomplete": [], "days_compacted": 0}
+               "fetched": 0, "missing": [], "incomplete": [], "days_compacted": 0, "status": "complete"}
         if dry_run:
             out.update(dry_run=True, plan=p.summary())
+            if vanished:
+                out["vanished_objects"] = sorted(vanished)
         if empty:
             out["warning"] = empty
         out["seconds"] = round(time.perf_counter() - t_start, 3)
@@ -346,7 +436,8 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
                 p.manifests[h] = part.manifest
                 cached_by_other.append(h)
         todo = set(p.to_fetch)
-        dl = _Downloader(source, p, workers, progress, allow_partial)
+        dl = _Downloader(source, p, workers, progress, allow_partial,
+                         None if max_object_mb is None else int(max_object_mb * (1 << 20)))
         stack.callback(dl.close)
         in_range = set(p.hours)
         for h in sorted(todo):
@@ -366,10 +457,18 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
     incomplete = [layout.hour_label(h) for h, m in written.items() if m["status"] == cache_mod.INCOMPLETE]
     if missing or incomplete:
         _say(progress, f"partial run: missing hours {missing or '-'}; incomplete hours {incomplete or '-'}")
-    warning = "; ".join(w for w in (empty, copy_problems) if w)
+    refused = dict(sorted(source.refused.items()))
+    if refused:
+        _say(progress, f"warning: {len(refused)} objects refused, not read: "
+                       + "; ".join(f"{k}: {why}" for k, why in list(refused.items())[:5]))
+    warning = "; ".join(w for w in (empty, copy_problems, refused and f"{len(refused)} objects refused "
+                                    "(see refused_objects)") if w)
     return {**_sum_counts(manifests), "files": _files_in_range(manifests, p),
+            "status": "partial" if missing or incomplete else "complete",
             "cached": len(p.hours) - len(written), "fetched": len(written) - len(missing),
             "missing": missing, "incomplete": incomplete, **acc,
+            **({"vanished_objects": sorted(vanished)} if vanished else {}),
+            **({"refused_objects": refused} if refused else {}),
             "refetched": dict(Counter(p.status[h][0] for h in written)),
             "cached_by_concurrent_run": len(cached_by_other), "days_compacted": compacted,
             "source": p.source, "mode": p.mode, "cache_root": p.cache_root,
@@ -467,7 +566,8 @@ def plan_range(params, progress: Progress = True) -> Plan:
 
 
 def fetch_range(params, progress: Progress = True, dry_run: bool = False, offline: bool = False,
-                now: dt.datetime | None = None, require_records: bool = False) -> dict:
+                now: dt.datetime | None = None, require_records: bool = False, allow_empty: bool = False,
+                mirror_deletions: bool = False) -> dict:
     """Fill the cache for `params.dates` from `params.source` (typed `config.Params`).
 
     require_records: a range without one valid BSM raises (a notebook would fail later, on
@@ -475,7 +575,9 @@ def fetch_range(params, progress: Progress = True, dry_run: bool = False, offlin
     source, cache = _from_params(params)
     out = fetch(source, cache, params.dates.start, params.dates.end, ttl_days=params.cache.ttl_days,
                 allow_partial=params.source.allow_partial, dry_run=dry_run,
-                price_per_gb=params.source.egress_usd_per_gb, offline=offline, now=now, progress=progress)
+                price_per_gb=params.source.egress_usd_per_gb, offline=offline, now=now, progress=progress,
+                allow_empty=allow_empty, mirror_deletions=mirror_deletions,
+                max_object_mb=params.source.max_object_mb)
     if require_records and not dry_run and out["valid"] == 0:
         why = out.get("warning") or (f"hours missing (source failures): {', '.join(out['missing'][:5])}"
                                      if out["missing"] else f"{out['records']} records, none valid"
@@ -520,9 +622,19 @@ def run_ingest_cli(args, progress: Progress) -> dict:
         raise ValueError("--anonymous and --profile exclude each other")
     cache = cache_mod.Cache(args.cache, args.pilot, args.message_type)
     source = Source(spec)
-    summary = fetch(source, cache, args.start, args.end, ttl_days=args.ttl_days, allow_partial=args.allow_partial,
-                    dry_run=args.dry_run, price_per_gb=args.price_per_gb, offline=getattr(args, "offline", False),
-                    workers=getattr(args, "workers", 8), progress=progress)
+    mb = getattr(args, "max_object_mb", None)
+    try:
+        summary = fetch(source, cache, args.start, args.end, ttl_days=args.ttl_days,
+                        allow_partial=args.allow_partial, dry_run=args.dry_run, price_per_gb=args.price_per_gb,
+                        offline=getattr(args, "offline", False), workers=getattr(args, "workers", 8),
+                        progress=progress, mirror_deletions=getattr(args, "mirror_deletions", False),
+                        allow_empty=getattr(args, "allow_empty", False), max_object_mb=layout.MAX_OBJECT_MB if mb is None else mb)
+    except VanishedObjects as err:  # the summary names every vanished object
+        _say(progress, f"error: {err}")
+        return {"status": "refused", "error": str(err), "vanished_objects": sorted(err.vanished),
+                "_exit": EXIT_VANISHED}
+    if summary.get("status") == "partial":
+        summary["_exit"] = EXIT_PARTIAL
     return summary
 
 

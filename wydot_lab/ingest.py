@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import io
+import itertools
 import multiprocessing
 import os
 import shutil
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -127,31 +130,191 @@ def empty_result() -> IngestResult:
     return IngestResult(BSM_SCHEMA.empty_table(), QUARANTINE_SCHEMA.empty_table(), NON_BSM_SCHEMA.empty_table())
 
 
-# ---------------------------------------------------------------- bytes -> lines
+# ---------------------------------------------------------------- bytes -> lines (streaming)
+#
+# Every object streams through fixed-size buffers whatever it holds: raw bytes are read
+# `RAW_CHUNK` at a time, gzip members inflate `RAW_CHUNK` of output at a time (a gzip bomb
+# never lands in memory), lines are cut into pieces of about `STREAM_CHUNK` bytes, a line
+# longer than `MAX_LINE` is quarantined as `line_too_long` with its first `LINE_HEAD` bytes
+# (never held whole), empty lines are counted in bulk (numpy) instead of one object each,
+# and an object inflating past `max_bytes` stops there and is quarantined whole as
+# `object_too_large`.
+
+RAW_CHUNK = 1 << 20  # bytes read, or inflated, at a time
+MAX_LINE = 16 << 20  # a BSM line is ~1-3 KB; a longer line is quarantined, never held whole
+LINE_HEAD = 4096  # bytes of a too-long line (or too-large object) kept as its quarantine text
 
 
-def _gunzip(data: bytes) -> tuple[bytes, str | None]:
-    """Decompress every gzip member; on corruption keep what decoded and say so."""
-    out = []
-    while data:
-        d = zlib.decompressobj(wbits=31)
+class ObjectTooLarge(IngestError):
+    """An object inflated past its limit (`source.max_object_mb`); it is quarantined whole."""
+
+    def __init__(self, source_object: str, limit: int, seen: int):
+        super().__init__(f"{source_object}: more than {limit:,} bytes inflated (read {seen:,}); "
+                         "raise source.max_object_mb / --max-object-mb to ingest it")
+        self.source_object, self.limit, self.seen = source_object, limit, seen
+
+
+class _Long(NamedTuple):
+    """A line longer than `MAX_LINE`: its first bytes and its size."""
+
+    head: bytes
+    size: int
+
+
+def _raw_chunks(f, size: int | None = None) -> Iterator[bytes]:
+    """A binary file's bytes `RAW_CHUNK` at a time (at most `size` bytes when given)."""
+    left = size
+    while left is None or left > 0:
+        chunk = f.read(RAW_CHUNK if left is None else min(RAW_CHUNK, left))
+        if not chunk:
+            return
+        if left is not None:
+            left -= len(chunk)
+        yield chunk
+
+
+def _inflate(chunks: Iterator[bytes], issues: list[str]) -> Iterator[bytes]:
+    """Raw chunks -> content chunks: every gzip member inflated `RAW_CHUNK` at a time when the
+    stream starts with the gzip magic, else passed through. A corrupt, truncated or trailing
+    part ends the stream with `corrupt_gzip (...)` in `issues`; what decoded before is kept."""
+    first = b""
+    for chunk in chunks:
+        first += chunk
+        if len(first) >= len(GZIP_MAGIC):
+            break
+    if not first.startswith(GZIP_MAGIC):
+        if first:
+            yield first
+        yield from chunks
+        return
+    d, pending = zlib.decompressobj(wbits=31), first
+    while True:
         try:
-            out.append(d.decompress(data))
-            out.append(d.flush())
+            out = d.decompress(pending, RAW_CHUNK)
         except zlib.error as err:
-            return b"".join(out), f"corrupt_gzip ({err})"
-        if not d.eof:
-            return b"".join(out), "corrupt_gzip (truncated stream)"
-        data = d.unused_data
-        if data and not data.startswith(GZIP_MAGIC):
-            return b"".join(out), "corrupt_gzip (trailing garbage)"
-    return b"".join(out), None
+            issues.append(f"corrupt_gzip ({err})")
+            return
+        pending = d.unconsumed_tail
+        if out:
+            yield out
+        if d.eof:  # a member ended: another follows, or the stream ends, or garbage
+            rest = d.unused_data + pending
+            while len(rest) < len(GZIP_MAGIC):
+                more = next(chunks, None)
+                if more is None:
+                    break
+                rest += more
+            if not rest:
+                return
+            if not rest.startswith(GZIP_MAGIC):
+                issues.append("corrupt_gzip (trailing garbage)")
+                return
+            d, pending = zlib.decompressobj(wbits=31), rest
+        elif not out and not pending:
+            more = next(chunks, None)
+            if more is None:
+                issues.append("corrupt_gzip (truncated stream)")
+                return
+            pending = more
+
+
+def _limited(chunks: Iterator[bytes], source_object: str, max_bytes: int | None) -> Iterator[bytes]:
+    seen = 0
+    for chunk in chunks:
+        seen += len(chunk)
+        if max_bytes is not None and seen > max_bytes:
+            raise ObjectTooLarge(source_object, max_bytes, seen)
+        yield chunk
+
+
+def _line_pieces(chunks: Iterable[bytes], piece: int | None = None, max_line: int | None = None
+                 ) -> Iterator[bytes | _Long]:
+    """Content chunks -> pieces of whole lines (about `piece` bytes; only the last may lack its
+    newline) and `_Long` markers for lines over `max_line`, in stream order."""
+    piece = piece or STREAM_CHUNK
+    max_line = max_line or MAX_LINE
+    done: list = []  # complete lines not yet yielded
+    done_len = 0
+    part: list = []  # the current incomplete line
+    part_len = 0
+    long: _Long | None = None
+    for chunk in chunks:
+        view, pos = memoryview(chunk), 0
+        if long is not None:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                long = long._replace(size=long.size + len(chunk))
+                continue
+            yield long._replace(size=long.size + nl)
+            long, pos = None, nl + 1
+        cut = chunk.rfind(b"\n", pos) + 1
+        while cut > pos:  # whole lines up to `cut`; a piece ends at its last newline within its size
+            target = pos + piece - done_len - part_len
+            end = cut if target >= cut else (chunk.rfind(b"\n", pos, max(target, pos)) + 1
+                                             or chunk.find(b"\n", pos) + 1)
+            part.append(view[pos:end])
+            done.extend(part)
+            done_len += part_len + end - pos
+            part, part_len, pos = [], 0, end
+            if done_len >= piece or end < cut:
+                yield b"".join(done)
+                done, done_len = [], 0
+        if pos < len(chunk):
+            part.append(view[pos:])
+            part_len += len(chunk) - pos
+        if part_len > max_line:
+            if done:
+                yield b"".join(done)
+                done, done_len = [], 0
+            head = bytes(b"".join(part)[:LINE_HEAD])
+            long, part, part_len = _Long(head, part_len), [], 0
+    if long is not None:
+        yield long
+    if done or part_len:
+        yield b"".join(done + part)
+
+
+def _numbered(data: bytes, first: int, strip_bom: bool) -> tuple[Iterator[tuple[int, memoryview]], int, int]:
+    """(numbered non-empty lines of `data` as views, lines in all, empty lines): newlines are
+    found with numpy, so a piece of blank lines costs no object per line. CR before LF and a
+    leading BOM (`strip_bom`) are dropped; a last line without newline counts."""
+    start0 = len(BOM) if strip_bom and data.startswith(BOM) else 0
+    if start0 >= len(data):
+        return iter(()), 0, 0
+    buf = np.frombuffer(data, np.uint8)
+    nl = np.flatnonzero(buf[start0:] == 10) + start0
+    ends = nl if nl.size and nl[-1] == len(data) - 1 else np.append(nl, len(data))
+    starts = np.concatenate(([start0], nl[:ends.size - 1] + 1))
+    stops = ends.copy()
+    cr = (stops > starts) & (buf[np.maximum(stops - 1, 0)] == 13)
+    stops[cr] -= 1
+    keep = np.flatnonzero(stops > starts)
+    view = memoryview(data)
+    numbers = (keep + first).tolist()
+    lines = ((n, view[a:b]) for n, a, b in zip(numbers, starts[keep].tolist(), stops[keep].tolist()))
+    return lines, int(ends.size), int(ends.size - keep.size)
+
+
+def _feed_piece(lines_in: "_Lines", data: bytes, first: int, strip_bom: bool) -> int:
+    """Feed `data`'s lines numbered from `first` into `lines_in`; empty lines are counted blank
+    without a decode. Returns the number of lines."""
+    lines, n, empty = _numbered(data, first, strip_bom)
+    lines_in.feed(lines)
+    lines_in.blank += empty
+    lines_in.records += empty
+    return n
+
+
+def _line_too_long(lines_in: "_Lines", lineno: int, long: _Long) -> None:
+    lines_in.set_aside(lineno, long.head, [f"line_too_long ({long.size:,} bytes > {MAX_LINE:,}; "
+                                           f"first {len(long.head):,} kept)"])
 
 
 def split_lines(data: bytes, strip_bom: bool = True) -> list[memoryview]:
     """NDJSON lines as zero-copy views of `data`, BOM and CR removed (CRLF files, no trailing
     newline: all fine). Views, not copies: cutting 200 MB into bytes objects cost ~3x the
-    newline search, and the decoder reads a view as fast as bytes."""
+    newline search, and the decoder reads a view as fast as bytes. (A list of every line: for
+    bounded data only; the ingest streams through `_numbered`.)"""
     view = memoryview(data)
     find = data.find
     start = len(BOM) if strip_bom and data.startswith(BOM) else 0
@@ -386,15 +549,32 @@ def _safe_array(values, typ: pa.DataType) -> pa.Array:
 # ---------------------------------------------------------------- main entry
 
 
-def ingest_bytes(data: bytes, source_object: str, unknown_version: str = "raise") -> IngestResult:
-    """Parse, flatten and validate one object's bytes.
+def ingest_bytes(data: bytes, source_object: str, unknown_version: str = "raise",
+                 max_bytes: int | None = None) -> IngestResult:
+    """Parse, flatten and validate one object's bytes (see `ingest_stream`)."""
+    return ingest_stream(io.BytesIO(data), source_object, unknown_version, max_bytes)
+
+
+def ingest_stream(f, source_object: str, unknown_version: str = "raise", max_bytes: int | None = None,
+                  size: int | None = None) -> IngestResult:
+    """Parse, flatten and validate one object read from the binary file `f` (at most `size`
+    bytes), in bounded memory whatever it holds (module section "bytes -> lines").
 
     unknown_version: "raise" (SchemaVersionError naming file and line) or "quarantine".
+    max_bytes: inflated bytes past which the whole object is quarantined as `object_too_large`.
     The cyclic GC is paused meanwhile: decoded records hold no cycles, and GC passes
     over tens of thousands of fresh objects otherwise cost more than the parse.
     """
-    with _gc_paused():
-        return _ingest_bytes(data, source_object, unknown_version)
+    try:
+        result = IngestResult.concat(_stream_parts(_raw_chunks(f, size), source_object, unknown_version,
+                                                   max_bytes))
+    except ObjectTooLarge as err:
+        lines_in = _Lines(source_object, unknown_version)
+        lines_in.set_aside(1, b"", [f"object_too_large (more than {err.limit:,} bytes inflated; raise "
+                                    "source.max_object_mb / --max-object-mb)"])
+        result = lines_in.result([(source_object, "object_too_large")])
+    result.files = 1
+    return result
 
 
 @contextlib.contextmanager
@@ -408,25 +588,61 @@ def _gc_paused():
             gc.enable()
 
 
-def _ingest_bytes(data: bytes, source_object: str, unknown_version: str) -> IngestResult:
-    issues: list[tuple[str, str]] = []
-    gz_issue = None
-    if data.startswith(GZIP_MAGIC):
-        data, gz_issue = _gunzip(data)
-    lines = split_lines(data)
-    tail_line = None
-    if gz_issue:
-        issues.append((source_object, gz_issue))
-        if lines and not data.endswith(b"\n"):
-            tail_line = lines.pop()  # the incomplete last line of a broken stream
-    if not lines and tail_line is None:
-        issues.append((source_object, "empty_file"))
-    whole = _whole_file_records(data, lines)
+def _stream_parts(raw: Iterator[bytes], source_object: str, unknown_version: str, max_bytes: int | None,
+                  strip_bom: bool = True) -> Iterator[IngestResult]:
+    """An object's results a piece at a time, lines numbered from 1. An object whose content
+    fits one piece is also tried as one pretty-printed JSON message or array (pre-2018)."""
+    issues: list[str] = []
+    pieces = _line_pieces(_limited(_inflate(raw, issues), source_object, max_bytes))
+    first = next(pieces, None)
+    second = next(pieces, None) if first is not None else None
+    if first is None or (second is None and not isinstance(first, _Long)):
+        with _gc_paused():
+            yield _small_object(first or b"", source_object, unknown_version, issues)
+        return
+    lineno = 0
+    for k, piece in enumerate(itertools.chain([first, second], pieces)):
+        if piece is None:
+            continue
+        lines_in = _Lines(source_object, unknown_version)
+        if isinstance(piece, _Long):
+            lineno += 1
+            _line_too_long(lines_in, lineno, piece)
+        else:
+            tail = None
+            if issues and not piece.endswith(b"\n"):  # the incomplete last line of a broken stream
+                cut = piece.rfind(b"\n") + 1
+                piece, tail = piece[:cut], piece[cut:]
+            with _gc_paused():
+                lineno += _feed_piece(lines_in, piece, lineno + 1, strip_bom and k == 0)
+            if tail:
+                lineno += 1
+                lines_in.set_aside(lineno, tail, [validate.rule_name(issues[0])])
+        del piece
+        yield lines_in.result([])
+    if issues:  # known once the stream has ended
+        yield _Lines(source_object, unknown_version).result([(source_object, i) for i in issues])
+
+
+def _small_object(data: bytes, source_object: str, unknown_version: str, issues: list[str]) -> IngestResult:
+    """An object whose content fits one piece: NDJSON, or one pretty JSON message/array."""
+    file_issues = [(source_object, i) for i in issues]
+    tail = None
+    if issues and data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        data, tail = data[:cut], data[cut:]  # the incomplete last line of a broken stream
+    lines, n, _ = _numbered(data, 1, True)
+    if n == 0 and tail is None:
+        file_issues.append((source_object, "empty_file"))
     lines_in = _Lines(source_object, unknown_version)
-    lines_in.feed(whole if whole is not None else enumerate(lines, start=1))
-    if tail_line is not None:
-        lines_in.set_aside(len(lines) + 1, tail_line, [validate.rule_name(gz_issue)])
-    return lines_in.result(issues)
+    whole = _whole_file_records(data, (ln for _, ln in _numbered(data, 1, True)[0])) if n > 1 else None
+    if whole is not None:
+        lines_in.feed(whole)
+    else:
+        _feed_piece(lines_in, data, 1, True)
+    if tail is not None:
+        lines_in.set_aside(n + 1, tail, [validate.rule_name(issues[0])])
+    return lines_in.result(file_issues)
 
 
 class _Lines:
@@ -558,13 +774,33 @@ def _whole_file_records(data: bytes, lines: list[memoryview]):
     return [(i, msgspec.json.encode(o)) for i, o in enumerate(items, start=1)]
 
 
-def iter_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named, plus every file under folders named (sorted, hidden files skipped)."""
+def iter_files(paths: Iterable[str | Path], refused: dict[str, str] | None = None) -> list[Path]:
+    """Files named, plus every file under folders named (sorted, hidden files skipped). Under a
+    folder, links to files inside it are followed; links leading outside it or nowhere are not
+    read and land in `refused` {path: reason} (`layout.link_problem`, as the ingest's source)."""
+    from wydot_lab import layout
+
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                              and f.suffix.lower() not in NOTE_SUFFIXES))
+            real_root, seen = os.path.realpath(p), set()
+            for folder, dirs, names in os.walk(p, followlinks=True):
+                real = os.path.realpath(folder)
+                if real in seen:  # a link loop
+                    dirs[:] = []
+                    continue
+                seen.add(real)
+                dirs.sort()
+                for n in names:
+                    f = Path(folder) / n
+                    if n.startswith(".") or f.suffix.lower() in NOTE_SUFFIXES:
+                        continue
+                    why = layout.link_problem(str(f), real_root)
+                    if why is None:
+                        out.append(f)
+                    elif refused is not None:
+                        refused[str(f)] = why
+            out.sort()
         elif p.is_file():
             out.append(p)
         else:
@@ -635,7 +871,7 @@ def _file_parts(path: Path, unknown_version: str, workers: int | None) -> Iterat
         st = os.fstat(f.fileno())
         regular = stat.S_ISREG(st.st_mode)  # a pipe cannot be re-read in spans
         if len(head) < STREAM_CHUNK or not regular or not _streamable(head):
-            yield ingest_bytes(head + f.read(), str(path), unknown_version=unknown_version)
+            yield from _stream_parts(itertools.chain([head], _raw_chunks(f)), str(path), unknown_version, None)
             return
     size = st.st_size
     if multiprocessing.current_process().daemon:
@@ -686,7 +922,7 @@ def _streamable(head: bytes) -> bool:
     """NDJSON for sure: the first non-blank line, complete within `head`, is JSON on its own."""
     if head.startswith(GZIP_MAGIC):
         return False
-    first = next(_nonblank(split_lines(head[:head.rfind(b"\n") + 1])), None)
+    first = next(_nonblank(ln for _, ln in _numbered(head[:head.rfind(b"\n") + 1], 1, True)[0]), None)
     return first is not None and _json_alone(first)
 
 
@@ -716,40 +952,12 @@ def _span_bounds(path: Path, size: int, workers: int) -> list[int]:
     return bounds + [size]
 
 
-def _pieces(f, stop: int) -> Iterator[bytes]:
-    """The file from its position to `stop`, cut just after a newline about every `STREAM_CHUNK` bytes."""
-    pending: list = []
-    left = stop - f.tell()
-    while True:
-        more = f.read(min(STREAM_CHUNK, left)) if left > 0 else b""
-        left -= len(more)
-        if not more:
-            yield b"".join(pending)
-            return
-        cut = more.rfind(b"\n") + 1
-        if cut == 0:  # inside a line longer than a chunk
-            pending.append(more)
-            continue
-        view = memoryview(more)
-        pending.append(view[:cut])
-        yield b"".join(pending)
-        pending = [view[cut:]]
-
-
 def _piece_parts(path: str, start: int, stop: int, unknown_version: str) -> Iterator[IngestResult]:
     """Bytes [start, stop) of an NDJSON file (start at a line start), a result per piece,
     lines numbered from 1 at `start` (a result's `records` is its number of lines)."""
     with open(path, "rb") as f:
         f.seek(start)
-        lineno = 0
-        for k, piece in enumerate(_pieces(f, stop)):
-            lines = split_lines(piece, strip_bom=start == 0 and k == 0)
-            lines_in = _Lines(path, unknown_version)
-            with _gc_paused():
-                lines_in.feed(enumerate(lines, start=lineno + 1))
-            lineno += len(lines)
-            del lines, piece  # the piece's buffer goes before the next one is read
-            yield lines_in.result([])
+        yield from _stream_parts(_raw_chunks(f, stop - start), path, unknown_version, None, strip_bom=start == 0)
 
 
 def _span_to_arrow(path: str, start: int, stop: int, unknown_version: str, scratch: str) -> tuple[IngestResult, str]:
@@ -779,8 +987,13 @@ def ingest_paths(
     progress: Callable[[str], None] | None = None,
     unknown_version: str = "raise",
 ) -> IngestResult:
-    files = iter_files([paths] if isinstance(paths, (str, Path)) else paths)
-    results = []
+    refused: dict[str, str] = {}
+    files = iter_files([paths] if isinstance(paths, (str, Path)) else paths, refused)
+    if refused and progress:
+        progress(f"{len(refused)} files refused, not read: "
+                 + "; ".join(f"{k}: {why}" for k, why in list(refused.items())[:5]))
+    results = [IngestResult(*[s.empty_table() for s in (BSM_SCHEMA, QUARANTINE_SCHEMA, NON_BSM_SCHEMA)],
+                            file_issues=[(k, why) for k, why in refused.items()])] if refused else []
     for k, f in enumerate(files, start=1):
         r = ingest_file(f, unknown_version=unknown_version)
         results.append(r)

@@ -10,6 +10,7 @@ DEFAULT_BUCKET = "usdot-its-cvpilot-publicdata"
 DEFAULT_PILOT = "wydot"
 DEFAULT_TYPE = "BSM"
 DEFAULT_REGION = "us-east-1"
+MAX_OBJECT_MB = 512  # inflated MB past which one source object is quarantined whole (source.max_object_mb)
 
 _HOUR_RE = re.compile(r"(?:^|/)(\d{4})/(\d{2})/(\d{2})/(\d{2})(?:/|$)")
 
@@ -141,3 +142,16 @@ def source_identity(url: str) -> str:
     if "://" not in url or url.startswith("file://"):
         return os.path.realpath(root)
     return f"{url.split('://', 1)[0]}://{root}"
+
+
+def link_problem(path: str, real_root: str) -> str | None:
+    """Why a file under a local source root is refused (a symlink leading outside `real_root`, a
+    realpath; a dangling link; not a regular file), else None. Ingest and validate both use it."""
+    real = os.path.realpath(path)
+    if not os.path.exists(real):
+        return f"symlink_dangling (-> {os.readlink(path) if os.path.islink(path) else real})"
+    if os.path.commonpath([real, real_root]) != real_root:
+        return f"symlink_outside_source (-> {real}, outside {real_root})"
+    if not os.path.isfile(real):
+        return "not_a_regular_file"
+    return None

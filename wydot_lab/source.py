@@ -1,7 +1,10 @@
 """Where BSM objects come from: a local folder or `s3://bucket[/prefix]` read through s3fs.
 
-A `Source` lists the objects of one UTC hour folder (with ETag and size) and reads
-their bytes, retrying throttling, 5xx and timeouts with exponential backoff.
+A `Source` lists the objects of one UTC hour folder (with ETag and size) and downloads
+their bytes checked against the listing (size, and MD5 where the ETag is a plain MD5),
+retrying throttling, 5xx, timeouts, short bodies and checksum errors with exponential
+backoff. A local source reads files linked from inside its root and refuses (names) links
+leading outside it.
 Every other failure becomes a `SourceError` whose one-line message names the
 bucket, the credential mode tried and the fix, so the CLI prints one line and a
 notebook shows the same text. Credentials are never parameters: a run names a
@@ -11,6 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import os
+import re
+import tempfile
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -32,7 +39,7 @@ TRANSIENT_TYPES = frozenset({
     "ReadTimeoutError", "ConnectTimeoutError", "ConnectionClosedError", "EndpointConnectionError",
     "ServerDisconnectedError", "ClientPayloadError", "ClientOSError", "IncompleteRead", "ResponseStreamingError",
     "FSTimeoutError", "TimeoutError", "ConnectionResetError", "ConnectionRefusedError", "ProxyConnectionError",
-    "HTTPClientError", "ServerTimeoutError"})
+    "HTTPClientError", "ServerTimeoutError", "FlexibleChecksumError", "IncompleteDownload"})
 UNREACHABLE_TYPES = frozenset({"EndpointConnectionError", "ConnectTimeoutError", "ConnectionRefusedError",
                                "ProxyConnectionError", "ClientConnectorError"})
 
@@ -48,6 +55,29 @@ class SourceError(RuntimeError):
         super().__init__(message)
         self.kind = kind
         self.hour = hour
+
+
+class IncompleteDownload(IOError):
+    """Bytes received differ from the listing (size, or MD5 against a plain ETag): retried like
+    a dropped connection, then the hour fails."""
+
+
+class SourceLayoutError(SourceError):
+    """The source URL names the pilot/type folders (or a pilot absent from the root)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "bad_source")
+
+
+DOWNLOAD_CHUNK = 8 << 20  # bytes per ranged GET / read while downloading
+SPOOL_MEMORY = 8 << 20  # a downloaded object up to this size stays in memory, a bigger one in a temp file
+_PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def plain_md5(etag: str) -> str | None:
+    """The MD5 an ETag is, if it is one (32 hex digits; `-N` multipart and SSE-KMS ETags are not)."""
+    e = etag.strip('"').lower()
+    return e if _PLAIN_MD5.match(e) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +291,11 @@ def translate(err: BaseException, spec: SourceSpec, what: str | None = None,
         return SourceError(
             f"{where}: cannot reach the endpoint {ep} (mode: {mode}); check the network/proxy or "
             "--endpoint-url URL", "unreachable", hour)
+    if "IncompleteDownload" in names:
+        first = next(str(e) for e in _chain(err) if type(e).__name__ == "IncompleteDownload")
+        return SourceError(
+            f"{what or where}: incomplete download after {spec.attempts} attempts ({first}; mode: {mode}); "
+            "the object is changing or a proxy cuts bodies: retry later or pass --allow-partial", "transient", hour)
     if is_transient(err):
         return SourceError(
             f"{what or where}: still failing after {spec.attempts} attempts with backoff "
@@ -288,28 +323,57 @@ def with_retries(fn: Callable[[], object], spec: SourceSpec, what: str, hour: dt
 
 
 class Source:
-    """List hour folders and read objects of one source (see module docstring)."""
+    """List hour folders and read objects of one source (see module docstring).
+
+    `refused`: {key: reason} of the objects listed but not read (symlinks leading outside a
+    local source root, dangling links, other non-files), kept for the run's summary.
+    """
 
     def __init__(self, spec: SourceSpec, fs: fsspec.AbstractFileSystem | None = None):
         self.spec = spec
         self.fs = fs if fs is not None else make_filesystem(spec)
         self._checked = False
+        self.refused: dict[str, str] = {}
 
     def hour_path(self, hour: dt.datetime) -> str:
         return f"{self.spec.root}/{layout.hour_prefix(self.spec.pilot, self.spec.message_type, hour)}"
 
     def check(self) -> None:
-        """Fail early with a clear message if the bucket/folder cannot be listed at all."""
+        """Fail early with a clear message if the bucket/folder cannot be listed at all, or if its
+        URL names the pilot/type folders themselves (the hour folders would be looked for below them)."""
         if self._checked:
             return
         root = self.spec.root
+        prefix = f"{root}/{self.spec.pilot}"
         if not self.spec.is_s3:
             if not self.fs.exists(root):
                 raise SourceError(f"{self.spec.display()}: source folder does not exist", "no_such_folder")
+            found = self.fs.exists(prefix)
         else:
-            prefix = f"{root}/{self.spec.pilot}"
-            with_retries(lambda: self._ls(prefix), self.spec, f"s3://{prefix}")
+            found = bool(with_retries(lambda: self._ls(prefix), self.spec, f"s3://{prefix}"))
+        if not found:
+            self._check_url_tail()
         self._checked = True
+
+    def _check_url_tail(self) -> None:
+        """The URL ends in `<pilot>[/<type>]` and the root has no `<pilot>` folder: name the URL to use."""
+        url = self.spec.url.rstrip("/")
+        tails = (f"/{self.spec.pilot}/{self.spec.message_type}", f"/{self.spec.pilot}")
+        for tail in tails:
+            if url.lower().endswith(tail.lower()):
+                base = url[: len(url) - len(tail)] or "/"
+                raise SourceLayoutError(
+                    f"{redact_url(url)} includes the pilot/type folders ({tail.lstrip('/')}); the source is the "
+                    f"folder or bucket above them: use {redact_url(base)} (pilot and type are --pilot "
+                    f"{self.spec.pilot} --type {self.spec.message_type})")
+
+    def pilots(self) -> list[str]:
+        """Folder names at the source root (for the advice when a range holds no object)."""
+        try:
+            return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in self._ls(self.spec.root)
+                          if e.get("type") == "directory")
+        except Exception:  # noqa: BLE001 - advice only
+            return []
 
     def _ls(self, path: str) -> list[dict]:
         """Entries of a folder, fresh from the store; an absent folder (not bucket) is empty."""
@@ -321,30 +385,83 @@ class Source:
             return []
 
     def list_hour(self, hour: dt.datetime) -> list[ObjectInfo]:
-        """Objects of one hour folder, sorted by key; an absent folder is an empty hour."""
+        """Objects of one hour folder, sorted by key; an absent folder is an empty hour. In a local
+        source, files linked from inside the root are listed; links leading outside it (or nowhere)
+        are refused and named in `refused`."""
         self.check()
         path = self.hour_path(hour)
         what = f"hour {layout.hour_label(hour)} ({self._url(path)}/)"
         entries = with_retries(lambda: self._ls(path), self.spec, what, hour)
         out = []
         root = self.spec.root.rstrip("/") + "/"
+        local = not self.spec.is_s3 and "://" not in self.spec.url
+        real_root = os.path.realpath(self.spec.root) if local else None
         for e in entries:
-            if e.get("type") != "file":
-                continue
             name = e["name"]
             base = name.rsplit("/", 1)[-1]
-            if base.startswith("."):
-                continue
             key = name[len(root):] if name.startswith(root) else name
+            if base.startswith(".") or e.get("type") == "directory":
+                continue
+            if local:
+                why = layout.link_problem(name, real_root)
+                if why:
+                    self.refused[key] = why
+                    continue
+                if e.get("islink") or e.get("type") != "file":
+                    st = os.stat(name)
+                    e = {"name": name, "size": st.st_size, "mtime": st.st_mtime, "type": "file"}
+            elif e.get("type") != "file":
+                continue
             out.append(ObjectInfo(key=key, path=name, size=int(e.get("size") or 0), etag=_etag(e), hour=hour))
         return sorted(out, key=lambda o: o.key)
 
-    def read(self, obj: ObjectInfo) -> bytes:
-        """The object's raw bytes (gzip is the ingest's business), with retries."""
+    def download(self, obj: ObjectInfo):
+        """The object's raw bytes (gzip is the ingest's business) as a binary file positioned at 0,
+        verified against the listing: its size, and its MD5 where the ETag is a plain MD5. A short
+        body or a mismatch is retried like a dropped connection; memory stays bounded (ranged
+        reads of `DOWNLOAD_CHUNK`; past `SPOOL_MEMORY` the bytes go to a temp file)."""
         what = f"hour {layout.hour_label(obj.hour)} object {self._url(obj.path)}"
-        if self.spec.is_s3 and obj.size < 32 << 20:  # one GET; s3fs would HEAD first to split it
-            return with_retries(lambda: self.fs.cat_file(obj.path, max_concurrency=1), self.spec, what, obj.hour)
-        return with_retries(lambda: self.fs.cat_file(obj.path), self.spec, what, obj.hour)
+        return with_retries(lambda: self._download(obj), self.spec, what, obj.hour)
+
+    def _download(self, obj: ObjectInfo):
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
+        md5 = plain_md5(obj.etag) if self.spec.is_s3 else None
+        digest = hashlib.md5(usedforsecurity=False) if md5 else None
+        got = 0
+        try:
+            if self.spec.is_s3:
+                while got < obj.size:  # one ranged GET per chunk: a short body shows as a short range
+                    want = min(DOWNLOAD_CHUNK, obj.size - got)
+                    data = self.fs.cat_file(obj.path, start=got, end=got + want)
+                    self._take(spool, digest, data)
+                    got += len(data)
+                    if len(data) != want:
+                        break
+            else:
+                with self.fs.open(obj.path, "rb") as f:
+                    while data := f.read(DOWNLOAD_CHUNK):
+                        self._take(spool, digest, data)
+                        got += len(data)
+            if got != obj.size:
+                raise IncompleteDownload(f"{got:,} bytes received, {obj.size:,} listed")
+            if digest is not None and digest.hexdigest() != md5:
+                raise IncompleteDownload(f"MD5 {digest.hexdigest()} != ETag {md5}")
+            spool.seek(0)
+            return spool
+        except BaseException:
+            spool.close()
+            raise
+
+    @staticmethod
+    def _take(spool, digest, data: bytes) -> None:
+        spool.write(data)
+        if digest is not None:
+            digest.update(data)
+
+    def read(self, obj: ObjectInfo) -> bytes:
+        """The object's verified raw bytes in memory (small objects; the fetch streams `download`)."""
+        with self.download(obj) as f:
+            return f.read()
 
     def _url(self, path: str) -> str:
         return f"s3://{path}" if self.spec.is_s3 else path
