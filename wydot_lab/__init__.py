@@ -46,7 +46,7 @@ _ENTRIES: dict[str, tuple[str, str]] = {
 }
 _MODULES = {"attacks", "cache", "cli", "config", "dedup", "dtg_csv", "experiment", "features",
             "fetch", "frames", "geo", "ingest", "layout", "maps", "models", "parse", "pipeline",
-            "plots", "schema", "source", "synth", "validate", "widgets"}
+            "plots", "report", "schema", "source", "synth", "validate", "widgets"}
 
 __all__ = sorted(_ENTRIES)
 

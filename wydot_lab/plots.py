@@ -21,6 +21,11 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100)
 
 
+def _below_suptitle(fig) -> None:
+    """tight_layout ignores the suptitle: keep the panels half an inch below it."""
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+
+
 def quarantine_reasons(reasons: Mapping[str, int], quarantined: int, records: int, period: str):
     """Bars of quarantined records per named rule (a record failing several counts under each)."""
     items = sorted(reasons.items(), key=lambda kv: kv[1]) or [("(none)", 0)]
@@ -56,7 +61,7 @@ def feature_distributions(feats: pd.DataFrame, names: list[str], within_run: np.
         ax.tick_params(labelsize=8)
     fig.suptitle(f"Feature distributions, clean records {period} (each clipped to its 1st-99th "
                  "percentile)", x=0.01, ha="left", fontsize=13)
-    fig.tight_layout()
+    _below_suptitle(fig)
     return fig
 
 
@@ -91,7 +96,7 @@ def confusion_matrices(msg: pd.DataFrame, detectors: list[str], share: float):
         ax.set_title(det, fontsize=10)
     fig.suptitle(f"Confusion matrices, per-attack models summed over {msg['attack'].nunique()} "
                  f"attacks, share {share}", fontsize=11)
-    fig.tight_layout()
+    _below_suptitle(fig)
     return fig
 
 
