@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "or folders of them")
     v.add_argument("--quarantine", help="write quarantined records to this Parquet file")
     v.add_argument("--unknown-version", choices=["raise", "quarantine"], default="raise",
-                   help="a record of an ODE schemaVersion outside 1..6: stop with its file and line (default), "
+                   help="a record of an ODE schemaVersion outside 1..9: stop with its file and line (default), "
                         "or quarantine it as unknown_schema_version")
     v.set_defaults(func=_cmd_validate)
 

@@ -762,8 +762,8 @@ DEFECTS = {
         rb'("transmission":"NEUTRAL","speed":)[0-9.]+', rb'\1"unavailable"', rec)),
     "missing_coreData": DefectKind("missing_coreData", lambda rec, u: rec[:rec.index(b'"coreData":')]
                                    + rec[rec.index(b'"partII":'):]),
-    "unknown_schema_version": DefectKind("unknown_schema_version", lambda rec, u: _sub1(  # schemaVersion 9
-        rb'"schemaVersion":6,', b'"schemaVersion":9,', rec)),
+    "unknown_schema_version": DefectKind("unknown_schema_version", lambda rec, u: _sub1(  # the first unknown: 10
+        rb'"schemaVersion":6,', b'"schemaVersion":10,', rec)),
     "out_of_range": DefectKind("heading_range", lambda rec, u: _sub1(  # coreData.heading 400
         rb'("heading":)[0-9.]+(,"brakes")', rb"\g<1>400.0000\2", rec)),
     "bad_timestamp": DefectKind("bad_timestamp", lambda rec, u: _bad_time(rec)),  # CSV export's "%m/%d/%Y %I:%M:%S %p"
@@ -825,6 +825,7 @@ def to_table(b: Block, bad: Defects = _NO_DEFECTS) -> pa.Table:
     data = {
         "metadata_generatedAt": ts,
         "metadata_receivedAt": pa.array(m["received_ms"], pa.timestamp("ms", tz="UTC")),
+        "metadata_generatedAt_source": pa.array(np.full(n, "recordGeneratedAt")),
         "metadata_recordType": pa.array(np.full(n, "bsmTx")),
         "metadata_schemaVersion": pa.array(np.full(n, 6, dtype=np.int8)),
         "metadata_bsmSource": pa.array(np.full(n, "EV")),
