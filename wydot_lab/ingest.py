@@ -446,7 +446,7 @@ def flatten(recs: list[parse.Record], source_object: str, lines: list[int], part
             frames: list[int] | None = None) -> tuple[pa.Table, pa.Array, np.ndarray]:
     """Decoded BSM records and their `_part2` -> (canonical table, each row's record-time text
     as read (null where absent), the column name of the key it was read from). `frames`: the
-    indices of v9 records (J2735 frame, `_part2(.., _split_frame)`), flattened apart and put back in place."""
+    indices of v9 records (J2735 frame, `_split_frame` parts), flattened apart and put back in place."""
     if not frames:
         return _flatten(recs, source_object, lines, parts, False)
     is_frame = np.zeros(len(recs), bool)
@@ -667,14 +667,10 @@ class _Lines:
                         self._quarantine(lineno, line, ["missing_coreData"])
                         continue
                     frames.append(len(recs))  # v9: the J2735 frame, in its own units
-                    parts.append(_part2(bsm.partII, _split_frame))
-                    recs.append(rec)
-                    rec_lines.append(lineno)
-                    rec_text.append(line)
-                    if len(recs) == BATCH:
-                        flush()
-                    continue
-            parts.append(_part2(pl.data.partII))
+            if frames and frames[-1] == len(recs):
+                parts.append(_part2(pl.data.value.BasicSafetyMessage.partII, _split_frame))
+            else:
+                parts.append(_part2(pl.data.partII))
             recs.append(rec)
             rec_lines.append(lineno)
             rec_text.append(line)
