@@ -229,6 +229,17 @@ def test_mixed_versions_in_one_file_keep_line_order():
     alone = pa.concat_tables([_ingest(ln).valid for ln in lines])
     drop = ["source_line"]
     assert r.valid.drop(drop).equals(alone.drop(drop))
+    # a bad record of either shape is set aside with its own line and text
+    fast = _v9()
+    _core(fast)["speed"] = 9000
+    slow = json.loads(V6.read_text())
+    slow["payload"]["data"]["coreData"]["speed"] = 180.0
+    r = _ingest(lines[0], fast, lines[1], slow, lines[3])
+    q = r.quarantine.to_pylist()
+    assert [(x["source_line"], x["reasons"]) for x in q] == [(2, ["speed_range 180 (allowed 0..163.8)"]),
+                                                           (4, ["speed_range 180 (allowed 0..163.8)"])]
+    assert [json.loads(x["line"]) for x in q] == [fast, slow]
+    assert r.valid.column("source_line").to_pylist() == [1, 3, 5]
 
 
 def test_unknown_newer_version_is_a_named_quarantine_reason_listing_the_supported():

@@ -442,25 +442,11 @@ def _to_float(values: pa.Array | list) -> pa.Array:
     return out
 
 
-def flatten(recs: list[parse.Record], source_object: str, lines: list[int], parts: list,
-            frames: list[int] | None = None) -> tuple[pa.Table, pa.Array, np.ndarray]:
-    """Decoded BSM records and their `_part2` -> (canonical table, each row's record-time text
-    as read (null where absent), the column name of the key it was read from). `frames`: the
-    indices of v9 records (J2735 frame, `_split_frame` parts), flattened apart and put back in place."""
-    if not frames:
-        return _flatten(recs, source_object, lines, parts, False)
-    is_frame = np.zeros(len(recs), bool)
-    is_frame[frames] = True
-    groups = [np.flatnonzero(~is_frame), np.flatnonzero(is_frame)]
-    done = [_flatten([recs[i] for i in g], source_object, [lines[i] for i in g], [parts[i] for i in g], frame)
-            for g, frame in zip(groups, (False, True)) if len(g)]
-    back = pa.array(np.argsort(np.concatenate([g for g in groups if len(g)]), kind="stable"))
-    return (pa.concat_tables([d[0] for d in done]).take(back), pa.concat_arrays([d[1] for d in done]).take(back),
-            np.concatenate([d[2] for d in done])[back.to_numpy()])
-
-
-def _flatten(recs: list[parse.Record], source_object: str, lines: list[int], parts: list, frame: bool
-             ) -> tuple[pa.Table, pa.Array, np.ndarray]:
+def flatten(recs: list[parse.Record], source_object: str, lines: list[int], parts: list, frame: bool = False
+            ) -> tuple[pa.Table, pa.Array, np.ndarray]:
+    """Decoded BSM records of one shape and their `_part2` -> (canonical table, each row's
+    record-time text as read (null where absent), the column name of the key it was read
+    from). `frame`: v9 records (the J2735 frame, `_split_frame` parts, J2735 units)."""
     n = len(recs)
     if n == 0:
         return BSM_SCHEMA.empty_table(), pa.array([], pa.string()), np.zeros(0, object)
@@ -585,6 +571,59 @@ def _ingest_bytes(data: bytes, source_object: str, unknown_version: str) -> Inge
     return lines_in.result(issues)
 
 
+class _Shape:
+    """The records of one shape in one `_Lines.feed`, flattened a batch at a time: small batches
+    keep the decoded objects cache-resident (~1.5x faster than one big batch), and each batch is
+    of one shape, so a file mixing v9 and older records pays no per-batch split."""
+
+    def __init__(self, source_object: str, frame: bool):
+        self.source_object, self.frame = source_object, frame
+        self.recs: list[parse.Record] = []
+        self.parts: list = []
+        self.lines: list[int] = []  # every row's line (the feed's), and its text
+        self.texts: list[bytes | memoryview] = []
+        self.tables: list[pa.Table] = []
+        self.gen_texts: list[pa.Array] = []
+        self.gen_fields: list[np.ndarray] = []
+
+    def add(self, rec: parse.Record, part, lineno: int, line: bytes | memoryview) -> None:
+        self.recs.append(rec)
+        self.parts.append(part)
+        self.lines.append(lineno)
+        self.texts.append(line)
+        if len(self.recs) == BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.recs:
+            t, text, field = flatten(self.recs, self.source_object, self.lines[len(self.lines) - len(self.recs):],
+                                     self.parts, self.frame)
+            self.tables.append(t)
+            self.gen_texts.append(text)
+            self.gen_fields.append(field)
+        self.recs.clear()
+        self.parts.clear()
+
+    @staticmethod
+    def merged(*shapes: "_Shape") -> tuple[pa.Table, pa.Array, np.ndarray, list[int], list]:
+        """(table, record-time texts, their fields, lines, texts) of all shapes, in line order."""
+        used = [s for s in shapes if s.tables]
+        if not used:  # still validated, so every rule reports its count (0)
+            return BSM_SCHEMA.empty_table(), pa.array([], pa.string()), np.zeros(0, object), [], []
+        tables = [t for s in used for t in s.tables]
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        text = pa.concat_arrays([t for s in used for t in s.gen_texts])
+        fields = np.concatenate([f for s in used for f in s.gen_fields])
+        if len(used) == 1:
+            return table, text, fields, used[0].lines, used[0].texts
+        lines = [n for s in used for n in s.lines]
+        texts = [t for s in used for t in s.texts]
+        order = np.argsort(np.asarray(lines), kind="stable")  # both shapes in one feed: back to line order
+        take = pa.array(order)
+        return (table.take(take), text.take(take), fields[order], [lines[i] for i in order],
+                [texts[i] for i in order])
+
+
 class _Lines:
     """The per-line core: decode, classify, flatten, validate the lines of one `feed`. Only
     the text of lines set aside is kept, so the fed buffer can go as soon as `feed` returns
@@ -609,27 +648,10 @@ class _Lines:
 
     def feed(self, numbered: Iterable[tuple[int, bytes | memoryview]]) -> None:
         source_object, unknown_version = self.source_object, self.unknown_version
-        recs: list[parse.Record] = []
-        rec_lines: list[int] = []
-        rec_text: list[bytes | memoryview] = []
-        parts: list = []
-        frames: list[int] = []  # batch indices of v9 records
+        ode, frames = _Shape(source_object, False), _Shape(source_object, True)  # v1..v8 / v9 records
+        recs, parts, rec_lines, rec_text = ode.recs, ode.parts, ode.lines, ode.texts  # the hot path's, bound once
         decode = parse.record_decoder.decode
-        tables: list[pa.Table] = []
-        gen_texts: list[pa.Array] = []
-        gen_fields: list[np.ndarray] = []
         lines_read = 0
-
-        def flush() -> None:
-            # small batches keep the decoded objects cache-resident (~1.5x faster than one big batch)
-            if recs:
-                t, text, field = flatten(recs, source_object, rec_lines[len(rec_lines) - len(recs):], parts, frames)
-                tables.append(t)
-                gen_texts.append(text)
-                gen_fields.append(field)
-            recs.clear()
-            parts.clear()
-            frames.clear()
 
         for lineno, line in numbered:
             lines_read += 1
@@ -666,26 +688,20 @@ class _Lines:
                     if bsm is None or bsm.coreData is None:
                         self._quarantine(lineno, line, ["missing_coreData"])
                         continue
-                    frames.append(len(recs))  # v9: the J2735 frame, in its own units
-            if frames and frames[-1] == len(recs):
-                parts.append(_part2(pl.data.value.BasicSafetyMessage.partII, _split_frame))
-            else:
-                parts.append(_part2(pl.data.partII))
+                    frames.add(rec, _part2(bsm.partII, _split_frame), lineno, line)  # v9, in its own units
+                    continue
+            parts.append(_part2(pl.data.partII))
             recs.append(rec)
             rec_lines.append(lineno)
             rec_text.append(line)
             if len(recs) == BATCH:
-                flush()
-        flush()
+                ode.flush()
+        ode.flush()
+        frames.flush()
         self.records += lines_read
-        if not tables:  # still validated, so every rule reports its count (0)
-            tables.append(BSM_SCHEMA.empty_table())
-            gen_texts.append(pa.array([], pa.string()))
-            gen_fields.append(np.zeros(0, object))
-        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        gen_text = pa.concat_arrays(gen_texts)
+        table, gen_text, fields, rec_lines, rec_text = _Shape.merged(ode, frames)
         errors, warnings = validate.check(table, gen_text.is_valid().to_numpy(zero_copy_only=False))
-        bad, reasons = validate.reasons_per_row(errors, table, gen_text, np.concatenate(gen_fields))
+        bad, reasons = validate.reasons_per_row(errors, table, gen_text, fields)
         self.rule_counts.update({k: int(v.sum()) for k, v in {**errors, **warnings}.items()})
         for i, rs in zip(np.flatnonzero(bad), reasons):
             self.q_rows.append((rec_lines[i], _text(rec_text[i]), rs))
