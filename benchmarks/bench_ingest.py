@@ -1,7 +1,7 @@
 """Ingest speed: NDJSON -> validated canonical Parquet, beside json.loads + pandas.json_normalize.
 
-Same file, same run. The file is the 50 real WYDOT records of test_data/real_wydot
-(v1..v6, real formatting) repeated to N lines, so both paths see real-world shapes.
+Same file, same run. The file is the 57 real ODE records of test_data/real_wydot
+(v1..v9, real formatting) repeated to N lines, so both paths see real-world shapes.
 Ours = `ingest.ingest_to_parquet` (valid, quarantine and non-BSM Parquet; a file this big
 is split across all CPUs, one process is printed too); the peer is single-process pandas.
 Usage: python benchmarks/bench_ingest.py [N]

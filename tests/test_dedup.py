@@ -95,14 +95,15 @@ def test_either_received_mark_loses_to_the_own_copy(marks):
 
 
 def test_real_records_hold_two_copies():
-    """The samples hold one BSM in both schema versions 5 and 6, and one BSM that two rxMsg logs
-    recorded 0.3 s apart."""
+    """The samples hold one BSM in both schema versions 5 and 6, one in both 7 and 8, and one BSM
+    that two rxMsg logs recorded 0.3 s apart."""
     frame = to_frame(ingest.ingest_paths([REAL_DIR]).valid)
     out, report = dedup.collapse(frame)
-    assert report["copies_dropped"] == 2 and report["logged_more_than_once"] == 2
+    assert report["copies_dropped"] == 3 and report["logged_more_than_once"] == 3
     dropped = frame.drop(index=out.index)
-    assert sorted(zip(dropped["coreData_msgCnt"], dropped["coreData_secMark"])) == [(55, 57710), (127, 28589)]
-    assert len(out) == 48
+    assert sorted(zip(dropped["coreData_msgCnt"], dropped["coreData_secMark"])) == [(37, 25399), (55, 57710),
+                                                                                   (127, 28589)]
+    assert len(out) == 54
 
 
 def test_copies_up_to_the_window_collapse():

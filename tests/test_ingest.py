@@ -22,6 +22,7 @@ from wydot_lab.schema import BSM_SCHEMA
 
 V6 = REAL_DIR / "01_sandbox_sample_bsm_schemaVersion6.ndjson"
 V5 = REAL_DIR / "01_sandbox_sample_bsm_schemaVersion5.ndjson"
+REAL_RECORDS, REAL_FILES, REAL_OUTSIDE_WY = 57, 16, 25  # test_data/real_wydot (SOURCES.md)
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +44,12 @@ def _adds_up(r: ingest.IngestResult) -> dict:
     return c
 
 
-def test_all_fifty_real_records_load_valid(real):
+def test_all_real_records_load_valid(real):
     c = _adds_up(real)
-    assert c["valid"] == 50 and c["quarantined"] == 0 and c["files"] == 12
+    assert c["valid"] == REAL_RECORDS and c["quarantined"] == 0 and c["files"] == REAL_FILES
     assert real.valid.schema.equals(BSM_SCHEMA)
     versions = set(real.valid.column("metadata_schemaVersion").to_pylist())
-    assert versions == {1, 3, 5, 6}
+    assert versions == {1, 3, 5, 6, 7, 8, 9}
 
 
 @pytest.mark.parametrize(
@@ -141,19 +142,19 @@ def _big_mixed_file(tmp_path) -> Path:
 
 
 def _put_unknown_version(path: Path, where: float) -> int:
-    """Replace the line at `where` (share of the file) with a schemaVersion 9 record; its line number."""
+    """Replace the line at `where` (share of the file) with a schemaVersion 10 record; its line number."""
     lines = path.read_bytes().split(b"\r\n")
     k = int(len(lines) * where)
-    v9 = _v6_record()
-    v9["metadata"]["schemaVersion"] = 9
-    lines[k] = _line(v9)
+    v10 = _v6_record()
+    v10["metadata"]["schemaVersion"] = 10
+    lines[k] = _line(v10)
     path.write_bytes(b"\r\n".join(lines))
     return k + 1
 
 
 def _same_result(got: ingest.IngestResult, want: ingest.IngestResult) -> None:
     c = _adds_up(got)
-    assert c == want.counts() and c["valid"] == 12 * 50 and c["quarantined"] == 24 and c["non_bsm"] == 12
+    assert c == want.counts() and c["valid"] == 12 * REAL_RECORDS and c["quarantined"] == 24 and c["non_bsm"] == 12
     assert got.valid.equals(want.valid)  # includes source_line: numbering continues across pieces
     assert got.quarantine.equals(want.quarantine) and got.non_bsm.equals(want.non_bsm)
     assert got.rule_counts == want.rule_counts
@@ -362,11 +363,12 @@ def test_every_failed_rule_is_listed():
 
 
 def test_unknown_schema_version_is_a_clear_error_or_quarantined():
-    bad = V6.read_bytes().replace(b'"schemaVersion":6', b'"schemaVersion":9')
-    with pytest.raises(ingest.SchemaVersionError, match=r"v9\.ndjson:1: unknown ODE schemaVersion 9"):
-        ingest.ingest_bytes(bad, "v9.ndjson")
-    r = ingest.ingest_bytes(bad, "v9.ndjson", unknown_version="quarantine")
-    assert r.quarantine.column("reasons").to_pylist() == [["unknown_schema_version 9"]]
+    bad = V6.read_bytes().replace(b'"schemaVersion":6', b'"schemaVersion":10')
+    with pytest.raises(ingest.SchemaVersionError,
+                       match=r"v10\.ndjson:1: unknown ODE schemaVersion 10 \(supported: 1\.\.9\)"):
+        ingest.ingest_bytes(bad, "v10.ndjson")
+    r = ingest.ingest_bytes(bad, "v10.ndjson", unknown_version="quarantine")
+    assert r.quarantine.column("reasons").to_pylist() == [["unknown_schema_version 10 (supported: 1..9)"]]
 
 
 def test_tim_records_are_counted_aside_by_type():
@@ -413,7 +415,7 @@ def test_data_transportation_gov_csv_exports(real, tmp_path, lower_case):
     dtg_csv.to_download_csv(real.valid, path, lower_case=lower_case)
     r = ingest.ingest_paths([path])
     c = _adds_up(r)
-    assert c["valid"] == 50
+    assert c["valid"] == REAL_RECORDS
     a, b = r.valid.to_pandas(), real.valid.to_pandas()
     for col in ("coreData_id", "coreData_position_lat", "coreData_position_long", "coreData_speed",
                 "coreData_heading", "coreData_secMark", "metadata_schemaVersion"):
@@ -458,19 +460,19 @@ def test_cli_validate_prints_summary_last(tmp_path):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["records"] == summary["valid"] + summary["quarantined"] + summary["non_bsm"] + summary["blank"]
-    assert (summary["valid"], summary["quarantined"], summary["blank"], summary["files"]) == (51, 1, 1, 13)
+    assert (summary["valid"], summary["quarantined"], summary["blank"], summary["files"]) == (REAL_RECORDS + 1, 1, 1, REAL_FILES + 1)
     assert summary["rules"]["not_json"] == 1 and summary["rules"]["outside_wyoming"] >= 18
     assert "bad.ndjson" in out.stderr
 
 
 def test_cli_validate_unknown_version_stops_or_quarantines(tmp_path):
-    v9 = tmp_path / "v9.ndjson"
+    v10 = tmp_path / "v10.ndjson"
     rec = V6.read_text().strip()
-    v9.write_text(rec + "\n" + rec.replace('"schemaVersion":6', '"schemaVersion":9') + "\n")
-    cmd = [sys.executable, "-m", "wydot_lab.cli", "validate", str(v9)]
+    v10.write_text(rec + "\n" + rec.replace('"schemaVersion":6', '"schemaVersion":10') + "\n")
+    cmd = [sys.executable, "-m", "wydot_lab.cli", "validate", str(v10)]
     stop = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert stop.returncode == 2 and stop.stdout == ""
-    assert f"{v9}:2: unknown ODE schemaVersion 9" in stop.stderr and "--unknown-version quarantine" in stop.stderr
+    assert f"{v10}:2: unknown ODE schemaVersion 10 (supported: 1..9)" in stop.stderr and "--unknown-version quarantine" in stop.stderr
     assert stop.stderr.strip().count("\n") == 0
     go = subprocess.run(cmd + ["--unknown-version", "quarantine"], capture_output=True, text=True, timeout=120)
     assert go.returncode == 0, go.stderr
@@ -495,7 +497,7 @@ def test_every_row_keeps_provenance(real):
 def test_a_folder_given_as_one_file_names_the_call_that_reads_it():
     with pytest.raises(IsADirectoryError, match=r"is a folder: ingest_paths\("):
         ingest.ingest_file(REAL_DIR)
-    assert ingest.ingest_paths(str(REAL_DIR)).counts()["valid"] == 50
+    assert ingest.ingest_paths(str(REAL_DIR)).counts()["valid"] == REAL_RECORDS
 
 
 def test_a_reason_quotes_at_most_40_characters_of_a_value():
@@ -566,9 +568,9 @@ def test_outside_wyoming_counts_only_positions_in_range(real, tmp_path):
     _, warn = validate.check(r.valid)
     assert warn["outside_wyoming"].tolist() == [False, True]
     # the real Colorado test drives keep counting, in ODE output and in a CSV export of it
-    assert (real.counts()["valid"], real.counts()["quarantined"], real.rule_counts["outside_wyoming"]) == (50, 0, 18)
+    assert (real.counts()["valid"], real.counts()["quarantined"], real.rule_counts["outside_wyoming"]) == (REAL_RECORDS, 0, REAL_OUTSIDE_WY)
     dtg_csv.to_download_csv(real.valid, tmp_path / "real.csv")
-    assert ingest.ingest_paths([tmp_path / "real.csv"]).rule_counts["outside_wyoming"] == 18
+    assert ingest.ingest_paths([tmp_path / "real.csv"]).rule_counts["outside_wyoming"] == REAL_OUTSIDE_WY
 
 
 def test_csv_empty_lat_long_cells_are_filled_from_the_point_text(tmp_path):

@@ -416,3 +416,100 @@ def test_bucket_locate_equals_the_binary_search():
         ref_i, ref_t = c._locate(s)
         assert np.array_equal(i - (0 if east else synth._lines().offset), ref_i)
         assert np.array_equal(t, ref_t)
+
+
+# --------------------------------------------------------------------------- schema versions 7..9
+def _keys(obj, prefix=""):
+    out = set()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out |= {prefix + k} | _keys(v, prefix + k + ".")
+    elif isinstance(obj, list):
+        for v in obj:
+            out |= _keys(v, prefix)
+    return out
+
+
+def _first_record(root: Path) -> dict:
+    return json.loads(next(p for p in sorted(root.rglob("*")) if p.is_file()).read_text().splitlines()[0])
+
+
+@pytest.mark.parametrize("version", [7, 8, 9])
+def test_every_version_ingests_to_what_the_summary_and_the_in_memory_table_say(tmp_path, version):
+    s = synth.write_corpus(tmp_path, **DEFECTIVE, schema_version=version)
+    r = ingest.ingest_paths([tmp_path], unknown_version="quarantine")
+    assert r.counts() == {k: s[k] for k in COUNTS} and set(s["defects"]) == set(synth.KINDS)
+    assert set(r.quarantine_reasons()) == {synth.DEFECTS[k].outcome for k in synth.KINDS} - set(synth.NOT_QUARANTINED)
+    assert set(r.valid.column("metadata_schemaVersion").to_pylist()) == {version}
+    key = [("source_object", "ascending"), ("source_line", "ascending")]
+    got = r.valid.set_column(r.valid.schema.get_field_index("source_object"), "source_object",
+                             pc.replace_substring_regex(r.valid["source_object"], r"^.*/(wydot/BSM/)", r"\1"))
+    assert got.sort_by(key).equals(synth.generate(**DEFECTIVE, schema_version=version).sort_by(key))
+
+
+def test_v9_records_have_the_shape_of_the_real_v9_samples(tmp_path):
+    synth.write_corpus(tmp_path, **PARAMS, schema_version=9)
+    ours = _first_record(tmp_path)
+    real = json.loads((REAL_DIR / "13_jpo-cvdp_CO-Motorways_test_subset_schemaVersion9.ndjson").read_text().splitlines()[1])
+    optional = {"asn1", "originIp", "isCertPresent"}  # a decoded packet's, not a log record's
+    assert {k for k in _keys(real["metadata"]) if k.split(".")[0] not in optional} <= _keys(ours["metadata"])
+    bsm = lambda rec: rec["payload"]["data"]["value"]["BasicSafetyMessage"]  # noqa: E731
+    assert _keys(bsm(real)["coreData"]) - {"angle"} <= _keys(bsm(ours)["coreData"])
+    assert _keys(bsm(real)["partII"][0]) <= _keys(bsm(ours)["partII"][0])  # VehicleSafetyExtensions
+    assert (ours["payload"]["dataType"], ours["metadata"]["payloadType"]) == (real["payload"]["dataType"],
+                                                                            real["metadata"]["payloadType"])
+    core = bsm(ours)["coreData"]
+    assert all(isinstance(core[k], int) for k in ("lat", "long", "elev", "speed", "heading"))
+    assert ours["metadata"]["schemaVersion"] == 9 and ours["metadata"]["recordGeneratedAt"]
+
+
+def test_v9_corpus_gives_the_table_and_metrics_of_the_same_records_written_as_v6(tmp_path):
+    """The same seed written as v6 and as v9 (both on J2735's grid: v9 cannot carry finer
+    values, so the v6 copy is written from the same numbers) ingests to the same canonical
+    table, apart from which version wrote it and where, and the experiment scores both alike."""
+    from wydot_lab import experiment
+
+    tables = {}
+    for version in (6, 9):
+        out = tmp_path / f"v{version}"
+        synth.write_corpus(out, **DEFECTIVE, schema_version=version, j2735_grid=True)
+        valid = ingest.ingest_paths([out], unknown_version="quarantine").valid
+        tables[version] = valid.set_column(valid.schema.get_field_index("source_object"), "source_object",
+                                           pc.replace_substring(valid["source_object"], str(out), ""))
+    versioned = ["metadata_schemaVersion", "metadata_payloadType"]
+    assert [set(tables[v].column("metadata_schemaVersion").to_pylist()) for v in (6, 9)] == [{6}, {9}]
+    assert tables[6].drop(versioned).equals(tables[9].drop(versioned))
+    assert tables[6].num_rows == 100 * 24  # records_per_hour x 24 hours
+    # the accuracy ellipse: v9's steps, and the default v6 corpus keeps its finer ones
+    semi = tables[9].column("coreData_accuracy_semiMajor").to_numpy()
+    assert np.allclose(semi * 20, np.rint(semi * 20), atol=1e-9)
+    plain = synth.generate(**PARAMS).column("coreData_accuracy_semiMajor").to_numpy()
+    assert not np.allclose(plain * 20, np.rint(plain * 20), atol=1e-9)
+    params = config.from_dict({
+        "attacks": {"attacker_share": 0.3, "seed": 3,
+                    "kinds": [{"name": "const_offset", "min_m": 100, "max_m": 200}, {"name": "eventual_stop"}]},
+        "model": {"n_estimators": 10, "test_share": 0.3, "seed": 5, "detectors": ["rules", "random_forest"]},
+    })
+    results = [experiment.run(params, tmp_path / f"run{v}", table=tables[v]) for v in (6, 9)]
+    pd.testing.assert_frame_equal(results[0], results[1])
+    assert results[0]["f1"].notna().any()
+
+
+def test_cli_schema_version_flag(tmp_path, capsys):
+    args = ["synth", "--days", "1", "--vehicles", "5", "--records-per-hour", "20", "--seed", "2"]
+    assert cli.main([*args, "--out", str(tmp_path / "v9"), "--schema-version", "9"]) == 0
+    assert _first_record(tmp_path / "v9")["metadata"]["schemaVersion"] == 9
+    assert cli.main([*args, "--out", str(tmp_path / "v8"), "--schema-version", "8"]) == 0
+    md = _first_record(tmp_path / "v8")["metadata"]
+    assert (md["schemaVersion"], md["maxDurationTime"], md["odePacketID"]) == (8, 0, "")
+    capsys.readouterr()
+    assert cli.main([*args, "--out", str(tmp_path / "v10"), "--schema-version", "10"]) == 2
+    assert "synth.schema_version" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="j2735_grid"):
+        synth.write_corpus(tmp_path / "x", **PARAMS, schema_version=9, j2735_grid=False)
+
+
+def test_a_path_history_too_long_for_j2735_is_refused_not_wrapped(tmp_path):
+    with pytest.raises(ValueError, match="latOffset|lonOffset"):  # 0.02 Hz: crumbs span 60 s, ~2 km
+        synth.write_corpus(tmp_path, "2021-04-01", days=1, vehicles=3, rate_hz=0.02, seed=1, records_per_hour=20,
+                           schema_version=9)

@@ -69,12 +69,14 @@ def _cmd_synth(args: argparse.Namespace) -> dict:
     # defaults: the `synth` section of --params (or its built-in defaults); given flags win
     base = config.load(args.params).synth if args.params else config.SynthParams()
     flags = {"start": args.start, "days": args.days, "vehicles": args.vehicles, "rate_hz": args.rate,
-             "seed": args.seed, "records_per_hour": args.records_per_hour, "defect_share": args.defect_share}
+             "seed": args.seed, "records_per_hour": args.records_per_hour, "defect_share": args.defect_share,
+             "schema_version": args.schema_version}
     merged = {**base.model_dump(), **{k: v for k, v in flags.items() if v is not None}}
     sp = config.from_dict({"synth": merged}, origin="command line").synth  # a bad flag: one line naming its key
     return synth.write_corpus(args.out, start=str(sp.start), days=sp.days, vehicles=sp.vehicles, rate_hz=sp.rate_hz,
                               seed=sp.seed, records_per_hour=sp.records_per_hour, defect_share=sp.defect_share,
-                              workers=args.workers, progress=_log)
+                              schema_version=sp.schema_version, j2735_grid=sp.j2735_grid, workers=args.workers,
+                              progress=_log)
 
 
 def _cmd_validate(args: argparse.Namespace) -> dict:
@@ -144,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--defect-share", type=float, default=None,
                    help="share of the lines written that are defect lines (truncated, TIM, wrong type, ...), "
                         "on top of the valid records; in [0, 0.5] (default 0; params/default.yaml: 0.005)")
+    s.add_argument("--schema-version", type=int, default=None,
+                   help="ODE schemaVersion to write, 6..9 (default 6); 9 is the J2735 message frame in integer "
+                        "units, with the accuracy ellipse on J2735's steps (synth.j2735_grid)")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs for big corpora)")
     s.set_defaults(func=_cmd_synth)
 
@@ -152,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "or folders of them")
     v.add_argument("--quarantine", help="write quarantined records to this Parquet file")
     v.add_argument("--unknown-version", choices=["raise", "quarantine"], default="raise",
-                   help="a record of an ODE schemaVersion outside 1..6: stop with its file and line (default), "
+                   help="a record of an ODE schemaVersion outside 1..9: stop with its file and line (default), "
                         "or quarantine it as unknown_schema_version")
     v.set_defaults(func=_cmd_validate)
 

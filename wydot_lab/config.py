@@ -115,6 +115,19 @@ class SynthParams(_Strict):
     # share of the lines that are defects (default.yaml: 0.005); capped: n * share / (1 - share)
     # defect lines per n records explodes towards 1
     defect_share: float = Field(0.0, ge=0, le=MAX_DEFECT_SHARE, allow_inf_nan=False)
+    schema_version: int = Field(6, ge=6, le=9)  # the ODE schemaVersion written; 9 = J2735 frame, integer units
+    # accuracy ellipse on J2735's steps (0.05 m, 360/65535 deg); null: on for 9 (which needs it), off for 6..8
+    j2735_grid: bool | None = None
+
+    @property
+    def grid(self) -> bool:
+        return self.schema_version == 9 if self.j2735_grid is None else self.j2735_grid
+
+    @model_validator(mode="after")
+    def _grid_for_v9(self) -> "SynthParams":
+        if self.schema_version == 9 and self.j2735_grid is False:
+            raise ValueError("j2735_grid: false cannot be written as schema_version 9 (J2735 integers carry only its steps)")
+        return self
 
 
 class FeatureParams(_Strict):

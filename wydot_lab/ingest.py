@@ -33,7 +33,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wydot_lab import parse, validate
-from wydot_lab.schema import BSM_SCHEMA, CRUMB, NON_BSM_SCHEMA, QUARANTINE_SCHEMA, SUPPORTED_SCHEMA_VERSIONS
+from wydot_lab.schema import (BSM_SCHEMA, CRUMB, NON_BSM_SCHEMA, QUARANTINE_SCHEMA, RECEIVED_FALLBACK_VERSION,
+                              SUPPORTED_SCHEMA_VERSIONS)
 
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
@@ -52,12 +53,18 @@ class SchemaVersionError(IngestError):
     """A record declares an ODE schemaVersion this toolkit does not know."""
 
     def __init__(self, source_object: str, lineno: int, version):
-        super().__init__(f"{source_object}:{lineno}: unknown ODE schemaVersion {version} "
-                         f"(supported: {min(SUPPORTED_SCHEMA_VERSIONS)}..{max(SUPPORTED_SCHEMA_VERSIONS)})")
+        super().__init__(f"{source_object}:{lineno}: unknown ODE schemaVersion {version} ({supported_versions()})")
         self.source_object, self.lineno, self.version = source_object, lineno, version
 
     def __reduce__(self):  # crosses process boundaries with its fields
         return type(self), (self.source_object, self.lineno, self.version)
+
+
+def supported_versions() -> str:
+    """"supported: 1..9": what an unknown schemaVersion's error and quarantine reason say."""
+    lo, hi = min(SUPPORTED_SCHEMA_VERSIONS), max(SUPPORTED_SCHEMA_VERSIONS)
+    assert SUPPORTED_SCHEMA_VERSIONS == frozenset(range(lo, hi + 1))
+    return f"supported: {lo}..{hi}"
 
 
 @dataclasses.dataclass
@@ -338,22 +345,28 @@ def _text(line: bytes | memoryview) -> str:
 
 # ---------------------------------------------------------------- flatten
 
-def _row(rec: parse.Record):
-    md = rec.metadata or _EMPTY_MD
-    cd = rec.payload.data.coreData
+def _meta(md: parse.Metadata) -> tuple:
+    """The metadata columns of `_row` (times still as text); v9 names bsmSource `source`."""
     sid = md.serialId
     rmd = md.receivedMessageDetails
     loc = rmd.locationData if rmd is not None and rmd.locationData is not None else _EMPTY_LOC
-    pos, acc, accu, br, size = cd.position, cd.accelSet, cd.accuracy, cd.brakes, cd.size
-    wb = br.wheelBrakes
     return (
         md.recordGeneratedAt or md.generatedAt,
         md.odeReceivedAt or md.receivedAt,
-        md.recordType, md.schemaVersion, md.bsmSource, md.sanitized, md.logFileName,
+        md.recordType, md.schemaVersion, md.bsmSource if md.bsmSource is not None else md.source,
+        md.sanitized, md.logFileName,
         md.securityResultCode, md.recordGeneratedBy, md.validSignature, md.payloadType,
         sid.streamId, sid.bundleSize, sid.bundleId, sid.recordId, sid.serialNumber,
         loc.latitude, loc.longitude, loc.elevation, loc.speed, loc.heading,
         rmd.rxSource if rmd is not None else None,
+    )
+
+
+def _row(rec: parse.Record):
+    cd = rec.payload.data.coreData
+    pos, acc, accu, br, size = cd.position, cd.accelSet, cd.accuracy, cd.brakes, cd.size
+    wb = br.wheelBrakes
+    return _meta(rec.metadata or _EMPTY_MD) + (
         cd.msgCnt, cd.id, cd.secMark, pos.latitude, pos.longitude, pos.elevation, cd.speed, cd.heading,
         acc.accelLong, acc.accelLat, acc.accelVert, acc.accelYaw,
         accu.semiMajor, accu.semiMinor, accu.orientation, cd.transmission,
@@ -362,10 +375,27 @@ def _row(rec: parse.Record):
     )
 
 
+def _row_frame(rec: parse.Record):
+    """`_row` of a v9 record (the J2735 frame): the same columns, numbers still in J2735
+    units and the wheel brakes still one hex text (`_frame_units` converts both)."""
+    cd = rec.payload.data.value.BasicSafetyMessage.coreData
+    acc, accu, br, size = cd.accelSet, cd.accuracy, cd.brakes, cd.size
+    return _meta(rec.metadata or _EMPTY_MD) + (
+        cd.msgCnt, cd.id, cd.secMark, cd.lat, cd.long, cd.elev, cd.speed, cd.heading,
+        acc.long, acc.lat, acc.vert, acc.yaw,
+        accu.semiMajor, accu.semiMinor, accu.orientation, cd.transmission,
+        None, None, None, None, None,
+        br.traction, br.abs, br.scs, br.brakeBoost, br.auxBrakes, size.width, size.length,
+    )
+
+
 _EMPTY_MD = parse.Metadata()
 _EMPTY_LOC = parse.LocationData()
+TIME_SOURCE = "metadata_generatedAt_source"
+_FROM_RECORD, _FROM_RECEIVED = pa.scalar("recordGeneratedAt"), pa.scalar("odeReceivedAt")
+_NO_SOURCE = pa.scalar(None, pa.string())
 # `_row` yields the leading BSM_SCHEMA columns in schema order (the two times still as text)
-_ROW_COLS = BSM_SCHEMA.names[:50]
+_ROW_COLS = [name for name in BSM_SCHEMA.names[:51] if name != TIME_SOURCE]
 assert _ROW_COLS[-1] == "coreData_size_length" and _ROW_COLS[:2] == ["metadata_generatedAt", "metadata_receivedAt"]
 _TIME_COLS = frozenset(_ROW_COLS[:2])
 _RMD_COLS = {"metadata_rmd_latitude", "metadata_rmd_longitude", "metadata_rmd_elevation",
@@ -384,25 +414,72 @@ SENTINELS = {
     "coreData_speed": 163.82,
     "coreData_elevation": -409.6,
 }
+# v9 (J2735 integer units) -> the units of v1..v8: column: (times, divided by, "unavailable" code).
+# value * times / divided_by, both exact integers, so the float is the correctly rounded
+# decimal ODE v6 wrote for the same J2735 value (870 -> 17.4, not 17.400000000000002).
+J2735_UNITS: dict[str, tuple[int, int, int | None]] = {
+    "coreData_position_lat": (1, 10**7, 900000001),  # 1e-7 deg
+    "coreData_position_long": (1, 10**7, 1800000001),
+    "coreData_elevation": (1, 10, -4096),  # 0.1 m
+    "coreData_speed": (2, 100, 8191),  # 0.02 m/s
+    "coreData_heading": (125, 10**4, 28800),  # 0.0125 deg
+    "coreData_accelset_accelLong": (1, 100, 2001),  # 0.01 m/s^2
+    "coreData_accelset_accelLat": (1, 100, 2001),
+    "coreData_accelset_accelVert": (2, 100, -127),  # 0.02 g
+    "coreData_accelset_accelYaw": (1, 100, None),  # 0.01 deg/s; J2735 YawRate has no "unavailable"
+    "coreData_accuracy_semiMajor": (5, 100, 255),  # 0.05 m
+    "coreData_accuracy_semiMinor": (5, 100, 255),
+    # 360/65535 deg, as ODE v6 computed it: 0.0054932479 deg per step (ODE rounds to 10 decimals)
+    "coreData_accuracy_orientation": (54932479, 10**10, 65535),
+}
+# path-history crumbs: field: (times, divided by, "unavailable" code)
+J2735_CRUMB_UNITS: dict[str, tuple[int, int, int | None]] = {
+    "latOffset": (1, 10**7, -131072),  # 1e-7 deg
+    "lonOffset": (1, 10**7, -131072),
+    "elevationOffset": (1, 10, -2048),  # 0.1 m
+    "timeOffset": (1, 100, 65535),  # 10 ms
+}
+RADIUS_STRAIGHT = 32767  # J2735 RadiusOfCurvature "straight": ODE v6 writes it as 0.0
+_WHEEL_BITS = (("coreData_brakes_wheelBrakes_unavailable", 0x80), ("coreData_brakes_wheelBrakes_leftFront", 0x40),
+               ("coreData_brakes_wheelBrakes_leftRear", 0x20), ("coreData_brakes_wheelBrakes_rightFront", 0x10),
+               ("coreData_brakes_wheelBrakes_rightRear", 0x08))
 
 
-def _part2(elements: list[parse.PartIIElement] | None):
-    """(crumbs or None, radiusOfCurve, confidence, other elements as JSON text or None)."""
+def _split(el: parse.PartIIElement):
+    """A v1..v8 partII element: (its VehicleSafetyExtensions or None, else itself as kept)."""
+    if el.id in parse.VSE_IDS:
+        return el.value, None
+    return None, {"id": el.id, "value": el.value}  # encodes only the members present
+
+
+def _split_frame(el: parse.PartIIElement9):
+    """`_split` of a v9 element ({partII-Id, partII-Value: {<extension name>: ...}}); another
+    extension is kept as `{"id": name, "value": ...}` like v1..v8's (numbers as written)."""
+    v = el.value
+    if v.VehicleSafetyExtensions is not None:
+        return v.VehicleSafetyExtensions, None
+    for name in ("SpecialVehicleExtensions", "SupplementalVehicleExtensions"):
+        if getattr(v, name):
+            return None, {"id": name, "value": getattr(v, name)}
+    return None, {"id": el.id, "value": {}}  # an extension this reader does not name: kept by its id
+
+
+def _part2(elements: list | None, split=_split):
+    """(crumbs or None, radiusOfCurve, confidence, other elements as JSON text or None); v9's
+    (`split=_split_frame`) still in J2735 units."""
     if not elements:
         return None, None, None, None
     crumbs = roc = conf = None
-    other = None
+    other = []
     for el in elements:
-        v = el.value
-        if el.id in parse.VSE_IDS:
-            if v.pathHistory is not None:
-                crumbs = v.pathHistory.crumbData
-            if v.pathPrediction is not None:
-                roc, conf = v.pathPrediction.radiusOfCurve, v.pathPrediction.confidence
-        else:
-            if other is None:
-                other = []
-            other.append({"id": el.id, "value": v})  # encodes only the members present
+        vse, kept = split(el)
+        if vse is None:
+            other.append(kept)
+            continue
+        if vse.pathHistory is not None:
+            crumbs = vse.pathHistory.crumbData
+        if vse.pathPrediction is not None:
+            roc, conf = vse.pathPrediction.radiusOfCurve, vse.pathPrediction.confidence
     return crumbs, roc, conf, (msgspec.json.encode(other).decode() if other else None)
 
 
@@ -425,6 +502,45 @@ def _crumb_array(crumb_lists: list) -> pa.Array:
     ]
     values = pa.StructArray.from_arrays(fields, fields=list(CRUMB))
     return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~valid))
+
+
+def _j2735(arr: pa.Array, times: int, divided_by: int, unavailable: int | None) -> pa.Array:
+    """J2735 integer units -> float in ODE v1..v8 units; the "unavailable" code -> null."""
+    arr = arr.cast(pa.float64())
+    if unavailable is not None:
+        arr = pc.if_else(pc.equal(arr, float(unavailable)), pa.scalar(None, pa.float64()), arr)
+    if times != 1:
+        arr = pc.multiply(arr, float(times))
+    return pc.divide(arr, float(divided_by))
+
+
+def _wheel_brakes(texts: list) -> dict[str, pa.Array]:
+    """JER hex texts of BrakeAppliedStatus ("80": unavailable) -> the five bool columns; each
+    distinct text is read once (there are at most 32), a text that is no hex byte -> nulls."""
+    codes = pa.array(texts, pa.string()).dictionary_encode()
+    bits = {name: [] for name, _ in _WHEEL_BITS}
+    for text in codes.dictionary.to_pylist():
+        try:
+            byte = int(text[:2], 16) if text and len(text) >= 2 else None
+        except ValueError:
+            byte = None
+        for name, mask in _WHEEL_BITS:
+            bits[name].append(None if byte is None else bool(byte & mask))
+    return {name: pa.array(v, pa.bool_()).take(codes.indices) for name, v in bits.items()}
+
+
+def _frame_units(data: dict[str, pa.Array], recs: list[parse.Record], parts: list) -> list:
+    """v9 columns, in place: J2735 units -> the units of v1..v8, wheel brakes from their hex
+    text, transmission in ODE's upper case; returns `parts` with crumbs and path prediction
+    converted likewise."""
+    for name, unit in J2735_UNITS.items():
+        data[name] = _j2735(data[name], *unit)
+    data.update(_wheel_brakes([r.payload.data.value.BasicSafetyMessage.coreData.brakes.wheelBrakes for r in recs]))
+    data["coreData_transmission"] = pc.utf8_upper(data["coreData_transmission"])
+    crumbs, roc, conf, other = (list(c) for c in zip(*parts))
+    roc = pa.array(roc, pa.float64())
+    roc = pc.if_else(pc.equal(roc, float(RADIUS_STRAIGHT)), 0.0, _j2735(roc, 1, 10, None))
+    return [crumbs, roc, _j2735(pa.array(conf, pa.float64()), 5, 10, None), other]
 
 
 _TS_NS, _TS_MS = pa.timestamp("ns", tz="UTC"), pa.timestamp("ms", tz="UTC")
@@ -489,44 +605,70 @@ def _to_float(values: pa.Array | list) -> pa.Array:
     return out
 
 
-def flatten(recs: list[parse.Record], source_object: str, lines: list[int], parts: list
+def flatten(recs: list[parse.Record], source_object: str, lines: list[int], parts: list, frame: bool = False
             ) -> tuple[pa.Table, pa.Array, np.ndarray]:
-    """Decoded BSM records and their `_part2` -> (canonical table, each row's generatedAt text
-    as read (null where absent), the column name of the key it was read from)."""
+    """Decoded BSM records of one shape and their `_part2` -> (canonical table, each row's
+    record-time text as read (null where absent), the column name of the key it was read
+    from). `frame`: v9 records (the J2735 frame, `_split_frame` parts, J2735 units)."""
     n = len(recs)
     if n == 0:
         return BSM_SCHEMA.empty_table(), pa.array([], pa.string()), np.zeros(0, object)
-    rows = [_row(r) for r in recs]
+    rows = [_row_frame(r) for r in recs] if frame else [_row(r) for r in recs]
     try:  # one C++ pass over the row tuples
         columns = pa.array(rows, type=_ROW_TYPE).flatten()
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # an odd value: column by column
         columns = [_safe_array(values, typ) for values, typ in zip(zip(*rows), _ROW_FIELD_TYPES)]
     data: dict[str, pa.Array] = {}
-    for name, values in zip(_ROW_COLS, columns):
-        if name in _TIME_COLS:
-            data[name] = _parse_times(values)
-        elif name in _RMD_COLS:
-            data[name] = _to_float(values)
-        else:
-            data[name] = values
-    raw_generated = columns[0] if isinstance(columns[0], pa.Array) else pa.array(columns[0], pa.string())
+    for name, values in zip(_ROW_COLS[2:], columns[2:]):
+        data[name] = _to_float(values) if name in _RMD_COLS else values
+    raw_generated, raw_received = (c if isinstance(c, pa.Array) else pa.array(c, pa.string()) for c in columns[:2])
+    # v7+ leaves recordGeneratedAt empty where the generation time is unknown: odeReceivedAt stands in
+    version = data["metadata_schemaVersion"]
+    fallback = pc.and_(raw_generated.is_null(), pc.fill_null(
+        pc.greater_equal(version, pa.scalar(RECEIVED_FALLBACK_VERSION, version.type)), False))
+    has_fallback = pc.any(fallback).as_py()
+    record_time = pc.if_else(fallback, raw_received, raw_generated) if has_fallback else raw_generated
+    data["metadata_generatedAt"] = _parse_times(record_time)
+    data["metadata_receivedAt"] = _parse_times(raw_received)
     fields = np.full(n, "metadata_recordGeneratedAt", dtype=object)  # v3+; v1 writes generatedAt
-    unparsed = pc.and_(raw_generated.is_valid(), data["metadata_generatedAt"].is_null())
-    for i in np.flatnonzero(unparsed.to_numpy(zero_copy_only=False)):  # few: only they are quoted
-        if not recs[i].metadata.recordGeneratedAt:
-            fields[i] = "metadata_generatedAt"
+    source = pc.if_else(raw_generated.is_valid(), _FROM_RECORD, _NO_SOURCE)
+    if has_fallback:
+        fields[fallback.to_numpy(zero_copy_only=False)] = "metadata_odeReceivedAt"
+        source = pc.if_else(pc.and_(fallback, raw_received.is_valid()), _FROM_RECEIVED, source)
+    # only v1/v2 write generatedAt (v3 renamed it), so only they are looked at one by one
+    old = pc.and_(raw_generated.is_valid(), pc.fill_null(pc.less(version, pa.scalar(3, version.type)), True))
+    if pc.any(old).as_py():
+        source = source.to_numpy(zero_copy_only=False).astype(object)
+        for i in np.flatnonzero(old.to_numpy(zero_copy_only=False)):
+            if not recs[i].metadata.recordGeneratedAt:
+                fields[i], source[i] = "metadata_generatedAt", "generatedAt"
+        source = pa.array(source, pa.string())
+    data[TIME_SOURCE] = source
+    if frame:
+        parts = list(zip(*_frame_units(data, recs, parts)))
     for name, sentinel in SENTINELS.items():
         arr = data[name]
         data[name] = pc.if_else(pc.equal(arr, pa.scalar(sentinel, arr.type)), pa.scalar(None, arr.type), arr)
     p_crumbs, p_roc, p_conf, p_other = zip(*parts)
-    data["partII_pathHistory_crumbData"] = _crumb_array(list(p_crumbs))
+    crumbs = _crumb_array(list(p_crumbs))
+    if frame:
+        crumbs = _frame_crumbs(crumbs)
+    data["partII_pathHistory_crumbData"] = crumbs
     data["partII_pathPrediction_radiusOfCurve"] = pa.array(p_roc, type=pa.float64())
     data["partII_pathPrediction_confidence"] = pa.array(p_conf, type=pa.float64())
     data["partII_other"] = pa.array(p_other, type=pa.string())
     data["source_object"] = pa.array([source_object] * n, type=pa.string())
     data["source_line"] = pa.array(lines, type=pa.int64())
     table = pa.Table.from_arrays([data[f.name] for f in BSM_SCHEMA], schema=BSM_SCHEMA)
-    return table, raw_generated, fields
+    return table, record_time, fields
+
+
+def _frame_crumbs(crumbs: pa.ListArray) -> pa.ListArray:
+    """v9 crumbs: every offset from J2735 units, vectorized over the flat crumb values."""
+    values = crumbs.values
+    converted = [_j2735(values.field(f.name), *J2735_CRUMB_UNITS[f.name]) for f in CRUMB]
+    flat = pa.StructArray.from_arrays(converted, fields=list(CRUMB))
+    return pa.ListArray.from_arrays(crumbs.offsets, flat, mask=crumbs.is_null())
 
 
 def _safe_array(values, typ: pa.DataType) -> pa.Array:
@@ -645,6 +787,59 @@ def _small_object(data: bytes, source_object: str, unknown_version: str, issues:
     return lines_in.result(file_issues)
 
 
+class _Shape:
+    """The records of one shape in one `_Lines.feed`, flattened a batch at a time: small batches
+    keep the decoded objects cache-resident (~1.5x faster than one big batch), and each batch is
+    of one shape, so a file mixing v9 and older records pays no per-batch split."""
+
+    def __init__(self, source_object: str, frame: bool):
+        self.source_object, self.frame = source_object, frame
+        self.recs: list[parse.Record] = []
+        self.parts: list = []
+        self.lines: list[int] = []  # every row's line (the feed's), and its text
+        self.texts: list[bytes | memoryview] = []
+        self.tables: list[pa.Table] = []
+        self.gen_texts: list[pa.Array] = []
+        self.gen_fields: list[np.ndarray] = []
+
+    def add(self, rec: parse.Record, part, lineno: int, line: bytes | memoryview) -> None:
+        self.recs.append(rec)
+        self.parts.append(part)
+        self.lines.append(lineno)
+        self.texts.append(line)
+        if len(self.recs) == BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.recs:
+            t, text, field = flatten(self.recs, self.source_object, self.lines[len(self.lines) - len(self.recs):],
+                                     self.parts, self.frame)
+            self.tables.append(t)
+            self.gen_texts.append(text)
+            self.gen_fields.append(field)
+        self.recs.clear()
+        self.parts.clear()
+
+    @staticmethod
+    def merged(*shapes: "_Shape") -> tuple[pa.Table, pa.Array, np.ndarray, list[int], list]:
+        """(table, record-time texts, their fields, lines, texts) of all shapes, in line order."""
+        used = [s for s in shapes if s.tables]
+        if not used:  # still validated, so every rule reports its count (0)
+            return BSM_SCHEMA.empty_table(), pa.array([], pa.string()), np.zeros(0, object), [], []
+        tables = [t for s in used for t in s.tables]
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        text = pa.concat_arrays([t for s in used for t in s.gen_texts])
+        fields = np.concatenate([f for s in used for f in s.gen_fields])
+        if len(used) == 1:
+            return table, text, fields, used[0].lines, used[0].texts
+        lines = [n for s in used for n in s.lines]
+        texts = [t for s in used for t in s.texts]
+        order = np.argsort(np.asarray(lines), kind="stable")  # both shapes in one feed: back to line order
+        take = pa.array(order)
+        return (table.take(take), text.take(take), fields[order], [lines[i] for i in order],
+                [texts[i] for i in order])
+
+
 class _Lines:
     """The per-line core: decode, classify, flatten, validate the lines of one `feed`. Only
     the text of lines set aside is kept, so the fed buffer can go as soon as `feed` returns
@@ -669,25 +864,10 @@ class _Lines:
 
     def feed(self, numbered: Iterable[tuple[int, bytes | memoryview]]) -> None:
         source_object, unknown_version = self.source_object, self.unknown_version
-        recs: list[parse.Record] = []
-        rec_lines: list[int] = []
-        rec_text: list[bytes | memoryview] = []
-        parts: list = []
+        ode, frames = _Shape(source_object, False), _Shape(source_object, True)  # v1..v8 / v9 records
+        recs, parts, rec_lines, rec_text = ode.recs, ode.parts, ode.lines, ode.texts  # the hot path's, bound once
         decode = parse.record_decoder.decode
-        tables: list[pa.Table] = []
-        gen_texts: list[pa.Array] = []
-        gen_fields: list[np.ndarray] = []
         lines_read = 0
-
-        def flush() -> None:
-            # small batches keep the decoded objects cache-resident (~1.5x faster than one big batch)
-            if recs:
-                t, text, field = flatten(recs, source_object, rec_lines[len(rec_lines) - len(recs):], parts)
-                tables.append(t)
-                gen_texts.append(text)
-                gen_fields.append(field)
-            recs.clear()
-            parts.clear()
 
         for lineno, line in numbered:
             lines_read += 1
@@ -716,27 +896,28 @@ class _Lines:
                 if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
                     if unknown_version == "raise":
                         raise SchemaVersionError(source_object, lineno, version)
-                    self._quarantine(lineno, line, [f"unknown_schema_version {version}"])
+                    self._quarantine(lineno, line, [f"unknown_schema_version {version} ({supported_versions()})"])
                     continue
                 if pl is None or pl.data is None or pl.data.coreData is None:
-                    self._quarantine(lineno, line, ["missing_coreData"])
+                    bsm = pl.data.value.BasicSafetyMessage if pl is not None and pl.data is not None \
+                        and pl.data.value is not None else None
+                    if bsm is None or bsm.coreData is None:
+                        self._quarantine(lineno, line, ["missing_coreData"])
+                        continue
+                    frames.add(rec, _part2(bsm.partII, _split_frame), lineno, line)  # v9, in its own units
                     continue
             parts.append(_part2(pl.data.partII))
             recs.append(rec)
             rec_lines.append(lineno)
             rec_text.append(line)
             if len(recs) == BATCH:
-                flush()
-        flush()
+                ode.flush()
+        ode.flush()
+        frames.flush()
         self.records += lines_read
-        if not tables:  # still validated, so every rule reports its count (0)
-            tables.append(BSM_SCHEMA.empty_table())
-            gen_texts.append(pa.array([], pa.string()))
-            gen_fields.append(np.zeros(0, object))
-        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        gen_text = pa.concat_arrays(gen_texts)
+        table, gen_text, fields, rec_lines, rec_text = _Shape.merged(ode, frames)
         errors, warnings = validate.check(table, gen_text.is_valid().to_numpy(zero_copy_only=False))
-        bad, reasons = validate.reasons_per_row(errors, table, gen_text, np.concatenate(gen_fields))
+        bad, reasons = validate.reasons_per_row(errors, table, gen_text, fields)
         self.rule_counts.update({k: int(v.sum()) for k, v in {**errors, **warnings}.items()})
         for i, rs in zip(np.flatnonzero(bad), reasons):
             self.q_rows.append((rec_lines[i], _text(rec_text[i]), rs))

@@ -1,13 +1,14 @@
 """The one canonical flat BSM schema, named like the data.transportation.gov export.
 
 Every module reads and writes frames of this schema; nothing else defines columns.
-Units are those ODE emits (docs/DOMAIN.md section 2); sentinels are already nulls.
+Units are those ODE v1..v8 emit (docs/DOMAIN.md section 2): deg, m, m/s, m/s^2, g, deg/s;
+v9's raw J2735 integers are converted to them. Sentinels ("unavailable") are already nulls.
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1  # bump when the columns below change (stored in cache manifests)
+SCHEMA_VERSION = 2  # bump when the columns below change (stored in cache manifests)
 
 TS = pa.timestamp("ms", tz="UTC")
 
@@ -24,6 +25,9 @@ BSM_SCHEMA = pa.schema(
     [
         ("metadata_generatedAt", TS),  # recordGeneratedAt (v3+) or generatedAt (v1)
         ("metadata_receivedAt", TS),  # odeReceivedAt (v3+) or receivedAt (v1)
+        # the key metadata_generatedAt was read from: recordGeneratedAt, generatedAt (v1) or,
+        # where v7+ leaves recordGeneratedAt empty, odeReceivedAt; null from a CSV export
+        ("metadata_generatedAt_source", pa.string()),
         ("metadata_recordType", pa.string()),
         ("metadata_schemaVersion", pa.int8()),
         ("metadata_bsmSource", pa.string()),
@@ -99,7 +103,9 @@ NON_BSM_SCHEMA = pa.schema(
     ]
 )
 
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5, 6})
+SUPPORTED_SCHEMA_VERSIONS = frozenset(range(1, 10))  # 1..9
+FRAME_SCHEMA_VERSION = 9  # from here ODE writes the J2735 message frame in raw integer units
+RECEIVED_FALLBACK_VERSION = 7  # from here an empty recordGeneratedAt means "use odeReceivedAt"
 
 
 def conform(table: pa.Table, schema: pa.Schema = BSM_SCHEMA) -> pa.Table:

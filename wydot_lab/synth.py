@@ -1,5 +1,6 @@
 """Synthetic WYDOT BSMs: a seeded fleet driving the real I-80 centre lines, written as ODE
-schemaVersion 6 `bsmTx` NDJSON in the bucket layout `<out>/wydot/BSM/YYYY/MM/DD/HH/<object>`.
+`bsmTx` NDJSON (schemaVersion 6 by default; 7, 8 or 9 on request) in the bucket layout
+`<out>/wydot/BSM/YYYY/MM/DD/HH/<object>`.
 
 Why synthetic: the public bucket needs credentials and money, and genuine data carries no
 attack labels. Every field a real v6 record has is present (see test_data/real_wydot/06_*).
@@ -32,6 +33,12 @@ Semantics
   defect lines (kinds in DEFECTS: truncated, TIM, wrong type, missing coreData, unknown
   schemaVersion, out of range, unparseable time, blank), each right after the valid record
   it was made from. They come on top of the valid records, which stay exactly as with 0.
+- Versions: 7 and 8 are v6's record with their metadata additions; 9 is the J2735 message
+  frame in integer units (`payload.data.value.BasicSafetyMessage`, partII as
+  `{partII-Id, partII-Value}`), so every value must sit on J2735's grid. All of them already
+  do but the accuracy ellipse (semi-axes 0.01 m, orientation 0.0001 deg in the v6 corpus):
+  `j2735_grid` (on for v9 unless set) puts it on J2735's 0.05 m and 360/65535 deg steps, and
+  then any version writes the same numbers, so v6 and v9 corpora of one seed ingest alike.
 - Bytes are a pure function of the parameters: all randomness comes from
   numpy Generators seeded by (seed, hour, block); no clock, no uuid4, no hash order.
 
@@ -57,7 +64,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from wydot_lab import geo, layout
+from wydot_lab import geo, ingest, layout
 from wydot_lab.config import SynthParams
 from wydot_lab.frames import CRUMB_SIGN, PRIVACY_MPS
 from wydot_lab.schema import BSM_SCHEMA, CRUMB, conform
@@ -72,6 +79,9 @@ V_TOP = 35.5  # m/s, fastest synthetic speed: under the privacy filter's 35.763 
 BLOCK_ROWS = 40_000  # rows formatted at once (continuous mode splits vehicles into blocks)
 OBJECTS_PER_HOUR = 3
 EPOCH = np.datetime64("1970-01-01T00:00:00", "ms")
+SCHEMA_VERSIONS = (6, 7, 8, 9)  # what write_corpus can write
+ORIENT_TIMES, ORIENT_DIVIDED = 54932479, 10**10  # J2735 orientation step 360/65535 deg, as ODE v6 wrote it
+ORIENT_STEP = ORIENT_TIMES / ORIENT_DIVIDED
 
 # I-80 elevation (m) by longitude: Evanston, Bear River divide, Green River, Rock Springs,
 # Continental Divide, Rawlins, Elk Mountain, Laramie, Sherman Summit, Cheyenne, Pine Bluffs.
@@ -318,7 +328,7 @@ def _windows(hour_ms: int, fleet: Fleet, period: int, records_per_hour: int | No
 
 
 def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, records_per_hour: int | None,
-                   block: int = 0, blocks: int = 1) -> Block:
+                   block: int = 0, blocks: int = 1, j2735_grid: bool = False) -> Block:
     period = _period_ms(rate_hz)
     rng = np.random.default_rng([seed, 1, hour_ms // HOUR_MS, block])
     veh, k0, sizes = _windows(hour_ms, fleet, period, records_per_hour, rng, block, blocks)
@@ -362,6 +372,9 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
     semi_major = np.round(rng.uniform(1.5, 4.0, n), 2)
     semi_minor = np.round(semi_major * rng.uniform(0.55, 1.0, n), 2)
     orient = np.round(rng.uniform(0, 360.0, n), 4)
+    if j2735_grid:  # the steps J2735 can carry, as ingest reads them back (value * times / divided_by)
+        semi_major, semi_minor = (np.rint(x * 20) * 5 / 100 for x in (semi_major, semi_minor))
+        orient = np.minimum(np.rint(orient / ORIENT_STEP), 65534) * ORIENT_TIMES / ORIENT_DIVIDED
     a_, b_ = rng.normal(0, 1, n) * semi_major, rng.normal(0, 1, n) * semi_minor
     th = np.radians(orient)
     de, dn = a_ * np.sin(th) + b_ * np.cos(th), a_ * np.cos(th) - b_ * np.sin(th)
@@ -549,9 +562,14 @@ def _num(v: np.ndarray, int_digits: int, dec: int = 0, signed: bool = True) -> l
     dig = _digit_tables()[0]
     if dec <= 4:
         frac = [_chars(dig[fp], 4 - dec)]
-    else:
+    elif dec <= 8:
         hi = fp // 10_000
         frac = [_chars(dig[hi], 8 - dec), _chars(dig[fp - hi * 10_000])]
+    else:  # up to 12 decimals (orientation on J2735's grid: 10)
+        top = fp // 10**8
+        rest = fp - top * 10**8
+        hi = rest // 10_000
+        frac = [_chars(dig[top], 12 - dec), _chars(dig[hi]), _chars(dig[rest - hi * 10_000])]
     return [*_int_part(ip, neg, int_digits, v), b".", *frac]
 
 
@@ -579,21 +597,39 @@ _BRAKES = (b'"brakes":{"wheelBrakes":{"leftFront":false,"rightFront":false,"unav
            b'"scs":"unavailable","brakeBoost":"unavailable","auxBrakes":"unavailable"}')
 
 
-def _record_parts(c: dict, m: dict, cr: dict) -> list:
-    """One v6 bsmTx record, key order as ODE writes it, as constant bytes and (n, w) field blocks."""
-    lat, lon = _num(c["coreData_position_lat"], 2, 7), _num(c["coreData_position_long"], 3, 7)
-    elev, speed = _num(c["coreData_elevation"], 4, 1), _num(c["coreData_speed"], 2, 2, signed=False)
-    heading = _num(c["coreData_heading"], 3, 4, signed=False)
-    parts = [
-        b'{"metadata":{"bsmSource":"EV","logFileName":"', _text(m["logFileName"]),
+def _decimals(c: dict) -> tuple:
+    """Position, speed and heading as ODE's decimals (coreData of v6..v8, the receiver's in all)."""
+    return (_num(c["coreData_position_lat"], 2, 7), _num(c["coreData_position_long"], 3, 7),
+            _num(c["coreData_elevation"], 4, 1), _num(c["coreData_speed"], 2, 2, signed=False),
+            _num(c["coreData_heading"], 3, 4, signed=False))
+
+
+def _metadata_head(m: dict, lat, lon, elev, speed, heading, payload_type: str) -> list:
+    """The metadata every version writes alike, from logFileName to the odeReceivedAt text."""
+    return [
+        b'"logFileName":"', _text(m["logFileName"]),
         b'","recordType":"bsmTx","securityResultCode":"success","receivedMessageDetails":{"locationData":{"latitude":"',
         lat, b'","longitude":"', lon, b'","elevation":"', elev, b'","speed":"', speed, b'","heading":"', heading,
-        b'"},"rxSource":"NA"},"payloadType":"us.dot.its.jpo.ode.model.OdeBsmPayload","serialId":{"streamId":"',
+        b'"},"rxSource":"NA"},"payloadType":"us.dot.its.jpo.ode.model.%s","serialId":{"streamId":"' % payload_type.encode(),
         _text(m["streamId"]), b'","bundleSize":', _num(m["bundleSize"], 5, signed=False),
         b',"bundleId":', _num(m["bundleId"], 4, signed=False),
         b',"recordId":', _num(m["recordId"], 5, signed=False), b',"serialNumber":', _num(m["serialNumber"], 9, signed=False),
-        b'},"odeReceivedAt":"', *_iso(m["received_ms"]), b'","schemaVersion":6,"recordGeneratedAt":"', *_iso(m["t_ms"]),
-        b'","recordGeneratedBy":"OBU","sanitized":false},"payload":{"dataType":"us.dot.its.jpo.ode.plugin.j2735.J2735Bsm",'
+        b'},"odeReceivedAt":"', *_iso(m["received_ms"]),
+    ]
+
+
+def _record_parts(c: dict, m: dict, cr: dict, version: int = 6, grid: bool = False) -> list:
+    """One bsmTx record of `version`, key order as ODE writes it, as constant bytes and (n, w)
+    field blocks; `grid`: orientation on J2735's steps, written with ODE's 10 decimals."""
+    if version == 9:
+        return _record_parts_v9(c, m, cr)
+    lat, lon, elev, speed, heading = _decimals(c)
+    parts = [
+        b'{"metadata":{"bsmSource":"EV",', *_metadata_head(m, lat, lon, elev, speed, heading, "OdeBsmPayload"),
+        b'","schemaVersion":%d,' % version,
+        b'"maxDurationTime":0,' if version >= 7 else b"", b'"recordGeneratedAt":"', *_iso(m["t_ms"]),
+        b'","recordGeneratedBy":"OBU","sanitized":false', b',"odePacketID":"","odeTimStartDateTime":""' if version >= 7 else b"",
+        b'},"payload":{"dataType":"us.dot.its.jpo.ode.plugin.j2735.J2735Bsm",'
         b'"data":{"coreData":{"msgCnt":', _num(c["coreData_msgCnt"], 3, signed=False), b',"id":"', _text(c["coreData_id"]),
         b'","secMark":', _num(c["coreData_secMark"], 5, signed=False), b',"position":{"latitude":', lat,
         b',"longitude":', lon, b',"elevation":', elev,
@@ -603,7 +639,7 @@ def _record_parts(c: dict, m: dict, cr: dict) -> list:
         b',"accelYaw":', _num(c["coreData_accelset_accelYaw"], 3, 2),
         b'},"accuracy":{"semiMajor":', _num(c["coreData_accuracy_semiMajor"], 2, 2, signed=False),
         b',"semiMinor":', _num(c["coreData_accuracy_semiMinor"], 2, 2, signed=False),
-        b',"orientation":', _num(c["coreData_accuracy_orientation"], 3, 4, signed=False),
+        b',"orientation":', _num(c["coreData_accuracy_orientation"], 3, 10 if grid else 4, signed=False),
         b'},"transmission":"NEUTRAL","speed":', speed, b',"heading":', heading, b",", _BRAKES,
         b',"size":{"width":', _num(c["coreData_size_width"], 4, signed=False),
         b',"length":', _num(c["coreData_size_length"], 4, signed=False),
@@ -616,6 +652,70 @@ def _record_parts(c: dict, m: dict, cr: dict) -> list:
     parts += [b']},"pathPrediction":{"confidence":', _num(c["partII_pathPrediction_confidence"], 3, 1, signed=False),
               b',"radiusOfCurve":', _num(c["partII_pathPrediction_radiusOfCurve"], 4, 1),
               b"}}},", SUPPLEMENTAL[1:-1].encode(), b"]}}}\n"]
+    return parts
+
+
+# J2735 integer ranges the v9 writer checks (a value outside cannot be written as v9)
+_J2735_RANGE = {
+    "coreData_position_lat": (-900000000, 900000000), "coreData_position_long": (-1799999999, 1800000000),
+    "coreData_elevation": (-4095, 61439), "coreData_speed": (0, 8190), "coreData_heading": (0, 28799),
+    "coreData_accelset_accelLong": (-2000, 2000), "coreData_accelset_accelLat": (-2000, 2000),
+    "coreData_accelset_accelVert": (-126, 127), "coreData_accelset_accelYaw": (-32767, 32767),
+    "coreData_accuracy_semiMajor": (0, 254), "coreData_accuracy_semiMinor": (0, 254),
+    "coreData_accuracy_orientation": (0, 65534),
+    "latOffset": (-131071, 131071), "lonOffset": (-131071, 131071), "elevationOffset": (-2047, 2047),
+    "timeOffset": (1, 65534),
+}
+
+
+def _j2735_int(values: np.ndarray, name: str, unit: tuple[int, int, int | None]) -> np.ndarray:
+    """Values in ODE v6 units -> J2735 integers (the inverse of ingest's reading)."""
+    times, divided_by, _ = unit
+    raw = np.rint(np.asarray(values, dtype=np.float64) * divided_by / times).astype(np.int64)
+    lo, hi = _J2735_RANGE[name]
+    if len(raw) and (raw.min() < lo or raw.max() > hi):
+        bad = raw[(raw < lo) | (raw > hi)][0]
+        raise ValueError(f"{name} {bad * times / divided_by} is outside J2735's range ({lo}..{hi} x {times}/{divided_by}):"
+                         " schemaVersion 9 cannot carry it (path history: a higher rate_hz shortens it)")
+    return raw
+
+
+def _record_parts_v9(c: dict, m: dict, cr: dict) -> list:
+    """One v9 bsmTx record (J2735 message frame, integer units), key order as ODE writes it."""
+    units, crumb_units = ingest.J2735_UNITS, ingest.J2735_CRUMB_UNITS
+    raw = {k: _j2735_int(c[k], k, u) for k, u in units.items()}
+    num = {k: _num(v, 10) for k, v in raw.items()}
+    radius = c["partII_pathPrediction_radiusOfCurve"]
+    radius = np.where(radius == 0, ingest.RADIUS_STRAIGHT, np.rint(radius * 10)).astype(np.int64)
+    parts = [
+        b'{"metadata":{', *_metadata_head(m, *_decimals(c), "OdeMessageFramePayload"),
+        b'","schemaVersion":9,"maxDurationTime":0,"recordGeneratedAt":"',
+        *_iso(m["t_ms"]), b'","recordGeneratedBy":"OBU","sanitized":false,"odePacketID":"","odeTimStartDateTime":"",'
+        b'"source":"EV"},"payload":{"data":{"messageId":20,"value":{"BasicSafetyMessage":{"coreData":{"msgCnt":',
+        _num(c["coreData_msgCnt"], 3, signed=False), b',"id":"', _text(c["coreData_id"]),
+        b'","secMark":', _num(c["coreData_secMark"], 5, signed=False), b',"lat":', num["coreData_position_lat"],
+        b',"long":', num["coreData_position_long"], b',"elev":', num["coreData_elevation"],
+        b',"accuracy":{"semiMajor":', num["coreData_accuracy_semiMajor"], b',"semiMinor":', num["coreData_accuracy_semiMinor"],
+        b',"orientation":', num["coreData_accuracy_orientation"],
+        b'},"transmission":"neutral","speed":', num["coreData_speed"], b',"heading":', num["coreData_heading"],
+        b',"accelSet":{"long":', num["coreData_accelset_accelLong"], b',"lat":', num["coreData_accelset_accelLat"],
+        b',"vert":', num["coreData_accelset_accelVert"], b',"yaw":', num["coreData_accelset_accelYaw"],
+        b'},"brakes":{"wheelBrakes":"80","traction":"unavailable","abs":"unavailable","scs":"unavailable",'
+        b'"brakeBoost":"unavailable","auxBrakes":"unavailable"},"size":{"width":', _num(c["coreData_size_width"], 4, signed=False),
+        b',"length":', _num(c["coreData_size_length"], 4, signed=False),
+        b'}},"partII":[{"partII-Id":0,"partII-Value":{"VehicleSafetyExtensions":{"pathHistory":{"crumbData":[',
+    ]
+    crumbs = {name: _j2735_int(cr[key], name, crumb_units[name])
+              for key, name in (("lat", "latOffset"), ("lon", "lonOffset"), ("elev", "elevationOffset"), ("time", "timeOffset"))}
+    for j in range(CRUMBS):
+        parts += [b'{"latOffset":' if j == 0 else b',{"latOffset":', _num(crumbs["latOffset"][:, j], 6),
+                  b',"lonOffset":', _num(crumbs["lonOffset"][:, j], 6),
+                  b',"elevationOffset":', _num(crumbs["elevationOffset"][:, j], 4),
+                  b',"timeOffset":', _num(crumbs["timeOffset"][:, j], 5, signed=False), b"}"]
+    parts += [b']},"pathPrediction":{"radiusOfCurve":', _num(radius, 5),
+              b',"confidence":', _num(np.rint(c["partII_pathPrediction_confidence"] * 2).astype(np.int64), 3, signed=False),
+              b'}}}},{"partII-Id":2,"partII-Value":{"SupplementalVehicleExtensions":{}}}]}}},'
+              b'"dataType":"us.dot.its.jpo.asn.j2735.r2024.BasicSafetyMessage.BasicSafetyMessageMessageFrame"}}\n']
     return parts
 
 
@@ -640,11 +740,12 @@ def _template(parts: list) -> tuple[np.ndarray, list]:
     return np.concatenate(row), slots
 
 
-def format_chunks(b: Block, ranges=None):
+def format_chunks(b: Block, ranges=None, version: int = 6, grid: bool = False):
     """For each (start, stop) row range (default: the whole block) yield a generator of the
-    NDJSON bytes of those rows, a chunk of rows at a time; fields are formatted once."""
+    NDJSON bytes of those rows as schemaVersion `version`, a chunk of rows at a time; fields
+    are formatted once."""
     n = len(b.meta["t_ms"])
-    row, slots = _template(_record_parts(b.cols, b.meta, b.crumbs))
+    row, slots = _template(_record_parts(b.cols, b.meta, b.crumbs, version, grid))
     buf = bytearray(min(CHUNK_ROWS, n) * len(row))  # the chunk matrix lives in a bytearray: no copy before replace
     mat = np.frombuffer(buf, dtype=np.uint8).reshape(-1, len(row))
     # each slot copied as one fixed-size item per row (void dtype): far cheaper than (rows, w) uint8
@@ -728,9 +829,11 @@ def _tim(rec: bytes, u: float) -> bytes:
     """A TIM-shaped record (dnMsg, OdeTimPayload, a J2735 TravelerInformation advisory) with the
     metadata of `rec`: ingest files it under non-BSM type `TravelerInformation`."""
     md = rec[:rec.index(b',"payload":')]
+    v9 = _is_v9(rec)  # v9 has no bsmSource (its `source` stays) and one payloadType for every frame
     for old, new in ((rb'"bsmSource":"EV",', b""), (rb'"logFileName":"bsmTx_', b'"logFileName":"dnMsg_'),
                      (rb'"recordType":"bsmTx"', b'"recordType":"dnMsg"'), (rb"OdeBsmPayload", b"OdeTimPayload")):
-        md = _sub1(old, new, md)
+        if not (v9 and old in (rb'"bsmSource":"EV",', rb"OdeBsmPayload")):
+            md = _sub1(old, new, md)
     _, t = _generated_at(rec)
     minute = int((t - dt.datetime(t.year, 1, 1)).total_seconds() // 60)  # J2735 MinuteOfTheYear
     frame = (f'{{"frameType":"advisory",'
@@ -750,6 +853,10 @@ def _bad_time(rec: bytes) -> bytes:
     return rec[:m.start(1)] + text.encode() + rec[m.end(1):]
 
 
+def _is_v9(rec: bytes) -> bool:
+    return b'"schemaVersion":9,' in rec
+
+
 class DefectKind(NamedTuple):
     outcome: str  # what ingest makes of it: its quarantine reason (validate.rule_name), non_bsm or blank
     make: Callable[[bytes, float], bytes]  # (valid record as written, u) -> the defect line's text
@@ -759,12 +866,13 @@ DEFECTS = {
     "truncated": DefectKind("not_json", lambda rec, u: rec[:int(len(rec) * (0.1 + 0.8 * u))]),  # cut mid-record
     "tim": DefectKind("non_bsm", _tim),  # a TIM (dnMsg, OdeTimPayload) among the BSMs
     "wrong_type": DefectKind("wrong_type", lambda rec, u: _sub1(  # coreData.speed "unavailable" (a string)
-        rb'("transmission":"NEUTRAL","speed":)[0-9.]+', rb'\1"unavailable"', rec)),
+        rb'("transmission":"(?:NEUTRAL|neutral)","speed":)[0-9.]+', rb'\1"unavailable"', rec)),
     "missing_coreData": DefectKind("missing_coreData", lambda rec, u: rec[:rec.index(b'"coreData":')]
                                    + rec[rec.index(b'"partII":'):]),
-    "unknown_schema_version": DefectKind("unknown_schema_version", lambda rec, u: _sub1(  # schemaVersion 9
-        rb'"schemaVersion":6,', b'"schemaVersion":9,', rec)),
-    "out_of_range": DefectKind("heading_range", lambda rec, u: _sub1(  # coreData.heading 400
+    "unknown_schema_version": DefectKind("unknown_schema_version", lambda rec, u: _sub1(  # the first unknown: 10
+        rb'"schemaVersion":[6-9],', b'"schemaVersion":10,', rec)),
+    "out_of_range": DefectKind("heading_range", lambda rec, u: _sub1(  # coreData.heading 400 deg
+        rb'("heading":)[0-9]+(,"accelSet")', rb"\g<1>32000\2", rec) if _is_v9(rec) else _sub1(
         rb'("heading":)[0-9.]+(,"brakes")', rb"\g<1>400.0000\2", rec)),
     "bad_timestamp": DefectKind("bad_timestamp", lambda rec, u: _bad_time(rec)),  # CSV export's "%m/%d/%Y %I:%M:%S %p"
     "blank": DefectKind("blank", lambda rec, u: b""),
@@ -804,9 +912,10 @@ def _with_defects(chunks, start: int, bad: Defects):
 
 
 # --------------------------------------------------------------------------- tables
-def to_table(b: Block, bad: Defects = _NO_DEFECTS) -> pa.Table:
-    """The block in the canonical BSM_SCHEMA, exactly what ingest makes of its NDJSON: the
-    valid records, numbered by their line in an object that also holds the defect lines `bad`."""
+def to_table(b: Block, bad: Defects = _NO_DEFECTS, version: int = 6) -> pa.Table:
+    """The block in the canonical BSM_SCHEMA, exactly what ingest makes of its NDJSON written as
+    `version`: the valid records, numbered by their line in an object that also holds the
+    defect lines `bad`."""
     c, m = b.cols, b.meta
     n = len(m["t_ms"])
     ts = pa.array(m["t_ms"], pa.timestamp("ms", tz="UTC"))
@@ -825,14 +934,16 @@ def to_table(b: Block, bad: Defects = _NO_DEFECTS) -> pa.Table:
     data = {
         "metadata_generatedAt": ts,
         "metadata_receivedAt": pa.array(m["received_ms"], pa.timestamp("ms", tz="UTC")),
+        "metadata_generatedAt_source": pa.array(np.full(n, "recordGeneratedAt")),
         "metadata_recordType": pa.array(np.full(n, "bsmTx")),
-        "metadata_schemaVersion": pa.array(np.full(n, 6, dtype=np.int8)),
+        "metadata_schemaVersion": pa.array(np.full(n, version, dtype=np.int8)),
         "metadata_bsmSource": pa.array(np.full(n, "EV")),
         "metadata_sanitized": pa.array(np.zeros(n, dtype=bool)),
         "metadata_logFileName": pa.array(m["logFileName"].astype(str)),
         "metadata_securityResultCode": pa.array(np.full(n, "success")),
         "metadata_recordGeneratedBy": pa.array(np.full(n, "OBU")),
-        "metadata_payloadType": pa.array(np.full(n, "us.dot.its.jpo.ode.model.OdeBsmPayload")),
+        "metadata_payloadType": pa.array(np.full(n, "us.dot.its.jpo.ode.model."
+                                                 + ("OdeMessageFramePayload" if version == 9 else "OdeBsmPayload"))),
         "metadata_serialId_streamId": pa.array(m["streamId"].astype(str)),
         "metadata_serialId_bundleSize": m["bundleSize"],
         "metadata_serialId_bundleId": m["bundleId"],
@@ -874,36 +985,40 @@ def _units(vehicles: int, rate_hz: float, records_per_hour: int | None, hours: l
     return [(h, b, blocks) for h in hours for b in range(blocks)]
 
 
-def _simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour, defect_share):
+def _simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour, defect_share, grid=False):
     fleet = make_fleet(vehicles, rate_hz, seed)
     for h, b, nb in _units(vehicles, rate_hz, records_per_hour, _hours(start, days)):
-        blk = simulate_block(fleet, rate_hz, seed, h, records_per_hour, b, nb)
+        blk = simulate_block(fleet, rate_hz, seed, h, records_per_hour, b, nb, grid)
         yield blk, plan_defects(seed, h, b, blk.objects, defect_share)
 
 
 def generate(start, days: int = 1, vehicles: int = 100, rate_hz: float = 0.1, seed: int = 7,
-             records_per_hour: int | None = None, truth: bool = False, defect_share: float = 0.0):
+             records_per_hour: int | None = None, truth: bool = False, defect_share: float = 0.0,
+             schema_version: int = 6, j2735_grid: bool | None = None):
     """The corpus in memory as one BSM_SCHEMA table of its valid records (rows as written,
     `source_object` = the relative key); with truth=True also a DataFrame of the true
     positions, row-aligned. `defect_share` adds no rows: it only moves `source_line` past the
     defect lines `write_corpus` writes in between."""
-    SynthParams(records_per_hour=records_per_hour, defect_share=defect_share)  # the params' bounds, one copy
-    units = list(_simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour, defect_share))
+    sp = SynthParams(records_per_hour=records_per_hour, defect_share=defect_share,  # the params' bounds, one copy
+                     schema_version=schema_version, j2735_grid=j2735_grid)
+    units = list(_simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour, defect_share, sp.grid))
     blocks = [b for b, _ in units]
-    table = pa.concat_tables([to_table(b, bad) for b, bad in units]) if blocks else BSM_SCHEMA.empty_table()
+    table = (pa.concat_tables([to_table(b, bad, schema_version) for b, bad in units]) if blocks
+             else BSM_SCHEMA.empty_table())
     if not truth:
         return table
     return table, pd.DataFrame({k: np.concatenate([b.truth[k] for b in blocks]) for k in blocks[0].truth})
 
 
 def _write_unit(out: str, vehicles: int, rate_hz: float, seed: int, records_per_hour, defect_share: float,
-                unit) -> tuple[int, int, dict[str, int]]:
+                version: int, grid: bool, unit) -> tuple[int, int, dict[str, int]]:
     """Simulate one (hour, block) and stream its objects, defect lines included, to disk chunk
     by chunk; returns (valid records, objects, defect lines by kind)."""
     h, b, nb = unit
-    blk = simulate_block(_fleet(vehicles, rate_hz, seed), rate_hz, seed, h, records_per_hour, b, nb)
+    blk = simulate_block(_fleet(vehicles, rate_hz, seed), rate_hz, seed, h, records_per_hour, b, nb, grid)
     bad = plan_defects(seed, h, b, blk.objects, defect_share)
-    for (key, a, z), chunks in zip(blk.objects, format_chunks(blk, [(a, z) for _, a, z in blk.objects])):
+    ranges = [(a, z) for _, a, z in blk.objects]
+    for (key, a, z), chunks in zip(blk.objects, format_chunks(blk, ranges, version, grid)):
         path = Path(out) / key
         path.parent.mkdir(parents=True, exist_ok=True)
         mine = bad.between(a, z)
@@ -922,19 +1037,23 @@ def _fleet(vehicles: int, rate_hz: float, seed: int) -> Fleet:
 
 def write_corpus(out, start, days: int = 1, vehicles: int = 100, rate_hz: float = 0.1, seed: int = 7,
                  records_per_hour: int | None = None, progress: Callable[[str], None] | None = None,
-                 workers: int | None = None, defect_share: float = 0.0) -> dict:
-    """Write the corpus under `out` (bucket layout) and return the CLI summary: its counts are
-    what ingest finds in it, `defects` the defect lines by kind (DEFECTS). The bytes do not
-    depend on `workers` (default: all CPUs when there are more than ~100k records)."""
+                 workers: int | None = None, defect_share: float = 0.0, schema_version: int = 6,
+                 j2735_grid: bool | None = None) -> dict:
+    """Write the corpus under `out` (bucket layout) as ODE `schema_version` (6..9) and return the
+    CLI summary: its counts are what ingest finds in it, `defects` the defect lines by kind
+    (DEFECTS). The bytes do not depend on `workers` (default: all CPUs when there are more than
+    ~100k records). `j2735_grid` (default: on for 9 only): see the module doc."""
     t0 = time.perf_counter()
-    SynthParams(records_per_hour=records_per_hour, defect_share=defect_share)  # the params' bounds, one copy
+    sp = SynthParams(records_per_hour=records_per_hour, defect_share=defect_share,  # the params' bounds, one copy
+                     schema_version=schema_version, j2735_grid=j2735_grid)
     hours = _hours(start, days)
     units = _units(vehicles, rate_hz, records_per_hour, hours)
     per_hour = vehicles * 3600 * rate_hz if records_per_hour is None else records_per_hour
     if workers is None:
         workers = (os.cpu_count() or 1) if per_hour * len(hours) > 100_000 else 1
     out = str(out)
-    fn = functools.partial(_write_unit, out, vehicles, rate_hz, seed, records_per_hour, defect_share)
+    fn = functools.partial(_write_unit, out, vehicles, rate_hz, seed, records_per_hour, defect_share,
+                           schema_version, sp.grid)
     valid = files = 0
     defects: Counter = Counter()
     parallel = workers > 1 and len(units) > 1
