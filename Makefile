@@ -27,7 +27,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with its test extras
 
-test: $(STAMP) ## install everything and run the whole test suite (incl. notebooks via nbval)
+test: $(STAMP) ## install everything, lint (ruff), run the whole test suite (incl. notebooks via nbval)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-current-env notebooks
 

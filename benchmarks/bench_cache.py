@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import s3_server as S  # noqa: E402  (test helper: moto server + corpus in the bucket layout)
-
 from wydot_lab import cache, fetch  # noqa: E402
 from wydot_lab.source import Source, SourceSpec  # noqa: E402
+
+import s3_server as S  # noqa: E402  (test helper: moto server + corpus in the bucket layout)
 from verdict import verdict  # noqa: E402  (benchmarks/, the script's folder)
 
 TARGET = 50.0

@@ -10,6 +10,7 @@ import pandas as pd
 
 from wydot_lab import config, features, synth
 from wydot_lab.frames import ID, TIME, to_frame
+
 from verdict import verdict  # noqa: E402  (benchmarks/, the script's folder)
 
 TARGET = 50_000  # rec/s, pandas entry; no published figure exists, this is our own floor
@@ -48,7 +49,8 @@ def main() -> None:
     dask_rate = n / (time.perf_counter() - t0)
     peer = _peer(frame)
     print(f"features (pandas, {len(features.FEATURES)} features): {pandas_rate:,.0f} rec/s  "
-          f"(target >= {TARGET:,}: {verdict(pandas_rate, TARGET)}; per-vehicle groupby-apply of 4 features {peer:,.0f} rec/s)")
+          f"(target >= {TARGET:,}: {verdict(pandas_rate, TARGET)}; "
+          f"per-vehicle groupby-apply of 4 features {peer:,.0f} rec/s)")
     print(f"features (dask threads, 4 partitions + shuffle): {dask_rate:,.0f} rec/s  on {n:,} records, "
           f"{frame[ID].nunique()} vehicles, {np.round(n / max(frame[ID].nunique(), 1)):.0f} msgs/vehicle")
 

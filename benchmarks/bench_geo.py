@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from wydot_lab import geo
+
 from verdict import verdict  # noqa: E402  (benchmarks/, the script's folder)
 
 TARGET = 1_000_000

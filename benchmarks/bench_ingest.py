@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from wydot_lab import ingest
+
 from verdict import verdict  # noqa: E402  (benchmarks/, the script's folder)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +47,7 @@ def baseline(path: Path, out: Path) -> float:
         records = [json.loads(line) for line in f if line.strip()]
     df = pd.json_normalize(records)
     # nested partII lists have no stable Arrow type: the common path stringifies them
-    for col in df.columns[df.dtypes == object]:
+    for col in df.columns[df.dtypes == object]:  # noqa: E721 (pandas: an elementwise dtype test)
         if df[col].map(lambda v: isinstance(v, (list, dict))).any():
             df[col] = df[col].map(json.dumps)
     df.to_parquet(out / "baseline.parquet")

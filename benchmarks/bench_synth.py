@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from wydot_lab import synth
+
 from verdict import verdict  # noqa: E402  (benchmarks/, the script's folder)
 
 TARGET = 150_000

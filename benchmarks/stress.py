@@ -29,11 +29,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-import s3_server as S  # noqa: E402
-
 from wydot_lab import cache as cache_mod  # noqa: E402
 from wydot_lab import fetch  # noqa: E402
-from wydot_lab.source import Source, SourceError, SourceSpec  # noqa: E402
+from wydot_lab.source import Source, SourceSpec  # noqa: E402
+
+import s3_server as S  # noqa: E402
 
 UTC = dt.timezone.utc
 H0 = dt.datetime(2021, 4, 1, tzinfo=UTC)

@@ -43,7 +43,7 @@ class MotoS3:
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "MotoS3":
+    def start(self) -> MotoS3:
         self.server.start()
         return self
 
@@ -63,7 +63,8 @@ class MotoS3:
 
     def set_auth(self, after_requests: int | None) -> None:
         """Enforce IAM signatures and policies after N more requests (None: never)."""
-        _post(self.url + "/moto-api/reset-auth", str(float("inf") if after_requests is None else after_requests).encode())
+        limit = float("inf") if after_requests is None else after_requests
+        _post(self.url + "/moto-api/reset-auth", str(limit).encode())
 
 
 def _post(url: str, body: bytes) -> None:
@@ -189,7 +190,7 @@ class FlakyProxy:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "FlakyProxy":
+    def __enter__(self) -> FlakyProxy:
         self.thread.start()
         return self
 

@@ -11,12 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
-import s3_server as S
 
 from wydot_lab import cache as cache_mod
 from wydot_lab import fetch, ingest
 from wydot_lab.schema import BSM_SCHEMA, SCHEMA_VERSION
 from wydot_lab.source import Source, SourceError, SourceSpec
+
+import s3_server as S
 
 UTC = dt.timezone.utc
 HOUR = dt.timedelta(hours=1)
@@ -292,9 +293,9 @@ def test_a_reader_never_hides_a_partition_rewritten_since_it_read_it(three_days,
 
 
 def test_a_day_too_big_for_one_dask_partition_gets_no_day_copy(three_days, tmp_path, monkeypatch):
-    monkeypatch.setattr(cache_mod, "DAY_COPY_MAX_ROWS", 24 * PER_HOUR - 1)
+    monkeypatch.setattr(cache_mod.days, "DAY_COPY_MAX_ROWS", 24 * PER_HOUR - 1)
     assert local_fetch(three_days, tmp_path / "cache")["days_compacted"] == 0
-    monkeypatch.setattr(cache_mod, "DAY_COPY_MAX_ROWS", 24 * PER_HOUR)
+    monkeypatch.setattr(cache_mod.days, "DAY_COPY_MAX_ROWS", 24 * PER_HOUR)
     assert local_fetch(three_days, tmp_path / "cache")["days_compacted"] == 1
 
 
@@ -411,8 +412,9 @@ def test_one_cache_root_never_mixes_two_sources(tmp_path, monkeypatch, pilot):
     root = tmp_path / "cache"
     assert _fetch_as(a, root, pilot)["fetched"] == 24
     before = {p: p.read_bytes() for p in root.rglob("*.parquet")}
-    with pytest.raises(cache_mod.SourceConflict, match=r"holds 24 hours of this range from .*/a \(first "
-                                                        r"2021-04-01T00\); this run reads .*/b\. Use one cache root") as err:
+    with pytest.raises(cache_mod.SourceConflict,
+                       match=r"holds 24 hours of this range from .*/a \(first "
+                             r"2021-04-01T00\); this run reads .*/b\. Use one cache root") as err:
         _fetch_as(b, root, pilot)
     assert {p: p.read_bytes() for p in root.rglob("*.parquet")} == before  # nothing replaced
     with pytest.raises(cache_mod.SourceConflict):  # nor served as the other source's data
@@ -528,8 +530,10 @@ def test_cli_ingest_a_day_end_after_an_hour_start_is_included(three_days, tmp_pa
 @pytest.mark.parametrize("cmd, flag, want", [
     ("ingest SRC --start 2021-13-03 --end 2021-04-01", "--start",
      "2021-13-03: month must be in 1..12 (use YYYY-MM-DD or YYYY-MM-DDTHH)"),
-    ("ingest SRC --start 2021-04-01 --end 2021-04-01T25", "--end", "2021-04-01T25: hour must be in 0..23 (use YYYY-MM-DD or YYYY-MM-DDTHH)"),
-    ("cache ls --start 2021-04-31 --end 2021-05-01", "--start", "2021-04-31: day is out of range for month (use YYYY-MM-DD or YYYY-MM-DDTHH)"),
+    ("ingest SRC --start 2021-04-01 --end 2021-04-01T25", "--end",
+     "2021-04-01T25: hour must be in 0..23 (use YYYY-MM-DD or YYYY-MM-DDTHH)"),
+    ("cache ls --start 2021-04-31 --end 2021-05-01", "--start",
+     "2021-04-31: day is out of range for month (use YYYY-MM-DD or YYYY-MM-DDTHH)"),
     ("ingest SRC --start 2021-04-01 --end 2021-04-01 --workers 0", "--workers", "0: must be >= 1"),
     ("ingest SRC --start 2021-04-01 --end 2021-04-01 --workers two", "--workers", "two: not an integer"),
     ("ingest SRC --start 2021-04-01 --end 2021-04-01 --dry-run --price-per-gb -1", "--price-per-gb",

@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import REAL_DIR
 
-import bsm_frames as B
 from wydot_lab import dedup, experiment, features, ingest
 from wydot_lab.frames import ID, TIME, to_frame
+
+import bsm_frames as B
+from conftest import REAL_DIR
 
 
 def _received_copies(table: pa.Table, rows: list[int], delay_ms: int) -> pa.Table:

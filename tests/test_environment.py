@@ -5,6 +5,7 @@ import re
 import tomllib
 
 import yaml
+
 from conftest import ROOT
 
 # conda-forge names that differ from PyPI's

@@ -32,7 +32,7 @@ def test_every_entry_is_the_documented_function():
 def test_modules_stay_reachable_and_unknown_names_fail():
     assert wl.cache.__name__ == "wydot_lab.cache"
     try:
-        wl.no_such_thing
+        _ = wl.no_such_thing
     except AttributeError as e:
         assert "no_such_thing" in str(e)
     else:

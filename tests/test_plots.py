@@ -59,7 +59,7 @@ def test_pr_curves_legend_beside_the_axes():
                                   "score": rng.normal(sep * y, 1.0), "coreData_id": rng.integers(0, 9, n)}))
     fig = plots.pr_curves(pd.concat(rows), "const_offset_100_200", ["rules", "rf"], 0.3, "coreData_id")
     ax = fig.axes[0]
-    assert [l.get_label() for l in ax.get_lines()][:2] == ["rules", "rf"]
+    assert [line.get_label() for line in ax.get_lines()][:2] == ["rules", "rf"]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig).draw()

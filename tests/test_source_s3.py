@@ -17,11 +17,12 @@ import warnings
 from pathlib import Path
 
 import pytest
-import s3_server as S
 
 from wydot_lab import cache as cache_mod
 from wydot_lab import cli, config, fetch
 from wydot_lab.source import Source, SourceError, SourceSpec
+
+import s3_server as S
 
 pytestmark = pytest.mark.s3
 ROOT = Path(__file__).resolve().parent.parent
@@ -435,7 +436,8 @@ def test_cli_ingest_then_cache_ls_verify_clear(moto, bucket, env_creds, tmp_path
     v = json.loads(out.out.strip().splitlines()[-1])
     assert list(v["corrupt"]) == ["2021-04-01T12"] and list(v["day_copies"]["corrupt"]) == [DAY]
     assert "corrupt day copy" in out.err + out.out
-    assert cli.main(["cache", "clear", "--cache", root, "--start", "2021-04-01T00:00", "--end", "2021-04-01T06:00"]) == 0
+    assert cli.main(["cache", "clear", "--cache", root, "--start", "2021-04-01T00:00",
+                     "--end", "2021-04-01T06:00"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["removed"] == 6
     assert len(cache_mod.ls(root)) == 18
 
@@ -453,7 +455,7 @@ while not os.path.exists(sys.argv[2]):
     time.sleep(0.01)
 sp = SourceSpec(url={url!r}, endpoint_url={endpoint!r}, attempts=2, backoff_s=0.01)
 res = fetch.fetch(Source(sp), cache.Cache({cache!r}, lock_timeout_s=120), "2021-04-01", "2021-04-01")
-print(json.dumps(res))
+print(json.dumps(res.as_dict()))
 """
 
 

@@ -12,8 +12,9 @@ The front door: one documented entry per stage, imported on first use so that
 Stages: `load_params` (a typed `Params`); `write_synthetic` (a synthetic corpus in the bucket
 layout); `fetch_range`, `plan_range` (S3 or a folder into the cache); `load_range` (the one way to
 read a cached range); `ingest_file`, `ingest_paths`, `validate_records` (records -> valid |
-quarantine | non-BSM); `records_frame` (one row per transmission), `featurize`; `apply_attack`, `draw_attackers`; `run_experiment`; `trajectory_map`,
-`attack_map`, `interactive_map`, `DateRangePicker`. Modules stay importable as before
+quarantine | non-BSM); `records_frame` (one row per transmission), `featurize`; `apply_attack`,
+`draw_attackers`; `run_experiment`; `trajectory_map`, `attack_map`, `interactive_map`,
+`DateRangePicker`. Modules stay importable as before
 (`wydot_lab.cache`, `wydot_lab.features`, ...).
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ _ENTRIES: dict[str, tuple[str, str]] = {
     "interactive_map": ("maps", "interactive"),
     "DateRangePicker": ("widgets", "DateRangePicker"),
 }
-_MODULES = {"attacks", "cache", "cli", "config", "dedup", "dtg_csv", "experiment", "features",
+_MODULES = {"attacks", "cache", "cli", "config", "dedup", "dtg_csv", "errors", "experiment", "features",
             "fetch", "frames", "geo", "ingest", "layout", "maps", "models", "parse", "pipeline",
             "plots", "report", "schema", "source", "synth", "validate", "widgets"}
 

@@ -1,20 +1,33 @@
 """`wydot-lab` command line: progress on stderr, one JSON summary as the last stdout line.
 
-Each subcommand is a small `_cmd_<name>(args) -> dict` that calls into the package;
-`main` turns known failures into a one-line reason and a non-zero exit code.
+Each subcommand is a small `_cmd_<name>(args)` that calls into the package and returns its
+JSON summary (a dict, or an `Outcome` that also carries a non-zero exit code);
+`main` turns the package's errors (`wydot_lab.errors`) into a one-line reason and exit code 2;
+any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import math
 import sys
 import time
 
+from wydot_lab.errors import CliError, WydotLabError  # CliError: re-exported here
 
-class CliError(Exception):
-    """A failure the user can fix; printed as one line, no traceback."""
+# exit codes (docs/CACHE.md); 0: the command ran and its JSON line says what it did; 3 and 4: fetch.EXIT_*
+EXIT_CORRUPT = 1  # `cache verify` found corrupt partitions or day copies (hidden / dropped)
+EXIT_ERROR = 2  # one line on stderr: a `WydotLabError`, a missing path, a full or read-only disk
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """A command that ran: its JSON summary and the exit code it must signal (e.g. partial data)."""
+
+    summary: dict
+    exit_code: int = 0
 
 
 def _log(msg: str) -> None:
@@ -97,16 +110,24 @@ def _cmd_validate(args: argparse.Namespace) -> dict:
     return out
 
 
-def _cmd_ingest(args: argparse.Namespace) -> dict:
+def _cmd_ingest(args: argparse.Namespace) -> Outcome:
     from wydot_lab import fetch
 
-    return fetch.run_ingest_cli(args, progress=_log)
+    try:
+        result = fetch.run_ingest_cli(args, progress=_log)
+    except fetch.VanishedObjects as err:  # nothing rewritten; the summary names every vanished object
+        _log(f"error: {err}")
+        return Outcome({"status": "refused", "error": str(err), "vanished_objects": sorted(err.vanished)},
+                       fetch.EXIT_VANISHED)
+    return Outcome(result.as_dict(), fetch.EXIT_PARTIAL if result.status == "partial" else 0)
 
 
-def _cmd_cache(args: argparse.Namespace) -> dict:
+def _cmd_cache(args: argparse.Namespace) -> Outcome:
     from wydot_lab import fetch
 
-    return fetch.run_cache_cli(args, progress=_log)
+    summary = fetch.run_cache_cli(args, progress=_log)
+    corrupt = summary["action"] == "verify" and (summary["corrupt"] or summary["day_copies"]["corrupt"])
+    return Outcome(summary, EXIT_CORRUPT if corrupt else 0)
 
 
 def _cmd_experiment(args: argparse.Namespace) -> dict:
@@ -239,10 +260,9 @@ def _disk_error(err: OSError) -> str:
     return f"{err.filename or 'the cache'}: {_DISK_FIX[err.errno]}"
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from wydot_lab.source import SourceError  # imported late: it pulls in s3fs
-
-    return CliError, FileNotFoundError, ValueError, PermissionError, SourceError
+# One line, exit 2: the error family, and a path the user named that is missing or not theirs.
+# Anything else is a bug and shows its traceback.
+_ONE_LINE = (WydotLabError, FileNotFoundError, PermissionError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,19 +273,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _log("wydot-lab: interrupted")
         return 130
-    except _known_errors() as err:
+    except _ONE_LINE as err:
         reason = str(err).splitlines()[0] if str(err) else err.__class__.__name__
         if isinstance(err, OSError) and err.errno in _DISK_FIX:
             reason = _disk_error(err)
         _log(f"wydot-lab {args.command}: error: {reason}")
-        return 2
+        return EXIT_ERROR
     except OSError as err:
         if err.errno not in _DISK_FIX:
             raise
         _log(f"wydot-lab {args.command}: error: {_disk_error(err)}")
-        return 2
-    summary = dict(summary)
-    exit_code = int(summary.pop("_exit", 0))  # a command that ran but must signal failure (e.g. partial data)
+        return EXIT_ERROR
+    outcome = summary if isinstance(summary, Outcome) else Outcome(summary)
+    summary, exit_code = dict(outcome.summary), outcome.exit_code
     summary.setdefault("seconds", round(time.perf_counter() - t0, 3))
     print(json.dumps(summary, default=str), flush=True)
     return exit_code

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from wydot_lab import layout
+from wydot_lab.errors import WydotLabError
 
 
 def project_root() -> Path:
@@ -234,7 +235,7 @@ class Params(_Strict):
         return self
 
 
-class ParamsError(ValueError):
+class ParamsError(WydotLabError, ValueError):
     """A params file is wrong; the message is one line naming the bad key."""
 
 

@@ -41,7 +41,8 @@ import pyarrow.compute as pc
 
 from wydot_lab import cache as cache_mod
 from wydot_lab import ingest, layout
-from wydot_lab.source import ObjectInfo, Source, SourceError, SourceSpec
+from wydot_lab.errors import EmptyRange, NoRecords, SourceError, UsageError, VanishedObjects  # some re-exported here
+from wydot_lab.source import ObjectInfo, Source, SourceSpec
 
 HOUR = dt.timedelta(hours=1)
 GIB = 1024 ** 3  # AWS bills egress per GB = 2**30 bytes
@@ -49,7 +50,8 @@ FATAL_KINDS = frozenset({"missing_credentials", "profile_not_found", "bad_creden
                          "no_such_bucket", "unreachable", "no_such_folder"})
 
 Progress = bool | Callable[[str], None]
-EXIT_PARTIAL = 3  # `ingest --allow-partial` left hours missing or incomplete (summary status: partial)
+# exit codes the CLI maps a fetch to (docs/CACHE.md)
+EXIT_PARTIAL = 3  # `ingest --allow-partial` left hours missing or incomplete (result status: partial)
 EXIT_VANISHED = 4  # cached hours' source objects are gone: nothing rewritten (see --mirror-deletions)
 
 
@@ -79,7 +81,8 @@ def _ranges(hours: list[dt.datetime]) -> list[str]:
         run.append(h)
     if run:
         out.append(run)
-    return [layout.hour_label(r[0]) if len(r) == 1 else f"{layout.hour_label(r[0])}..{layout.hour_label(r[-1])}" for r in out]
+    return [layout.hour_label(r[0]) if len(r) == 1 else f"{layout.hour_label(r[0])}..{layout.hour_label(r[-1])}"
+            for r in out]
 
 
 # ---------------------------------------------------------------- plan
@@ -312,24 +315,69 @@ class _Downloader:
 # ---------------------------------------------------------------- fetch
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FetchResult:
+    """What `fetch` made of a range: its counts (from the manifests, so a re-run reports the same
+    numbers whether it downloads or not) and what this run did. `as_dict()` is the CLI's JSON line;
+    fields that are None (a dry run or offline serve has no download counts; no warning) are left out
+    of it. Failure is an exception, never a field: `status` is `complete` or `partial` (hours missing
+    or incomplete). `result["valid"]` and `"warning" in result` read like the dict it used to be."""
+
+    records: int
+    valid: int
+    quarantined: int
+    non_bsm: int
+    blank: int
+    files: int
+    status: str
+    cached: int
+    fetched: int
+    missing: list[str]
+    incomplete: list[str]
+    # what a run that downloaded read: every line is counted once (module doc)
+    lines_read: int | None = None
+    out_of_range: int | None = None
+    skipped_cached: int | None = None
+    far_from_folder: int | None = None
+    dropped_missing: int | None = None
+    objects_downloaded: int | None = None
+    bytes_downloaded: int | None = None
+    vanished_objects: list[str] | None = None
+    refused_objects: dict[str, str] | None = None
+    refetched: dict[str, int] | None = None
+    cached_by_concurrent_run: int | None = None
+    days_compacted: int = 0
+    source: str | None = None
+    mode: str | None = None
+    cache_root: str | None = None
+    start: str | None = None
+    end: str | None = None
+    dry_run: bool | None = None
+    plan: dict | None = None
+    warning: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def __getitem__(self, key: str):
+        value = getattr(self, key, None) if key in _RESULT_FIELDS else None
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in _RESULT_FIELDS and getattr(self, key) is not None
+
+    def get(self, key: str, default=None):
+        return self[key] if key in self else default
+
+
+_RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(FetchResult))
+
+
 def _sum_counts(manifests: list[dict]) -> dict:
     return {k: sum(int(m.get("counts", {}).get(k, 0)) for m in manifests) for k in cache_mod.COUNT_KEYS}
-
-
-class VanishedObjects(SourceError):
-    """Objects a cached hour was built from are gone from the source: the hour is not rewritten
-    with fewer records unless deletions are to be mirrored. `vanished`: {key: cached hour}."""
-
-    def __init__(self, message: str, vanished: dict[str, str]):
-        super().__init__(message, "vanished")
-        self.vanished = vanished
-
-
-class EmptyRange(SourceError):
-    """No object at all in the range (nor an hour either side): nothing is cached."""
-
-    def __init__(self, message: str):
-        super().__init__(message, "empty_range")
 
 
 def _vanished(p: Plan) -> dict[str, str]:
@@ -375,13 +423,14 @@ def _empty_range(source: Source, p: Plan) -> str:
 def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float | None = None,
           allow_partial: bool = False, dry_run: bool = False, price_per_gb: float = 0.09, offline: bool = False,
           deep: bool = True, now: dt.datetime | None = None, workers: int = 8, progress: Progress = False,
-          mirror_deletions: bool = False, allow_empty: bool = False, max_object_mb: float | None = layout.MAX_OBJECT_MB) -> dict:
-    """Make every hour of the range servable from `cache`; returns the JSON summary (see module doc).
+          mirror_deletions: bool = False, allow_empty: bool = False,
+          max_object_mb: float | None = layout.MAX_OBJECT_MB) -> FetchResult:
+    """Make every hour of the range servable from `cache`; returns what it did (see module doc).
 
     Refuses (`VanishedObjects`, nothing written) to rewrite a cached hour whose source objects are
     gone unless `mirror_deletions`; a range without a single object raises `EmptyRange` (nothing
     written) unless `allow_empty`. `max_object_mb`: inflated size past which an object is
-    quarantined whole. The summary's `status` is `partial` when hours are missing or incomplete.
+    quarantined whole. The result's `status` is `partial` when hours are missing or incomplete.
     """
     t_start = time.perf_counter()
     try:
@@ -406,18 +455,14 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
     if dry_run or offline:
         if offline and p.to_fetch:
             raise SourceError(f"offline: {len(p.to_fetch)} hours not servable from cache {cache.root_url}: "
-                              + ", ".join(f"{layout.hour_label(h)} ({p.status[h][0]})" for h in p.to_fetch[:5]), "offline")
+                              + ", ".join(f"{layout.hour_label(h)} ({p.status[h][0]})" for h in p.to_fetch[:5]),
+                              "offline")
         manifests = [p.manifests[h] for h in p.cached]
-        out = {**_sum_counts(manifests), "files": _files_in_range(manifests, p), "cached": len(p.cached),
-               "fetched": 0, "missing": [], "incomplete": [], "days_compacted": 0, "status": "complete"}
-        if dry_run:
-            out.update(dry_run=True, plan=p.summary())
-            if vanished:
-                out["vanished_objects"] = sorted(vanished)
-        if empty:
-            out["warning"] = empty
-        out["seconds"] = round(time.perf_counter() - t_start, 3)
-        return out
+        return FetchResult(**_sum_counts(manifests), files=_files_in_range(manifests, p), cached=len(p.cached),
+                           fetched=0, missing=[], incomplete=[], days_compacted=0, status="complete",
+                           dry_run=True if dry_run else None, plan=p.summary() if dry_run else None,
+                           vanished_objects=sorted(vanished) if dry_run and vanished else None,
+                           warning=empty or None, seconds=round(time.perf_counter() - t_start, 3))
 
     acc = {"lines_read": 0, "out_of_range": 0, "skipped_cached": 0, "far_from_folder": 0, "dropped_missing": 0}
     missing_hours: set = set()
@@ -463,17 +508,16 @@ def fetch(source: Source, cache: cache_mod.Cache, start, end, *, ttl_days: float
                        + "; ".join(f"{k}: {why}" for k, why in list(refused.items())[:5]))
     warning = "; ".join(w for w in (empty, copy_problems, refused and f"{len(refused)} objects refused "
                                     "(see refused_objects)") if w)
-    return {**_sum_counts(manifests), "files": _files_in_range(manifests, p),
-            "status": "partial" if missing or incomplete else "complete",
-            "cached": len(p.hours) - len(written), "fetched": len(written) - len(missing),
-            "missing": missing, "incomplete": incomplete, **acc,
-            **({"vanished_objects": sorted(vanished)} if vanished else {}),
-            **({"refused_objects": refused} if refused else {}),
-            "refetched": dict(Counter(p.status[h][0] for h in written)),
-            "cached_by_concurrent_run": len(cached_by_other), "days_compacted": compacted,
-            "source": p.source, "mode": p.mode, "cache_root": p.cache_root,
-            "start": p.t0.isoformat(), "end": p.t1.isoformat(), **({"warning": warning} if warning else {}),
-            "seconds": round(time.perf_counter() - t_start, 3)}
+    return FetchResult(**_sum_counts(manifests), files=_files_in_range(manifests, p),
+                       status="partial" if missing or incomplete else "complete",
+                       cached=len(p.hours) - len(written), fetched=len(written) - len(missing),
+                       missing=missing, incomplete=incomplete, **acc,
+                       vanished_objects=sorted(vanished) if vanished else None, refused_objects=refused or None,
+                       refetched=dict(Counter(p.status[h][0] for h in written)),
+                       cached_by_concurrent_run=len(cached_by_other), days_compacted=compacted,
+                       source=p.source, mode=p.mode, cache_root=p.cache_root,
+                       start=p.t0.isoformat(), end=p.t1.isoformat(), warning=warning or None,
+                       seconds=round(time.perf_counter() - t_start, 3))
 
 
 def _compact(cache: cache_mod.Cache, p: Plan, written: dict, ttl_days: float | None, now: dt.datetime | None,
@@ -567,7 +611,7 @@ def plan_range(params, progress: Progress = True) -> Plan:
 
 def fetch_range(params, progress: Progress = True, dry_run: bool = False, offline: bool = False,
                 now: dt.datetime | None = None, require_records: bool = False, allow_empty: bool = False,
-                mirror_deletions: bool = False) -> dict:
+                mirror_deletions: bool = False) -> FetchResult:
     """Fill the cache for `params.dates` from `params.source` (typed `config.Params`).
 
     require_records: a range without one valid BSM raises (a notebook would fail later, on
@@ -578,11 +622,11 @@ def fetch_range(params, progress: Progress = True, dry_run: bool = False, offlin
                 price_per_gb=params.source.egress_usd_per_gb, offline=offline, now=now, progress=progress,
                 allow_empty=allow_empty, mirror_deletions=mirror_deletions,
                 max_object_mb=params.source.max_object_mb)
-    if require_records and not dry_run and out["valid"] == 0:
-        why = out.get("warning") or (f"hours missing (source failures): {', '.join(out['missing'][:5])}"
-                                     if out["missing"] else f"{out['records']} records, none valid"
-                                     if out["records"] else "its objects hold no records in range")
-        raise ValueError(f"no valid BSMs for dates {params.dates.start} .. {params.dates.end}: {why}")
+    if require_records and not dry_run and out.valid == 0:
+        why = out.warning or (f"hours missing (source failures): {', '.join(out.missing[:5])}"
+                              if out.missing else f"{out.records} records, none valid"
+                              if out.records else "its objects hold no records in range")
+        raise NoRecords(f"no valid BSMs for dates {params.dates.start} .. {params.dates.end}: {why}")
     return out
 
 
@@ -607,35 +651,30 @@ def load_range(params, progress: Progress = True, refresh: bool = True):
                           cache_mod.CacheWarning, stacklevel=2)
     return cache_mod.load(params.dates.start, params.dates.end, resolve_path(params.cache.root),
                           pilot=params.source.pilot, message_type=params.source.message_type,
-                          ttl_days=params.cache.ttl_days, source_id=layout.source_identity(resolve_path(params.source.url)))
+                          ttl_days=params.cache.ttl_days,
+                          source_id=layout.source_identity(resolve_path(params.source.url)))
 
 
 # ---------------------------------------------------------------- CLI glue
 
 
-def run_ingest_cli(args, progress: Progress) -> dict:
-    """`wydot-lab ingest`: args from the `ingest` subparser of cli.py."""
+def run_ingest_cli(args, progress: Progress) -> FetchResult:
+    """`wydot-lab ingest`: args from the `ingest` subparser of cli.py (which maps the result's
+    status and a `VanishedObjects` refusal to exit codes)."""
     spec = SourceSpec(url=args.source if "://" in args.source else os.path.abspath(args.source), pilot=args.pilot,
                       message_type=args.message_type, region=args.region, profile=args.profile,
                       anonymous=args.anonymous, requester_pays=args.requester_pays, endpoint_url=args.endpoint_url)
     if args.anonymous and args.profile:
-        raise ValueError("--anonymous and --profile exclude each other")
+        raise UsageError("--anonymous and --profile exclude each other")
     cache = cache_mod.Cache(args.cache, args.pilot, args.message_type)
     source = Source(spec)
     mb = getattr(args, "max_object_mb", None)
-    try:
-        summary = fetch(source, cache, args.start, args.end, ttl_days=args.ttl_days,
-                        allow_partial=args.allow_partial, dry_run=args.dry_run, price_per_gb=args.price_per_gb,
-                        offline=getattr(args, "offline", False), workers=getattr(args, "workers", 8),
-                        progress=progress, mirror_deletions=getattr(args, "mirror_deletions", False),
-                        allow_empty=getattr(args, "allow_empty", False), max_object_mb=layout.MAX_OBJECT_MB if mb is None else mb)
-    except VanishedObjects as err:  # the summary names every vanished object
-        _say(progress, f"error: {err}")
-        return {"status": "refused", "error": str(err), "vanished_objects": sorted(err.vanished),
-                "_exit": EXIT_VANISHED}
-    if summary.get("status") == "partial":
-        summary["_exit"] = EXIT_PARTIAL
-    return summary
+    return fetch(source, cache, args.start, args.end, ttl_days=args.ttl_days,
+                 allow_partial=args.allow_partial, dry_run=args.dry_run, price_per_gb=args.price_per_gb,
+                 offline=getattr(args, "offline", False), workers=getattr(args, "workers", 8),
+                 progress=progress, mirror_deletions=getattr(args, "mirror_deletions", False),
+                 allow_empty=getattr(args, "allow_empty", False),
+                 max_object_mb=layout.MAX_OBJECT_MB if mb is None else mb)
 
 
 def run_cache_cli(args, progress: Progress) -> dict:
@@ -643,7 +682,7 @@ def run_cache_cli(args, progress: Progress) -> dict:
     kw = dict(pilot=getattr(args, "pilot", layout.DEFAULT_PILOT),
               message_type=getattr(args, "message_type", layout.DEFAULT_TYPE))
     if bool(args.start) != bool(args.end):
-        raise ValueError("give both --start and --end, or neither")
+        raise UsageError("give both --start and --end, or neither")
     cache_mod.Cache(args.cache, **kw).require_root()
     if args.action == "ls":
         rows = cache_mod.ls(args.cache, args.start, args.end, ttl_days=getattr(args, "ttl_days", None), **kw)
@@ -659,7 +698,7 @@ def run_cache_cli(args, progress: Progress) -> dict:
             _say(progress, f"corrupt {h}: {why} (hidden; the next ingest refetches it)")
         for d, why in res["day_copies"]["corrupt"].items():
             _say(progress, f"corrupt day copy {d}: {why} (dropped; its hours serve, the next ingest rebuilds it)")
-        return {"action": "verify", **res, "_exit": 1 if res["corrupt"] or res["day_copies"]["corrupt"] else 0}
+        return {"action": "verify", **res}  # the CLI exits 1 if anything is corrupt
     res = cache_mod.clear(args.cache, args.start, args.end, **kw)
     return {"action": "clear", **res}
 

@@ -35,7 +35,7 @@ LOCAL_CRS = CRS.from_proj4(
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _transformer(inverse: bool) -> Transformer:
     src, dst = ("EPSG:4326", LOCAL_CRS) if not inverse else (LOCAL_CRS, "EPSG:4326")
     return Transformer.from_crs(src, dst, always_xy=True)
@@ -60,7 +60,7 @@ def bearing_deg(dx, dy) -> np.ndarray:
     return np.mod(np.degrees(np.arctan2(np.asarray(dx, float), np.asarray(dy, float))), 360.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cone_constant() -> float:
     """n of the conic: grid north turns by n * (lon - ORIGIN_LON) degrees against true north."""
     from pyproj import Proj
@@ -248,7 +248,7 @@ def _index_pieces(x: np.ndarray, y: np.ndarray, first_seg: int = 0):
     return x[seg] + t * (x[seg + 1] - x[seg]), y[seg] + t * (y[seg + 1] - y[seg]), seg + first_seg
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_centreline(direction: str) -> Centreline:
     """The shipped I-80 centre line of one direction (see wydot_lab/data/SOURCE.md).
 
@@ -272,7 +272,7 @@ def load_centreline(direction: str) -> Centreline:
     return Centreline(direction, lat, lon, x, y, chainage, cKDTree(np.column_stack([mx, my])), seg)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _both_directions() -> Centreline:
     """Both carriageways as one index, so "distance to the nearer one" is one query."""
     e, w = load_centreline("eastbound"), load_centreline("westbound")

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wydot_lab import parse, validate
+from wydot_lab.errors import WydotLabError
 from wydot_lab.schema import (BSM_SCHEMA, CRUMB, NON_BSM_SCHEMA, QUARANTINE_SCHEMA, RECEIVED_FALLBACK_VERSION,
                               SUPPORTED_SCHEMA_VERSIONS)
 
@@ -45,7 +46,7 @@ PARALLEL_MIN = 64 << 20  # from this size an NDJSON file is split across process
 SPANS_PER_WORKER = 4  # several spans per process: results of early spans travel back while later ones parse
 
 
-class IngestError(ValueError):
+class IngestError(WydotLabError, ValueError):
     """A whole file cannot be ingested (the message names it)."""
 
 

@@ -6,6 +6,8 @@ import os
 import re
 from urllib.parse import urlsplit
 
+from wydot_lab.errors import UsageError
+
 DEFAULT_BUCKET = "usdot-its-cvpilot-publicdata"
 DEFAULT_PILOT = "wydot"
 DEFAULT_TYPE = "BSM"
@@ -42,7 +44,7 @@ def date_range_bounds(start: dt.date | str, end: dt.date | str) -> tuple[dt.date
     s = s.replace(hour=0, minute=0, second=0, microsecond=0)
     e = e.replace(hour=0, minute=0, second=0, microsecond=0) + dt.timedelta(days=1)
     if e <= s:
-        raise ValueError(f"end date {end} is before start date {start}")
+        raise UsageError(f"end date {end} is before start date {start}")
     return s, e
 
 
@@ -110,7 +112,7 @@ def hour_range(start, end) -> tuple[dt.datetime, dt.datetime]:
     elif t1 > floor_hour(t1):
         t1 = floor_hour(t1) + dt.timedelta(hours=1)
     if t1 <= t0:
-        raise ValueError(f"end {end} is not after start {start}" if not end_is_day
+        raise UsageError(f"end {end} is not after start {start}" if not end_is_day
                          else f"end date {end} is before start date {start}" if start_is_day
                          else f"end {end} is before start {start}")
     return t0, t1

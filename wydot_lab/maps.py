@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wydot_lab.errors import NoRecords
 from wydot_lab.frames import LAT, LON, by_vehicle, floats
 
 EARTH_RADIUS = 6378137.0  # the Web Mercator sphere
@@ -112,7 +113,7 @@ def _extent_and_rows(df: Any, pad: float = 0.04):
     lo = [float(stats[0]), float(stats[1])]
     hi = [float(stats[2]), float(stats[3])]
     if not all(np.isfinite(lo + hi)):
-        raise ValueError("nothing to map: no row has a finite position (an empty date range?)")
+        raise NoRecords("nothing to map: no row has a finite position (an empty date range?)")
     xr = (lo[0], max(hi[0], lo[0] + 2000.0))
     yr = (lo[1], max(hi[1], lo[1] + 2000.0))
     px, py = (xr[1] - xr[0]) * pad, (yr[1] - yr[0]) * pad

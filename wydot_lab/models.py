@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from wydot_lab.errors import WydotLabError
 from wydot_lab.features import FEATURES, REFERENCE
 from wydot_lab.frames import ID, TIME, vehicle_codes
 
@@ -21,7 +22,7 @@ HISTORY = list(FEATURES)  # every feature of features.FEATURES (per-vehicle hist
 VEHICLE_SHARE = 0.2  # a vehicle is called an attacker when this share of its messages is flagged
 
 
-class LeakError(AssertionError):
+class LeakError(WydotLabError, AssertionError):
     """Train and test share a vehicle (or a day, for the day split): the split is not honest."""
 
 

@@ -13,21 +13,18 @@ import json
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 from wydot_lab import config
+from wydot_lab.errors import PipelineError  # re-exported here
 
 KERNEL = "python3"
 VERSIONED = ("wydot_lab", "numpy", "pandas", "pyarrow", "dask", "distributed", "msgspec", "scikit-learn",
              "scipy", "datashader", "hvplot", "holoviews", "ipywidgets", "papermill", "nbclient",
              "ipykernel", "matplotlib", "pydantic", "s3fs", "fsspec")
-
-
-class PipelineError(RuntimeError):
-    """A stage failed; the one-line message names the executed notebook that shows the error."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +49,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("04_attack_sim", inputs={"records_path": ("01_explore", "records.parquet")},
           outputs=("attacked.parquet", "attack_summary.csv", "attack_map.png", "attack_zoom.png")),
     Stage("05_train", inputs={"records_path": ("01_explore", "records.parquet")},
-          outputs=("metrics.json", "results.parquet", "scores.parquet", "importances.parquet", "models", "confusion_matrix.png",
-                   "pr_curves.png", "feature_importance.png")),
+          outputs=("metrics.json", "results.parquet", "scores.parquet", "importances.parquet", "models",
+                   "confusion_matrix.png", "pr_curves.png", "feature_importance.png")),
 )
 
 

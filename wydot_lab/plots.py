@@ -5,7 +5,7 @@ for a notebook column (about 900 px): titles stay readable and legends never cov
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd

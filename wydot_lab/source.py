@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import fsspec
 
 from wydot_lab import layout
+from wydot_lab.errors import IncompleteDownload, SourceError, SourceLayoutError  # re-exported here
 
 # botocore / S3 error codes that mean "try again later"
 TRANSIENT_CODES = frozenset({
@@ -42,31 +43,6 @@ TRANSIENT_TYPES = frozenset({
     "HTTPClientError", "ServerTimeoutError", "FlexibleChecksumError", "IncompleteDownload"})
 UNREACHABLE_TYPES = frozenset({"EndpointConnectionError", "ConnectTimeoutError", "ConnectionRefusedError",
                                "ProxyConnectionError", "ClientConnectorError"})
-
-
-class SourceError(RuntimeError):
-    """A source failure the user must act on; `str()` is one line naming bucket, mode and fix.
-
-    kind: missing_credentials | profile_not_found | bad_credentials | access_denied |
-    no_such_bucket | unreachable | transient | no_such_folder | error
-    """
-
-    def __init__(self, message: str, kind: str = "error", hour: dt.datetime | None = None):
-        super().__init__(message)
-        self.kind = kind
-        self.hour = hour
-
-
-class IncompleteDownload(IOError):
-    """Bytes received differ from the listing (size, or MD5 against a plain ETag): retried like
-    a dropped connection, then the hour fails."""
-
-
-class SourceLayoutError(SourceError):
-    """The source URL names the pilot/type folders (or a pilot absent from the root)."""
-
-    def __init__(self, message: str):
-        super().__init__(message, "bad_source")
 
 
 DOWNLOAD_CHUNK = 8 << 20  # bytes per ranged GET / read while downloading
@@ -100,7 +76,7 @@ class SourceSpec:
     read_timeout_s: float = 60.0
 
     @classmethod
-    def from_params(cls, source, **overrides) -> "SourceSpec":
+    def from_params(cls, source, **overrides) -> SourceSpec:
         """From `config.SourceParams` (the `source:` section of a params file)."""
         from wydot_lab.config import resolve_path
 
@@ -261,7 +237,8 @@ def translate(err: BaseException, spec: SourceSpec, what: str | None = None,
     if "ProfileNotFound" in names:
         return SourceError(
             f"{where}: AWS profile '{spec.profile}' not found (mode: {mode}); create it with "
-            f"`aws configure --profile {spec.profile}` or pass an existing one with --profile NAME", "profile_not_found")
+            f"`aws configure --profile {spec.profile}` or pass an existing one with --profile NAME",
+            "profile_not_found")
     if names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:
         return SourceError(
             f"{where}: no AWS credentials found (mode: {mode}); the bucket now requires credentials "

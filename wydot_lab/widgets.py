@@ -8,10 +8,12 @@ under papermill nobody moves the slider and the params' date range is what runs.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from wydot_lab import layout
+from wydot_lab.errors import NoRecords
 
 Reload = Callable[[dt.date, dt.date], dict]
 
@@ -128,7 +130,7 @@ class DateRangePicker:
 
         self.dates = sorted(set(dates))
         if not self.dates:
-            raise ValueError("no dates available: the source folder and the cache are both empty")
+            raise NoRecords("no dates available: the source folder and the cache are both empty")
         self._reload = reload
         self.history: list[tuple[dt.date, dt.date]] = []
         self.result: dict | None = None
