@@ -1,4 +1,5 @@
 """Ingest of real WYDOT records and of hostile input: everything loads or lands in quarantine with a reason."""
+
 from __future__ import annotations
 
 import gzip
@@ -15,10 +16,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REAL_DIR
 
 from wydot_lab import dtg_csv, ingest, validate
 from wydot_lab.schema import BSM_SCHEMA
+
+from conftest import REAL_DIR
 
 V6 = REAL_DIR / "01_sandbox_sample_bsm_schemaVersion6.ndjson"
 V5 = REAL_DIR / "01_sandbox_sample_bsm_schemaVersion5.ndjson"
@@ -97,8 +99,16 @@ def test_sentinels_become_nulls():
     cd["position"]["elevation"] = None
     rec["metadata"]["receivedMessageDetails"]["locationData"]["speed"] = "unavailable"
     row = ingest.ingest_bytes(_line(rec), "s").valid.to_pylist()[0]
-    for col in ("coreData_accelset_accelLong", "coreData_accelset_accelLat", "coreData_accelset_accelVert",
-                "coreData_secMark", "coreData_speed", "coreData_heading", "coreData_elevation", "metadata_rmd_speed"):
+    for col in (
+        "coreData_accelset_accelLong",
+        "coreData_accelset_accelLat",
+        "coreData_accelset_accelVert",
+        "coreData_secMark",
+        "coreData_speed",
+        "coreData_heading",
+        "coreData_elevation",
+        "metadata_rmd_speed",
+    ):
         assert row[col] is None, col
     assert row["coreData_accelset_accelYaw"] == 0.0
 
@@ -201,9 +211,13 @@ def test_odd_receiver_and_time_texts_parse_the_same_in_any_batch(tmp_path, monke
         r["metadata"]["recordGeneratedAt"] = generated
         return _line(r)
 
-    odd = [("NaN", "2018-05-06T20:26:28.6909999Z"), ("inf", "1969-12-31T23:59:59.9995Z"),
-           (" 41.5 ", "2018-05-06T20:26:28.690+02:00"), ("unavailable", "2018-05-06T20:26:28.1234567891Z"),
-           ("41.25", "not a time")]
+    odd = [
+        ("NaN", "2018-05-06T20:26:28.6909999Z"),
+        ("inf", "1969-12-31T23:59:59.9995Z"),
+        (" 41.5 ", "2018-05-06T20:26:28.690+02:00"),
+        ("unavailable", "2018-05-06T20:26:28.1234567891Z"),
+        ("41.25", "not a time"),
+    ]
     plain = variant("41.1", "2018-05-06T20:26:28.690Z")
     lines = [plain] * 1500
     for k, (lat, gen) in enumerate(odd):
@@ -308,8 +322,10 @@ def test_corrupt_gzip_keeps_the_good_part_and_quarantines_the_tail():
         (lambda s: s.replace(b'"speed":7.52', b'"speed":900.0'), "speed_range"),
         (lambda s: s.replace(b'"msgCnt":127', b'"msgCnt":99999'), "msgCnt_range"),
         (lambda s: s.replace(b'"id":"CB950124"', b'"id":"XYZ"'), "id_format"),
-        (lambda s: s.replace(b'"recordGeneratedAt":"2018-05-06T20:26:28.690Z"', b'"recordGeneratedAt":"yesterday"'),
-         "bad_timestamp"),
+        (
+            lambda s: s.replace(b'"recordGeneratedAt":"2018-05-06T20:26:28.690Z"', b'"recordGeneratedAt":"yesterday"'),
+            "bad_timestamp",
+        ),
         (lambda s: s.replace(b'"recordGeneratedAt":"2018-05-06T20:26:28.690Z",', b""), "missing_generatedAt"),
     ],
 )
@@ -338,7 +354,11 @@ def test_quarantine_examples_show_each_rule_once_with_its_first_lines():
     assert by_rule.loc["not_json", "text"] == "oops"
     assert by_rule.loc["not_json", "reason"].startswith("not_json (JSON is malformed")
     assert by_rule.loc["speed_range", "reason"] == "speed_range 900 (allowed 0..163.8)"
-    for rule, field in (("speed_range", '"speed":900.0'), ("wrong_type", '"speed":"7.52"'), ("id_format", '"id":"XYZ"')):
+    for rule, field in (
+        ("speed_range", '"speed":900.0'),
+        ("wrong_type", '"speed":"7.52"'),
+        ("id_format", '"id":"XYZ"'),
+    ):
         text = by_rule.loc[rule, "text"]  # around the field the rule names, not the line's start
         assert field in text and text.startswith("...") and len(text) <= 106, (rule, text)
         assert text.strip(".") in (speed if rule == "speed_range" else typed if rule == "wrong_type" else both).decode()
@@ -364,18 +384,26 @@ def test_every_failed_rule_is_listed():
 
 def test_unknown_schema_version_is_a_clear_error_or_quarantined():
     bad = V6.read_bytes().replace(b'"schemaVersion":6', b'"schemaVersion":10')
-    with pytest.raises(ingest.SchemaVersionError,
-                       match=r"v10\.ndjson:1: unknown ODE schemaVersion 10 \(supported: 1\.\.9\)"):
+    with pytest.raises(
+        ingest.SchemaVersionError, match=r"v10\.ndjson:1: unknown ODE schemaVersion 10 \(supported: 1\.\.9\)"
+    ):
         ingest.ingest_bytes(bad, "v10.ndjson")
     r = ingest.ingest_bytes(bad, "v10.ndjson", unknown_version="quarantine")
     assert r.quarantine.column("reasons").to_pylist() == [["unknown_schema_version 10 (supported: 1..9)"]]
 
 
 def test_tim_records_are_counted_aside_by_type():
-    tim = {"metadata": {"recordType": "dnMsg", "payloadType": "us.dot.its.jpo.ode.model.OdeTimPayload",
-                        "schemaVersion": 6},
-           "payload": {"dataType": "us.dot.its.jpo.ode.plugin.j2735.J2735TravelerInformation",
-                       "data": {"MessageFrame": {"value": {"TravelerInformation": {"msgCnt": 1}}}}}}
+    tim = {
+        "metadata": {
+            "recordType": "dnMsg",
+            "payloadType": "us.dot.its.jpo.ode.model.OdeTimPayload",
+            "schemaVersion": 6,
+        },
+        "payload": {
+            "dataType": "us.dot.its.jpo.ode.plugin.j2735.J2735TravelerInformation",
+            "data": {"MessageFrame": {"value": {"TravelerInformation": {"msgCnt": 1}}}},
+        },
+    }
     weird_tim = dict(tim, payload={"dataType": "TravelerInformation", "data": {"coreData": "not an object"}})
     data = V6.read_bytes() + _line(tim) + b"\n" + _line(weird_tim) + b"\n"
     r = ingest.ingest_bytes(data, "mixed")
@@ -417,8 +445,15 @@ def test_data_transportation_gov_csv_exports(real, tmp_path, lower_case):
     c = _adds_up(r)
     assert c["valid"] == REAL_RECORDS
     a, b = r.valid.to_pandas(), real.valid.to_pandas()
-    for col in ("coreData_id", "coreData_position_lat", "coreData_position_long", "coreData_speed",
-                "coreData_heading", "coreData_secMark", "metadata_schemaVersion"):
+    for col in (
+        "coreData_id",
+        "coreData_position_lat",
+        "coreData_position_long",
+        "coreData_speed",
+        "coreData_heading",
+        "coreData_secMark",
+        "metadata_schemaVersion",
+    ):
         assert a[col].equals(b[col]), col
     expected = b.metadata_generatedAt if lower_case else b.metadata_generatedAt.dt.floor("s")
     assert (a.metadata_generatedAt == expected).all()
@@ -455,12 +490,21 @@ def test_missing_path_is_a_clear_error(tmp_path):
 def test_cli_validate_prints_summary_last(tmp_path):
     bad = tmp_path / "bad.ndjson"
     bad.write_bytes(V6.read_bytes() + b"not json\n\n")
-    out = subprocess.run([sys.executable, "-m", "wydot_lab.cli", "validate", str(REAL_DIR), str(bad)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "wydot_lab.cli", "validate", str(REAL_DIR), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["records"] == summary["valid"] + summary["quarantined"] + summary["non_bsm"] + summary["blank"]
-    assert (summary["valid"], summary["quarantined"], summary["blank"], summary["files"]) == (REAL_RECORDS + 1, 1, 1, REAL_FILES + 1)
+    assert (summary["valid"], summary["quarantined"], summary["blank"], summary["files"]) == (
+        REAL_RECORDS + 1,
+        1,
+        1,
+        REAL_FILES + 1,
+    )
     assert summary["rules"]["not_json"] == 1 and summary["rules"]["outside_wyoming"] >= 18
     assert "bad.ndjson" in out.stderr
 
@@ -472,7 +516,10 @@ def test_cli_validate_unknown_version_stops_or_quarantines(tmp_path):
     cmd = [sys.executable, "-m", "wydot_lab.cli", "validate", str(v10)]
     stop = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert stop.returncode == 2 and stop.stdout == ""
-    assert f"{v10}:2: unknown ODE schemaVersion 10 (supported: 1..9)" in stop.stderr and "--unknown-version quarantine" in stop.stderr
+    assert (
+        f"{v10}:2: unknown ODE schemaVersion 10 (supported: 1..9)" in stop.stderr
+        and "--unknown-version quarantine" in stop.stderr
+    )
     assert stop.stderr.strip().count("\n") == 0
     go = subprocess.run(cmd + ["--unknown-version", "quarantine"], capture_output=True, text=True, timeout=120)
     assert go.returncode == 0, go.stderr
@@ -481,8 +528,12 @@ def test_cli_validate_unknown_version_stops_or_quarantines(tmp_path):
 
 
 def test_cli_error_is_one_line_and_nonzero(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "wydot_lab.cli", "validate", str(tmp_path / "missing")],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "wydot_lab.cli", "validate", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode != 0
     assert out.stderr.strip().count("\n") == 0 and "no such file or folder" in out.stderr
     assert "Traceback" not in out.stderr
@@ -523,29 +574,40 @@ def test_a_bad_timestamp_reason_quotes_its_text_and_the_key_it_was_read_from(mon
     assert r.quarantine.column("reasons").to_pylist() == [
         ["bad_timestamp '04/01/2021 10:00:00 AM' at metadata_recordGeneratedAt"],
         ["bad_timestamp 'yesterday' at metadata_generatedAt"],
-        ["bad_timestamp '" + "9" * 40 + "...' at metadata_recordGeneratedAt"]]
+        ["bad_timestamp '" + "9" * 40 + "...' at metadata_recordGeneratedAt"],
+    ]
     assert validate.reason_counts(r.quarantine) == {"bad_timestamp": 3}
     ex = validate.examples(r.quarantine, per_rule=3, width=60)
     assert ex["line"].tolist() == [4, 5, 6]
     assert '"recordGeneratedAt":"04/01' in ex["text"][0] and '"generatedAt":"yesterday"' in ex["text"][1]
 
 
-_CSV_HEAD = "metadata_generatedAt,metadata_receivedAt,coreData_id,coreData_position,coreData_position_lat,coreData_position_long\n"
+_CSV_HEAD = (
+    "metadata_generatedAt,metadata_receivedAt,coreData_id,coreData_position,"
+    "coreData_position_lat,coreData_position_long\n"
+)
 
 
 @pytest.mark.parametrize("lower_case", [False, True])
 def test_csv_unparseable_time_is_one_bad_timestamp_not_also_a_wrong_type(tmp_path, lower_case):
     head = _CSV_HEAD.lower() if lower_case else _CSV_HEAD
     path = tmp_path / "t.csv"
-    path.write_text(head +
-                    "12/05/2018 02:04:58 PM,12/05/2018 02:04:59 PM,31325442,POINT (-104.66 41.155),41.155,-104.66\n"
-                    "04/01/2021 25:00:00 AM,12/05/2018 02:04:59 PM,31325442,POINT (-104.66 41.155),41.155,-104.66\n"
-                    "12/05/2018 02:04:58 PM,not a time,31325442,POINT (-104.66 41.155),41.155,-104.66\n")
+    path.write_text(
+        head + "12/05/2018 02:04:58 PM,12/05/2018 02:04:59 PM,31325442,POINT (-104.66 41.155),41.155,-104.66\n"
+        "04/01/2021 25:00:00 AM,12/05/2018 02:04:59 PM,31325442,POINT (-104.66 41.155),41.155,-104.66\n"
+        "12/05/2018 02:04:58 PM,not a time,31325442,POINT (-104.66 41.155),41.155,-104.66\n"
+    )
     r = ingest.ingest_paths([path])
     assert (_adds_up(r)["valid"], r.counts()["quarantined"]) == (1, 2)
-    gen, rec = ("metadata_generatedat", "metadata_receivedat") if lower_case else ("metadata_generatedAt", "metadata_receivedAt")
-    assert r.quarantine.column("reasons").to_pylist() == [[f"bad_timestamp '04/01/2021 25:00:00 AM' at {gen}"],
-                                                          [f"wrong_type at {rec}"]]
+    gen, rec = (
+        ("metadata_generatedat", "metadata_receivedat")
+        if lower_case
+        else ("metadata_generatedAt", "metadata_receivedAt")
+    )
+    assert r.quarantine.column("reasons").to_pylist() == [
+        [f"bad_timestamp '04/01/2021 25:00:00 AM' at {gen}"],
+        [f"wrong_type at {rec}"],
+    ]
     assert (r.rule_counts["bad_timestamp"], r.rule_counts["wrong_type"]) == (1, 1)  # one fault, one count
     assert r.quarantine_reasons() == {"bad_timestamp": 1, "wrong_type": 1}
 
@@ -559,8 +621,15 @@ def test_outside_wyoming_counts_only_positions_in_range(real, tmp_path):
         rec["payload"]["data"]["coreData"]["heading"] = heading
         return _line(rec)
 
-    lines = [at(41.28, -105.59), at(91, -105.59), at(41.28, -200), at(91, -200), at(-91, 181),
-             at(39.7, -104.99), at(39.7, -104.99, heading=400)]  # last two: Denver, in range
+    lines = [
+        at(41.28, -105.59),
+        at(91, -105.59),
+        at(41.28, -200),
+        at(91, -200),
+        at(-91, 181),
+        at(39.7, -104.99),
+        at(39.7, -104.99, heading=400),
+    ]  # last two: Denver, in range
     r = ingest.ingest_bytes(b"\n".join(lines) + b"\n", "x")
     assert (_adds_up(r)["valid"], r.counts()["quarantined"]) == (2, 5)
     assert (r.rule_counts["lat_range"], r.rule_counts["long_range"]) == (3, 3)
@@ -568,23 +637,30 @@ def test_outside_wyoming_counts_only_positions_in_range(real, tmp_path):
     _, warn = validate.check(r.valid)
     assert warn["outside_wyoming"].tolist() == [False, True]
     # the real Colorado test drives keep counting, in ODE output and in a CSV export of it
-    assert (real.counts()["valid"], real.counts()["quarantined"], real.rule_counts["outside_wyoming"]) == (REAL_RECORDS, 0, REAL_OUTSIDE_WY)
+    assert (real.counts()["valid"], real.counts()["quarantined"], real.rule_counts["outside_wyoming"]) == (
+        REAL_RECORDS,
+        0,
+        REAL_OUTSIDE_WY,
+    )
     dtg_csv.to_download_csv(real.valid, tmp_path / "real.csv")
     assert ingest.ingest_paths([tmp_path / "real.csv"]).rule_counts["outside_wyoming"] == REAL_OUTSIDE_WY
 
 
 def test_csv_empty_lat_long_cells_are_filled_from_the_point_text(tmp_path):
     path = tmp_path / "dl.csv"
-    path.write_text(_CSV_HEAD +
-                    "12/05/2018 02:04:58 PM,,31325442,POINT (-104.66 41.15),,\n"
-                    "12/05/2018 02:04:59 PM,,31325442,POINT (-104.66 41.15),41.2,\n"
-                    "12/05/2018 02:05:00 PM,,31325442,POINT (-104.66 41.15),,-104.7\n"
-                    "12/05/2018 02:05:01 PM,,31325442,POINT (-104.66 41.15),41.3,-104.8\n"
-                    "12/05/2018 02:05:02 PM,,31325442,,,\n"
-                    "12/05/2018 02:05:03 PM,,31325442,POINT (-104.66 41.15),north,\n")
+    path.write_text(
+        _CSV_HEAD + "12/05/2018 02:04:58 PM,,31325442,POINT (-104.66 41.15),,\n"
+        "12/05/2018 02:04:59 PM,,31325442,POINT (-104.66 41.15),41.2,\n"
+        "12/05/2018 02:05:00 PM,,31325442,POINT (-104.66 41.15),,-104.7\n"
+        "12/05/2018 02:05:01 PM,,31325442,POINT (-104.66 41.15),41.3,-104.8\n"
+        "12/05/2018 02:05:02 PM,,31325442,,,\n"
+        "12/05/2018 02:05:03 PM,,31325442,POINT (-104.66 41.15),north,\n"
+    )
     r = ingest.ingest_paths([path])
     assert (_adds_up(r)["valid"], r.counts()["quarantined"]) == (4, 2)
-    got = list(zip(r.valid.column("coreData_position_lat").to_pylist(), r.valid.column("coreData_position_long").to_pylist()))
+    got = list(
+        zip(r.valid.column("coreData_position_lat").to_pylist(), r.valid.column("coreData_position_long").to_pylist())
+    )
     assert got == [(41.15, -104.66), (41.2, -104.66), (41.15, -104.7), (41.3, -104.8)]  # a cell given wins
     assert r.quarantine.column("reasons").to_pylist() == [["missing_position"], ["wrong_type at coreData_position_lat"]]
     assert "empty" in dtg_csv.__doc__

@@ -1,4 +1,5 @@
 """The notebooks' sentences: numbers come from the objects shown, so the text follows the data."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -7,8 +8,13 @@ from wydot_lab import report
 
 
 def test_range_summary_counts_and_versions():
-    s = {"records": 7200, "vehicles": 99, "hours": 72, "schema_versions": {6: 7200, 9: 3},
-         "ingest": {"records": 7229, "quarantined": 24, "non_bsm": 4}}
+    s = {
+        "records": 7200,
+        "vehicles": 99,
+        "hours": 72,
+        "schema_versions": {6: 7200, 9: 3},
+        "ingest": {"records": 7229, "quarantined": 24, "non_bsm": 4},
+    }
     text = report.range_summary(s)
     assert "**7,200 valid records**" in text and "**99 vehicles**" in text and "72 hours" in text
     assert "v6, v9" in text and "24 were set aside" in text and "7,229 lines" in text
@@ -16,8 +22,9 @@ def test_range_summary_counts_and_versions():
 
 
 def test_validation_names_the_commonest_reason():
-    text = report.validation({"records": 100, "valid": 90, "quarantined": 8, "non_bsm": 2},
-                             {"truncated": 5, "speed_range": 3})
+    text = report.validation(
+        {"records": 100, "valid": 90, "quarantined": 8, "non_bsm": 2}, {"truncated": 5, "speed_range": 3}
+    )
     assert "90 of 100 records (90.0 %)" in text and "`truncated` (5 records)" in text
 
 
@@ -41,9 +48,12 @@ def test_attacks_and_offsets():
 def test_f1_quality_bars_and_caveats():
     f1 = pd.DataFrame({"random_forest": [1.0, 0.8], "rules": [0.9, 0.7]}, index=["x", "y"])
     assert "random_forest 0.90, rules 0.80" in report.f1_summary(f1) and "`y` (F1 0.80)" in report.f1_summary(f1)
-    bars = {"random_forest_gt_rules_on_average": {"met": True, "random_forest": 0.99, "rules": 0.98},
-            "random_forest_f1_ge_0.90_random_offset_50_100": {"met": None, "note": "z not in"},
-            "random_forest_ge_rules_every_attack": {"met": False}, "summary": "x"}
+    bars = {
+        "random_forest_gt_rules_on_average": {"met": True, "random_forest": 0.99, "rules": 0.98},
+        "random_forest_f1_ge_0.90_random_offset_50_100": {"met": None, "note": "z not in"},
+        "random_forest_ge_rules_every_attack": {"met": False},
+        "summary": "x",
+    }
     text = report.quality_bars(bars)
     assert "- Met: random_forest beats rules on mean F1 (0.990 against 0.980)." in text
     assert "- Not evaluated: random_forest reaches F1 0.90 or more on `random_offset_50_100` (z not in)." in text

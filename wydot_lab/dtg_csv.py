@@ -9,6 +9,7 @@ is not a number stays a `wrong_type`). One reason per fault: an unparseable
 generatedAt is a `bad_timestamp` quoting its text, and an unreadable lat/long a
 `wrong_type`, neither also a `wrong_type` or `missing_position`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -73,8 +74,16 @@ def ingest_csv(path: str | Path):
     path = Path(path)
     raw = path.read_bytes()
     if not raw.strip():
-        return IngestResult(BSM_SCHEMA.empty_table(), QUARANTINE_SCHEMA.empty_table(),
-                            NON_BSM_SCHEMA.empty_table(), 0, 0, 1, {}, [(str(path), "empty_file")])
+        return IngestResult(
+            BSM_SCHEMA.empty_table(),
+            QUARANTINE_SCHEMA.empty_table(),
+            NON_BSM_SCHEMA.empty_table(),
+            0,
+            0,
+            1,
+            {},
+            [(str(path), "empty_file")],
+        )
     try:
         df = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
@@ -82,7 +91,9 @@ def ingest_csv(path: str | Path):
     header = list(df.columns)
     mapped = {c: _BY_LOWER[c.strip().lower()] for c in header if c.strip().lower() in _BY_LOWER}
     if "coreData_id" not in mapped.values():
-        raise IngestError(f"{path}: no coreData_id column; is this a WYDOT BSM export? (columns: {', '.join(header[:6])}...)")
+        raise IngestError(
+            f"{path}: no coreData_id column; is this a WYDOT BSM export? (columns: {', '.join(header[:6])}...)"
+        )
     n = len(df)
     cols: dict[str, pa.Array] = {}
     wrong: dict[str, np.ndarray] = {}
@@ -142,9 +153,14 @@ def to_download_csv(table: pa.Table, path: str | Path, lower_case: bool = False)
     df = table.drop_columns(["partII_pathHistory_crumbData"]).to_pandas()
     for name in ("metadata_generatedAt", "metadata_receivedAt"):
         t = df[name]
-        df[name] = (t.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z") if lower_case else t.dt.strftime(DOWNLOAD_TIME_FORMAT)
-    df["coreData_position"] = "POINT (" + df.coreData_position_long.astype(str) + " " + df.coreData_position_lat.astype(str) + ")"
+        df[name] = (
+            (t.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z")
+            if lower_case
+            else t.dt.strftime(DOWNLOAD_TIME_FORMAT)
+        )
+    df["coreData_position"] = (
+        "POINT (" + df.coreData_position_long.astype(str) + " " + df.coreData_position_lat.astype(str) + ")"
+    )
     if lower_case:
         df.columns = [c.lower() for c in df.columns]
     df.to_csv(path, index=False)
-

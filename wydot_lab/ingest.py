@@ -4,6 +4,7 @@ Counts always add up: records (lines read) = valid + quarantined + non_bsm + bla
 Nothing is dropped: a line that fails anywhere lands in quarantine with its text
 and every reason, and non-BSM records (TIM, ...) are kept aside by type.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,8 +35,14 @@ import pyarrow.parquet as pq
 
 from wydot_lab import parse, validate
 from wydot_lab.errors import WydotLabError
-from wydot_lab.schema import (BSM_SCHEMA, CRUMB, NON_BSM_SCHEMA, QUARANTINE_SCHEMA, RECEIVED_FALLBACK_VERSION,
-                              SUPPORTED_SCHEMA_VERSIONS)
+from wydot_lab.schema import (
+    BSM_SCHEMA,
+    CRUMB,
+    NON_BSM_SCHEMA,
+    QUARANTINE_SCHEMA,
+    RECEIVED_FALLBACK_VERSION,
+    SUPPORTED_SCHEMA_VERSIONS,
+)
 
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
@@ -62,7 +69,7 @@ class SchemaVersionError(IngestError):
 
 
 def supported_versions() -> str:
-    """"supported: 1..9": what an unknown schemaVersion's error and quarantine reason say."""
+    """ "supported: 1..9": what an unknown schemaVersion's error and quarantine reason say."""
     lo, hi = min(SUPPORTED_SCHEMA_VERSIONS), max(SUPPORTED_SCHEMA_VERSIONS)
     assert SUPPORTED_SCHEMA_VERSIONS == frozenset(range(lo, hi + 1))
     return f"supported: {lo}..{hi}"
@@ -103,7 +110,7 @@ class IngestResult:
         pq.write_table(self.quarantine, str(path))
 
     @staticmethod
-    def concat(results: Iterable["IngestResult"]) -> "IngestResult":
+    def concat(results: Iterable[IngestResult]) -> IngestResult:
         results = list(results)
         if not results:
             return empty_result()
@@ -157,8 +164,10 @@ class ObjectTooLarge(IngestError):
     """An object inflated past its limit (`source.max_object_mb`); it is quarantined whole."""
 
     def __init__(self, source_object: str, limit: int, seen: int):
-        super().__init__(f"{source_object}: more than {limit:,} bytes inflated (read {seen:,}); "
-                         "raise source.max_object_mb / --max-object-mb to ingest it")
+        super().__init__(
+            f"{source_object}: more than {limit:,} bytes inflated (read {seen:,}); "
+            "raise source.max_object_mb / --max-object-mb to ingest it"
+        )
         self.source_object, self.limit, self.seen = source_object, limit, seen
 
 
@@ -235,8 +244,9 @@ def _limited(chunks: Iterator[bytes], source_object: str, max_bytes: int | None)
         yield chunk
 
 
-def _line_pieces(chunks: Iterable[bytes], piece: int | None = None, max_line: int | None = None
-                 ) -> Iterator[bytes | _Long]:
+def _line_pieces(
+    chunks: Iterable[bytes], piece: int | None = None, max_line: int | None = None
+) -> Iterator[bytes | _Long]:
     """Content chunks -> pieces of whole lines (about `piece` bytes; only the last may lack its
     newline) and `_Long` markers for lines over `max_line`, in stream order."""
     piece = piece or STREAM_CHUNK
@@ -258,8 +268,9 @@ def _line_pieces(chunks: Iterable[bytes], piece: int | None = None, max_line: in
         cut = chunk.rfind(b"\n", pos) + 1
         while cut > pos:  # whole lines up to `cut`; a piece ends at its last newline within its size
             target = pos + piece - done_len - part_len
-            end = cut if target >= cut else (chunk.rfind(b"\n", pos, max(target, pos)) + 1
-                                             or chunk.find(b"\n", pos) + 1)
+            end = (
+                cut if target >= cut else (chunk.rfind(b"\n", pos, max(target, pos)) + 1 or chunk.find(b"\n", pos) + 1)
+            )
             part.append(view[pos:end])
             done.extend(part)
             done_len += part_len + end - pos
@@ -292,7 +303,7 @@ def _numbered(data: bytes, first: int, strip_bom: bool) -> tuple[Iterator[tuple[
     buf = np.frombuffer(data, np.uint8)
     nl = np.flatnonzero(buf[start0:] == 10) + start0
     ends = nl if nl.size and nl[-1] == len(data) - 1 else np.append(nl, len(data))
-    starts = np.concatenate(([start0], nl[:ends.size - 1] + 1))
+    starts = np.concatenate(([start0], nl[: ends.size - 1] + 1))
     stops = ends.copy()
     cr = (stops > starts) & (buf[np.maximum(stops - 1, 0)] == 13)
     stops[cr] -= 1
@@ -303,7 +314,7 @@ def _numbered(data: bytes, first: int, strip_bom: bool) -> tuple[Iterator[tuple[
     return lines, int(ends.size), int(ends.size - keep.size)
 
 
-def _feed_piece(lines_in: "_Lines", data: bytes, first: int, strip_bom: bool) -> int:
+def _feed_piece(lines_in: _Lines, data: bytes, first: int, strip_bom: bool) -> int:
     """Feed `data`'s lines numbered from `first` into `lines_in`; empty lines are counted blank
     without a decode. Returns the number of lines."""
     lines, n, empty = _numbered(data, first, strip_bom)
@@ -313,9 +324,10 @@ def _feed_piece(lines_in: "_Lines", data: bytes, first: int, strip_bom: bool) ->
     return n
 
 
-def _line_too_long(lines_in: "_Lines", lineno: int, long: _Long) -> None:
-    lines_in.set_aside(lineno, long.head, [f"line_too_long ({long.size:,} bytes > {MAX_LINE:,}; "
-                                           f"first {len(long.head):,} kept)"])
+def _line_too_long(lines_in: _Lines, lineno: int, long: _Long) -> None:
+    lines_in.set_aside(
+        lineno, long.head, [f"line_too_long ({long.size:,} bytes > {MAX_LINE:,}; first {len(long.head):,} kept)"]
+    )
 
 
 def split_lines(data: bytes, strip_bom: bool = True) -> list[memoryview]:
@@ -346,6 +358,7 @@ def _text(line: bytes | memoryview) -> str:
 
 # ---------------------------------------------------------------- flatten
 
+
 def _meta(md: parse.Metadata) -> tuple:
     """The metadata columns of `_row` (times still as text); v9 names bsmSource `source`."""
     sid = md.serialId
@@ -354,11 +367,25 @@ def _meta(md: parse.Metadata) -> tuple:
     return (
         md.recordGeneratedAt or md.generatedAt,
         md.odeReceivedAt or md.receivedAt,
-        md.recordType, md.schemaVersion, md.bsmSource if md.bsmSource is not None else md.source,
-        md.sanitized, md.logFileName,
-        md.securityResultCode, md.recordGeneratedBy, md.validSignature, md.payloadType,
-        sid.streamId, sid.bundleSize, sid.bundleId, sid.recordId, sid.serialNumber,
-        loc.latitude, loc.longitude, loc.elevation, loc.speed, loc.heading,
+        md.recordType,
+        md.schemaVersion,
+        md.bsmSource if md.bsmSource is not None else md.source,
+        md.sanitized,
+        md.logFileName,
+        md.securityResultCode,
+        md.recordGeneratedBy,
+        md.validSignature,
+        md.payloadType,
+        sid.streamId,
+        sid.bundleSize,
+        sid.bundleId,
+        sid.recordId,
+        sid.serialNumber,
+        loc.latitude,
+        loc.longitude,
+        loc.elevation,
+        loc.speed,
+        loc.heading,
         rmd.rxSource if rmd is not None else None,
     )
 
@@ -368,11 +395,34 @@ def _row(rec: parse.Record):
     pos, acc, accu, br, size = cd.position, cd.accelSet, cd.accuracy, cd.brakes, cd.size
     wb = br.wheelBrakes
     return _meta(rec.metadata or _EMPTY_MD) + (
-        cd.msgCnt, cd.id, cd.secMark, pos.latitude, pos.longitude, pos.elevation, cd.speed, cd.heading,
-        acc.accelLong, acc.accelLat, acc.accelVert, acc.accelYaw,
-        accu.semiMajor, accu.semiMinor, accu.orientation, cd.transmission,
-        wb.leftFront, wb.rightFront, wb.leftRear, wb.rightRear, wb.unavailable,
-        br.traction, br.abs, br.scs, br.brakeBoost, br.auxBrakes, size.width, size.length,
+        cd.msgCnt,
+        cd.id,
+        cd.secMark,
+        pos.latitude,
+        pos.longitude,
+        pos.elevation,
+        cd.speed,
+        cd.heading,
+        acc.accelLong,
+        acc.accelLat,
+        acc.accelVert,
+        acc.accelYaw,
+        accu.semiMajor,
+        accu.semiMinor,
+        accu.orientation,
+        cd.transmission,
+        wb.leftFront,
+        wb.rightFront,
+        wb.leftRear,
+        wb.rightRear,
+        wb.unavailable,
+        br.traction,
+        br.abs,
+        br.scs,
+        br.brakeBoost,
+        br.auxBrakes,
+        size.width,
+        size.length,
     )
 
 
@@ -382,11 +432,34 @@ def _row_frame(rec: parse.Record):
     cd = rec.payload.data.value.BasicSafetyMessage.coreData
     acc, accu, br, size = cd.accelSet, cd.accuracy, cd.brakes, cd.size
     return _meta(rec.metadata or _EMPTY_MD) + (
-        cd.msgCnt, cd.id, cd.secMark, cd.lat, cd.long, cd.elev, cd.speed, cd.heading,
-        acc.long, acc.lat, acc.vert, acc.yaw,
-        accu.semiMajor, accu.semiMinor, accu.orientation, cd.transmission,
-        None, None, None, None, None,
-        br.traction, br.abs, br.scs, br.brakeBoost, br.auxBrakes, size.width, size.length,
+        cd.msgCnt,
+        cd.id,
+        cd.secMark,
+        cd.lat,
+        cd.long,
+        cd.elev,
+        cd.speed,
+        cd.heading,
+        acc.long,
+        acc.lat,
+        acc.vert,
+        acc.yaw,
+        accu.semiMajor,
+        accu.semiMinor,
+        accu.orientation,
+        cd.transmission,
+        None,
+        None,
+        None,
+        None,
+        None,
+        br.traction,
+        br.abs,
+        br.scs,
+        br.brakeBoost,
+        br.auxBrakes,
+        size.width,
+        size.length,
     )
 
 
@@ -399,11 +472,20 @@ _NO_SOURCE = pa.scalar(None, pa.string())
 _ROW_COLS = [name for name in BSM_SCHEMA.names[:51] if name != TIME_SOURCE]
 assert _ROW_COLS[-1] == "coreData_size_length" and _ROW_COLS[:2] == ["metadata_generatedAt", "metadata_receivedAt"]
 _TIME_COLS = frozenset(_ROW_COLS[:2])
-_RMD_COLS = {"metadata_rmd_latitude", "metadata_rmd_longitude", "metadata_rmd_elevation",
-             "metadata_rmd_speed", "metadata_rmd_heading"}
+_RMD_COLS = {
+    "metadata_rmd_latitude",
+    "metadata_rmd_longitude",
+    "metadata_rmd_elevation",
+    "metadata_rmd_speed",
+    "metadata_rmd_heading",
+}
 # the `_row` tuple as one Arrow struct: times and receiver position still text, as ODE writes them
-_ROW_TYPE = pa.struct([(name, pa.string() if name in _TIME_COLS or name in _RMD_COLS else BSM_SCHEMA.field(name).type)
-                       for name in _ROW_COLS])
+_ROW_TYPE = pa.struct(
+    [
+        (name, pa.string() if name in _TIME_COLS or name in _RMD_COLS else BSM_SCHEMA.field(name).type)
+        for name in _ROW_COLS
+    ]
+)
 _ROW_FIELD_TYPES = [f.type for f in _ROW_TYPE]
 # ODE sentinels that must never reach analysis as numbers
 SENTINELS = {
@@ -441,9 +523,13 @@ J2735_CRUMB_UNITS: dict[str, tuple[int, int, int | None]] = {
     "timeOffset": (1, 100, 65535),  # 10 ms
 }
 RADIUS_STRAIGHT = 32767  # J2735 RadiusOfCurvature "straight": ODE v6 writes it as 0.0
-_WHEEL_BITS = (("coreData_brakes_wheelBrakes_unavailable", 0x80), ("coreData_brakes_wheelBrakes_leftFront", 0x40),
-               ("coreData_brakes_wheelBrakes_leftRear", 0x20), ("coreData_brakes_wheelBrakes_rightFront", 0x10),
-               ("coreData_brakes_wheelBrakes_rightRear", 0x08))
+_WHEEL_BITS = (
+    ("coreData_brakes_wheelBrakes_unavailable", 0x80),
+    ("coreData_brakes_wheelBrakes_leftFront", 0x40),
+    ("coreData_brakes_wheelBrakes_leftRear", 0x20),
+    ("coreData_brakes_wheelBrakes_rightFront", 0x10),
+    ("coreData_brakes_wheelBrakes_rightRear", 0x08),
+)
 
 
 def _split(el: parse.PartIIElement):
@@ -599,15 +685,17 @@ def _to_float(values: pa.Array | list) -> pa.Array:
         out = pc.cast(values, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         text = pc.utf8_trim_whitespace(values)
-        out = pc.cast(pc.if_else(pc.match_substring_regex(text, _NUMBER), text, pa.scalar(None, pa.string())),
-                      pa.float64())
+        out = pc.cast(
+            pc.if_else(pc.match_substring_regex(text, _NUMBER), text, pa.scalar(None, pa.string())), pa.float64()
+        )
     if out.null_count < len(out) and not pc.all(pc.is_finite(out)).as_py():
         out = pc.if_else(pc.is_finite(out), out, pa.scalar(None, pa.float64()))
     return out
 
 
-def flatten(recs: list[parse.Record], source_object: str, lines: list[int], parts: list, frame: bool = False
-            ) -> tuple[pa.Table, pa.Array, np.ndarray]:
+def flatten(
+    recs: list[parse.Record], source_object: str, lines: list[int], parts: list, frame: bool = False
+) -> tuple[pa.Table, pa.Array, np.ndarray]:
     """Decoded BSM records of one shape and their `_part2` -> (canonical table, each row's
     record-time text as read (null where absent), the column name of the key it was read
     from). `frame`: v9 records (the J2735 frame, `_split_frame` parts, J2735 units)."""
@@ -625,8 +713,10 @@ def flatten(recs: list[parse.Record], source_object: str, lines: list[int], part
     raw_generated, raw_received = (c if isinstance(c, pa.Array) else pa.array(c, pa.string()) for c in columns[:2])
     # v7+ leaves recordGeneratedAt empty where the generation time is unknown: odeReceivedAt stands in
     version = data["metadata_schemaVersion"]
-    fallback = pc.and_(raw_generated.is_null(), pc.fill_null(
-        pc.greater_equal(version, pa.scalar(RECEIVED_FALLBACK_VERSION, version.type)), False))
+    fallback = pc.and_(
+        raw_generated.is_null(),
+        pc.fill_null(pc.greater_equal(version, pa.scalar(RECEIVED_FALLBACK_VERSION, version.type)), False),
+    )
     has_fallback = pc.any(fallback).as_py()
     record_time = pc.if_else(fallback, raw_received, raw_generated) if has_fallback else raw_generated
     data["metadata_generatedAt"] = _parse_times(record_time)
@@ -692,14 +782,16 @@ def _safe_array(values, typ: pa.DataType) -> pa.Array:
 # ---------------------------------------------------------------- main entry
 
 
-def ingest_bytes(data: bytes, source_object: str, unknown_version: str = "raise",
-                 max_bytes: int | None = None) -> IngestResult:
+def ingest_bytes(
+    data: bytes, source_object: str, unknown_version: str = "raise", max_bytes: int | None = None
+) -> IngestResult:
     """Parse, flatten and validate one object's bytes (see `ingest_stream`)."""
     return ingest_stream(io.BytesIO(data), source_object, unknown_version, max_bytes)
 
 
-def ingest_stream(f, source_object: str, unknown_version: str = "raise", max_bytes: int | None = None,
-                  size: int | None = None) -> IngestResult:
+def ingest_stream(
+    f, source_object: str, unknown_version: str = "raise", max_bytes: int | None = None, size: int | None = None
+) -> IngestResult:
     """Parse, flatten and validate one object read from the binary file `f` (at most `size`
     bytes), in bounded memory whatever it holds (module section "bytes -> lines").
 
@@ -709,12 +801,17 @@ def ingest_stream(f, source_object: str, unknown_version: str = "raise", max_byt
     over tens of thousands of fresh objects otherwise cost more than the parse.
     """
     try:
-        result = IngestResult.concat(_stream_parts(_raw_chunks(f, size), source_object, unknown_version,
-                                                   max_bytes))
+        result = IngestResult.concat(_stream_parts(_raw_chunks(f, size), source_object, unknown_version, max_bytes))
     except ObjectTooLarge as err:
         lines_in = _Lines(source_object, unknown_version)
-        lines_in.set_aside(1, b"", [f"object_too_large (more than {err.limit:,} bytes inflated; raise "
-                                    "source.max_object_mb / --max-object-mb)"])
+        lines_in.set_aside(
+            1,
+            b"",
+            [
+                f"object_too_large (more than {err.limit:,} bytes inflated; raise "
+                "source.max_object_mb / --max-object-mb)"
+            ],
+        )
         result = lines_in.result([(source_object, "object_too_large")])
     result.files = 1
     return result
@@ -731,8 +828,9 @@ def _gc_paused():
             gc.enable()
 
 
-def _stream_parts(raw: Iterator[bytes], source_object: str, unknown_version: str, max_bytes: int | None,
-                  strip_bom: bool = True) -> Iterator[IngestResult]:
+def _stream_parts(
+    raw: Iterator[bytes], source_object: str, unknown_version: str, max_bytes: int | None, strip_bom: bool = True
+) -> Iterator[IngestResult]:
     """An object's results a piece at a time, lines numbered from 1. An object whose content
     fits one piece is also tried as one pretty-printed JSON message or array (pre-2018)."""
     issues: list[str] = []
@@ -813,8 +911,9 @@ class _Shape:
 
     def flush(self) -> None:
         if self.recs:
-            t, text, field = flatten(self.recs, self.source_object, self.lines[len(self.lines) - len(self.recs):],
-                                     self.parts, self.frame)
+            t, text, field = flatten(
+                self.recs, self.source_object, self.lines[len(self.lines) - len(self.recs) :], self.parts, self.frame
+            )
             self.tables.append(t)
             self.gen_texts.append(text)
             self.gen_fields.append(field)
@@ -822,7 +921,7 @@ class _Shape:
         self.parts.clear()
 
     @staticmethod
-    def merged(*shapes: "_Shape") -> tuple[pa.Table, pa.Array, np.ndarray, list[int], list]:
+    def merged(*shapes: _Shape) -> tuple[pa.Table, pa.Array, np.ndarray, list[int], list]:
         """(table, record-time texts, their fields, lines, texts) of all shapes, in line order."""
         used = [s for s in shapes if s.tables]
         if not used:  # still validated, so every rule reports its count (0)
@@ -837,8 +936,7 @@ class _Shape:
         texts = [t for s in used for t in s.texts]
         order = np.argsort(np.asarray(lines), kind="stable")  # both shapes in one feed: back to line order
         take = pa.array(order)
-        return (table.take(take), text.take(take), fields[order], [lines[i] for i in order],
-                [texts[i] for i in order])
+        return (table.take(take), text.take(take), fields[order], [lines[i] for i in order], [texts[i] for i in order])
 
 
 class _Lines:
@@ -886,9 +984,14 @@ class _Lines:
                 continue
             md, pl = rec.metadata, rec.payload
             # fast path, the well-formed BSM; anything else takes the checks below in order
-            if not (pl is not None and pl.dataType == parse.BSM_DATA_TYPE and md is not None
-                    and md.schemaVersion in SUPPORTED_SCHEMA_VERSIONS and pl.data is not None
-                    and pl.data.coreData is not None):
+            if not (
+                pl is not None
+                and pl.dataType == parse.BSM_DATA_TYPE
+                and md is not None
+                and md.schemaVersion in SUPPORTED_SCHEMA_VERSIONS
+                and pl.data is not None
+                and pl.data.coreData is not None
+            ):
                 kind = parse.record_kind(rec)
                 if kind is not None:
                     self.nb_rows.append((lineno, kind, _text(line)))
@@ -900,8 +1003,11 @@ class _Lines:
                     self._quarantine(lineno, line, [f"unknown_schema_version {version} ({supported_versions()})"])
                     continue
                 if pl is None or pl.data is None or pl.data.coreData is None:
-                    bsm = pl.data.value.BasicSafetyMessage if pl is not None and pl.data is not None \
-                        and pl.data.value is not None else None
+                    bsm = (
+                        pl.data.value.BasicSafetyMessage
+                        if pl is not None and pl.data is not None and pl.data.value is not None
+                        else None
+                    )
                     if bsm is None or bsm.coreData is None:
                         self._quarantine(lineno, line, ["missing_coreData"])
                         continue
@@ -937,8 +1043,9 @@ class _Lines:
             },
             schema=NON_BSM_SCHEMA,
         )
-        return IngestResult(self.valid, quarantine, non_bsm, self.blank, self.records, 1, dict(self.rule_counts),
-                            file_issues)
+        return IngestResult(
+            self.valid, quarantine, non_bsm, self.blank, self.records, 1, dict(self.rule_counts), file_issues
+        )
 
 
 def _whole_file_records(data: bytes, lines: list[memoryview]):
@@ -947,7 +1054,7 @@ def _whole_file_records(data: bytes, lines: list[memoryview]):
     first, second = next(nonblank, None), next(nonblank, None)
     if second is None or _json_alone(first):
         return None  # one line, or a first line that stands alone: NDJSON
-    body = data[len(BOM):] if data.startswith(BOM) else data
+    body = data[len(BOM) :] if data.startswith(BOM) else data
     try:
         obj = parse.any_decoder.decode(body)
     except (msgspec.DecodeError, RecursionError):
@@ -1011,8 +1118,9 @@ def _one_file(parts: Iterable[IngestResult]) -> IngestResult:
     return result
 
 
-def ingest_to_parquet(path: str | Path, out_dir: str | Path, unknown_version: str = "raise",
-                      workers: int | None = None) -> dict:
+def ingest_to_parquet(
+    path: str | Path, out_dir: str | Path, unknown_version: str = "raise", workers: int | None = None
+) -> dict:
     """One file -> `out_dir`/valid.parquet, quarantine.parquet and non_bsm.parquet (canonical
     schemas), valid rows written part by part while later parts still parse, so a file of
     any size converts in flat memory. Each file appears complete or not at all. Returns the
@@ -1069,19 +1177,24 @@ def _file_parts(path: Path, unknown_version: str, workers: int | None) -> Iterat
     try:
         with ProcessPoolExecutor(min(workers, len(bounds) - 1)) as pool:
             try:
-                spans = [pool.submit(_span_to_arrow, str(path), a, b, unknown_version, scratch)
-                         for a, b in zip(bounds, bounds[1:])]
+                spans = [
+                    pool.submit(_span_to_arrow, str(path), a, b, unknown_version, scratch)
+                    for a, b in zip(bounds, bounds[1:])
+                ]
                 for span in spans:
                     try:
                         result, file = span.result()
                     except SchemaVersionError as err:  # its line number counts from the span start
                         raise SchemaVersionError(err.source_object, offset + err.lineno, err.version) from None
                     except BrokenProcessPool as err:
-                        raise IngestError(f"{path}: a parsing process died ({err}); out of memory? "
-                                          "workers=1 parses in this process") from None
+                        raise IngestError(
+                            f"{path}: a parsing process died ({err}); out of memory? workers=1 parses in this process"
+                        ) from None
                     except OSError as err:
-                        raise IngestError(f"{path}: a parsing process could not hand its rows back through "
-                                          f"{scratch} ({err}); workers=1 parses in this process") from None
+                        raise IngestError(
+                            f"{path}: a parsing process could not hand its rows back through "
+                            f"{scratch} ({err}); workers=1 parses in this process"
+                        ) from None
                     valid = pa.ipc.open_file(pa.memory_map(file)).read_all()  # no copy
                     yield _shift_lines(dataclasses.replace(result, valid=valid), offset)
                     offset += result.records
@@ -1104,7 +1217,7 @@ def _streamable(head: bytes) -> bool:
     """NDJSON for sure: the first non-blank line, complete within `head`, is JSON on its own."""
     if head.startswith(GZIP_MAGIC):
         return False
-    first = next(_nonblank(ln for _, ln in _numbered(head[:head.rfind(b"\n") + 1], 1, True)[0]), None)
+    first = next(_nonblank(ln for _, ln in _numbered(head[: head.rfind(b"\n") + 1], 1, True)[0]), None)
     return first is not None and _json_alone(first)
 
 
@@ -1172,15 +1285,27 @@ def ingest_paths(
     refused: dict[str, str] = {}
     files = iter_files([paths] if isinstance(paths, (str, Path)) else paths, refused)
     if refused and progress:
-        progress(f"{len(refused)} files refused, not read: "
-                 + "; ".join(f"{k}: {why}" for k, why in list(refused.items())[:5]))
-    results = [IngestResult(*[s.empty_table() for s in (BSM_SCHEMA, QUARANTINE_SCHEMA, NON_BSM_SCHEMA)],
-                            file_issues=[(k, why) for k, why in refused.items()])] if refused else []
+        progress(
+            f"{len(refused)} files refused, not read: "
+            + "; ".join(f"{k}: {why}" for k, why in list(refused.items())[:5])
+        )
+    results = (
+        [
+            IngestResult(
+                *[s.empty_table() for s in (BSM_SCHEMA, QUARANTINE_SCHEMA, NON_BSM_SCHEMA)],
+                file_issues=[(k, why) for k, why in refused.items()],
+            )
+        ]
+        if refused
+        else []
+    )
     for k, f in enumerate(files, start=1):
         r = ingest_file(f, unknown_version=unknown_version)
         results.append(r)
         if progress:
             c = r.counts()
-            progress(f"[{k}/{len(files)}] {f}: {c['valid']} valid, {c['quarantined']} quarantined, "
-                     f"{c['non_bsm']} non-BSM, {c['blank']} blank")
+            progress(
+                f"[{k}/{len(files)}] {f}: {c['valid']} valid, {c['quarantined']} quarantined, "
+                f"{c['non_bsm']} non-BSM, {c['blank']} blank"
+            )
     return IngestResult.concat(results)

@@ -14,6 +14,7 @@ Structs are gc=False (no cycles), which keeps the GC out of big batches.
 Every field is optional and nested structs default to empty, so attribute chains
 never fail on `{}` or missing objects (v1/v3 `size: {}`, `accuracy: {}`).
 """
+
 from __future__ import annotations
 
 import msgspec
@@ -273,8 +274,13 @@ def record_kind(rec: Record) -> str | None:
     payload_type = md.payloadType if md is not None else None
     if _is_bsm_type(data_type, payload_type) is not False:
         return None  # a BSM, or unlabelled: treated as a BSM and judged by validation
-    if not data_type and pl is not None and pl.data is not None and pl.data.value is not None \
-            and pl.data.value.BasicSafetyMessage is not None:
+    if (
+        not data_type
+        and pl is not None
+        and pl.data is not None
+        and pl.data.value is not None
+        and pl.data.value.BasicSafetyMessage is not None
+    ):
         return None  # an unlabelled message frame that holds a BSM
     return (data_type or payload_type).rsplit(".", 1)[-1]
 

@@ -4,9 +4,11 @@ Built from the same objects the notebook displays, so the text stays true when t
 the params change. Each returns Markdown (a string); a notebook shows it with
 `IPython.display.Markdown`.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -23,21 +25,27 @@ def range_summary(summary: Mapping[str, Any]) -> str:
     """01: what the range holds (`widgets.summarize` plus the ingest counts)."""
     ingest = summary.get("ingest", {})
     versions = ", ".join(f"v{k}" for k in summary.get("schema_versions", {})) or "none"
-    text = (f"The range holds **{summary['records']:,} valid records** from "
-            f"**{_plural(summary['vehicles'], 'vehicle')}** over {_plural(summary['hours'], 'hour')} "
-            f"(ODE schema {versions}).")
+    text = (
+        f"The range holds **{summary['records']:,} valid records** from "
+        f"**{_plural(summary['vehicles'], 'vehicle')}** over {_plural(summary['hours'], 'hour')} "
+        f"(ODE schema {versions})."
+    )
     if ingest:
         other = "is another message type" if ingest["non_bsm"] == 1 else "are other message types"
-        text += (f" Of the {ingest['records']:,} lines read, {ingest['quarantined']:,} were set aside by "
-                 f"validation (their reasons are in 02) and {ingest['non_bsm']:,} {other}.")
+        text += (
+            f" Of the {ingest['records']:,} lines read, {ingest['quarantined']:,} were set aside by "
+            f"validation (their reasons are in 02) and {ingest['non_bsm']:,} {other}."
+        )
     return text
 
 
 def validation(counts: Mapping[str, int], reasons: Mapping[str, int]) -> str:
     """02: what validation kept and the most common reason for setting records aside."""
-    text = (f"{counts['valid']:,} of {counts['records']:,} records ({_pct(counts['valid'], counts['records'])}) "
-            f"passed every rule; {counts['quarantined']:,} were quarantined and {counts['non_bsm']:,} "
-            f"{'is not a BSM' if counts['non_bsm'] == 1 else 'are not BSMs'}.")
+    text = (
+        f"{counts['valid']:,} of {counts['records']:,} records ({_pct(counts['valid'], counts['records'])}) "
+        f"passed every rule; {counts['quarantined']:,} were quarantined and {counts['non_bsm']:,} "
+        f"{'is not a BSM' if counts['non_bsm'] == 1 else 'are not BSMs'}."
+    )
     if reasons:
         top, n = max(reasons.items(), key=lambda kv: (kv[1], kv[0]))
         text += f" The most common reason is `{top}` ({_plural(n, 'record')})."
@@ -50,14 +58,18 @@ def flag_rates(rates: pd.Series) -> str:
     if fired.empty:
         return "No plausibility flag fires on these clean records: the rules raise no false alarm here."
     top = fired.index[0]
-    return (f"On clean records `{top}` fires most, on {fired.iloc[0]:.2%} of messages: that is the rule "
-            f"baseline's false-alarm rate for it. {_plural(int((rates == 0).sum()), 'flag')} never fire.")
+    return (
+        f"On clean records `{top}` fires most, on {fired.iloc[0]:.2%} of messages: that is the rule "
+        f"baseline's false-alarm rate for it. {_plural(int((rates == 0).sum()), 'flag')} never fire."
+    )
 
 
 def attacks(summary: pd.DataFrame, vehicles: int, attackers: int, share: float) -> str:
     """04: how many vehicles attack and how many messages each attack falsified."""
-    text = (f"{attackers:,} of {vehicles:,} vehicles ({_pct(attackers, vehicles)}, share {share}) are attackers; "
-            f"each of the {len(summary)} attacks falsifies only their messages")
+    text = (
+        f"{attackers:,} of {vehicles:,} vehicles ({_pct(attackers, vehicles)}, share {share}) are attackers; "
+        f"each of the {len(summary)} attacks falsifies only their messages"
+    )
     if len(summary):
         lo, hi = int(summary["attacked"].min()), int(summary["attacked"].max())
         text += f", {lo:,} to {hi:,} messages per attack" if lo != hi else f", {lo:,} messages per attack"
@@ -75,8 +87,11 @@ def offsets(true: pd.DataFrame, fake: pd.DataFrame, lat: str, lon: str) -> str:
     dl = np.radians(fake[lon].to_numpy(float) - t[lon].to_numpy(float))
     a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
     d = 2 * 6371008.8 * np.arcsin(np.sqrt(a))
-    spread = (f"all {d.min():,.0f} m apart" if round(d.min()) == round(d.max()) else
-              f"{np.median(d):,.0f} m apart in the median (from {d.min():,.0f} to {d.max():,.0f} m)")
+    spread = (
+        f"all {d.min():,.0f} m apart"
+        if round(d.min()) == round(d.max())
+        else f"{np.median(d):,.0f} m apart in the median (from {d.min():,.0f} to {d.max():,.0f} m)"
+    )
     return f"Red is what the attacker reported, blue where it drove: {len(fake)} attacked messages, {spread}."
 
 
@@ -86,8 +101,10 @@ def f1_summary(f1: pd.DataFrame) -> str:
     best = means.index[0]
     parts = ", ".join(f"{d} {v:.2f}" for d, v in means.items())
     weakest = f1[best].idxmin()
-    return (f"Mean F1 over the {len(f1)} attacks: {parts}. The best detector, {best}, is weakest on "
-            f"`{weakest}` (F1 {f1.loc[weakest, best]:.2f}).")
+    return (
+        f"Mean F1 over the {len(f1)} attacks: {parts}. The best detector, {best}, is weakest on "
+        f"`{weakest}` (F1 {f1.loc[weakest, best]:.2f})."
+    )
 
 
 def _bar_words(name: str, bar: Mapping[str, Any]) -> str:

@@ -4,6 +4,7 @@ Every module reads and writes frames of this schema; nothing else defines column
 Units are those ODE v1..v8 emit (docs/DOMAIN.md section 2): deg, m, m/s, m/s^2, g, deg/s;
 v9's raw J2735 integers are converted to them. Sentinels ("unavailable") are already nulls.
 """
+
 from __future__ import annotations
 
 import pyarrow as pa

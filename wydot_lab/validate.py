@@ -6,6 +6,7 @@ real test-drive data from Colorado is genuine. Like every rule, a warning is
 counted over all records checked, and only for what it is about: a position out
 of range counts under lat_range/long_range, not also as outside Wyoming.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -61,8 +62,9 @@ def _true(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return _np(pc.fill_null(mask, False)).astype(bool)
 
 
-def check(table: pa.Table, generated_raw_present: np.ndarray | None = None,
-          unreadable: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def check(
+    table: pa.Table, generated_raw_present: np.ndarray | None = None, unreadable: dict[str, np.ndarray] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Evaluate every rule; returns (error masks, warning masks), True = rule failed.
 
     generated_raw_present: rows whose generatedAt *text* existed, which tells a missing
@@ -121,9 +123,13 @@ def reason_rules(quarantine: pa.Table) -> pd.DataFrame:
     """One row per (quarantined record, reason): `row` (record index), `reason`, `rule`."""
     reasons = quarantine.column("reasons")
     flat = pc.list_flatten(reasons)
-    return pd.DataFrame({"row": pc.list_parent_indices(reasons).to_numpy(),
-                         "reason": flat.to_numpy(zero_copy_only=False),
-                         "rule": _rules(flat).to_numpy(zero_copy_only=False)})
+    return pd.DataFrame(
+        {
+            "row": pc.list_parent_indices(reasons).to_numpy(),
+            "reason": flat.to_numpy(zero_copy_only=False),
+            "rule": _rules(flat).to_numpy(zero_copy_only=False),
+        }
+    )
 
 
 def reason_counts(quarantine: pa.Table) -> dict[str, int]:
@@ -141,18 +147,30 @@ def examples(quarantine: pa.Table, per_rule: int = 1, width: int = 100) -> pd.Da
     hits = hits.groupby("rule", sort=True).head(per_rule).sort_values("rule", kind="stable")
     rows = pa.array(hits["row"].to_numpy())
     texts = quarantine.column("line").take(rows).to_pylist()
-    excerpt = [_excerpt(t or "", _focus(rule, reason), width) for t, rule, reason in
-               zip(texts, hits["rule"], hits["reason"])]
+    excerpt = [
+        _excerpt(t or "", _focus(rule, reason), width) for t, rule, reason in zip(texts, hits["rule"], hits["reason"])
+    ]
     files = quarantine.column("source_object").take(rows).to_numpy(zero_copy_only=False)
-    return pd.DataFrame({"rule": hits["rule"].to_numpy(), "reason": hits["reason"].to_numpy(),
-                         "file": [str(f).rsplit("/", 1)[-1] for f in files],
-                         "line": quarantine.column("source_line").take(rows).to_numpy(), "text": excerpt})
+    return pd.DataFrame(
+        {
+            "rule": hits["rule"].to_numpy(),
+            "reason": hits["reason"].to_numpy(),
+            "file": [str(f).rsplit("/", 1)[-1] for f in files],
+            "line": quarantine.column("source_line").take(rows).to_numpy(),
+            "text": excerpt,
+        }
+    )
 
 
 # the JSON path a rule is about, where it checks no single column
-_PATHS = {"missing_id": "coreData", "missing_position": "coreData",
-          "bad_timestamp": "metadata_recordGeneratedAt", "missing_generatedAt": "metadata",
-          "unknown_schema_version": "metadata_schemaVersion", "missing_coreData": "payload_data"}
+_PATHS = {
+    "missing_id": "coreData",
+    "missing_position": "coreData",
+    "bad_timestamp": "metadata_recordGeneratedAt",
+    "missing_generatedAt": "metadata",
+    "unknown_schema_version": "metadata_schemaVersion",
+    "missing_coreData": "payload_data",
+}
 
 
 def _focus(rule: str, reason: str) -> list[str] | str | None:
@@ -184,13 +202,16 @@ def _excerpt(text: str, focus: list[str] | str | None, width: int) -> str:
                 break
             at = found
     start = max(0, min(at - width // 4, len(text) - width))
-    out = text[start:start + width]
+    out = text[start : start + width]
     return ("..." if start else "") + out + ("..." if start + width < len(text) else "")
 
 
-def reasons_per_row(errors: dict[str, np.ndarray], table: pa.Table, generated_text: pa.Array | None = None,
-                    generated_field: str | np.ndarray = "metadata_generatedAt"
-                    ) -> tuple[np.ndarray, list[list[str]]]:
+def reasons_per_row(
+    errors: dict[str, np.ndarray],
+    table: pa.Table,
+    generated_text: pa.Array | None = None,
+    generated_field: str | np.ndarray = "metadata_generatedAt",
+) -> tuple[np.ndarray, list[list[str]]]:
     """(bad mask, the failed rules of each bad row, in row order), from the masks of `check` on
     `table`; a range or id rule says what it saw: "speed_range 900 (allowed 0..163.8)" (`rule_name`
     still reads "speed_range"), so a quarantined record explains itself. The table holds no
@@ -221,13 +242,13 @@ def _details(errors: dict[str, np.ndarray], table: pa.Table) -> dict[tuple[str, 
     return out
 
 
-def _timestamp_details(errors: dict[str, np.ndarray], texts: pa.Array,
-                       fields: str | np.ndarray) -> dict[tuple[str, int], str]:
+def _timestamp_details(
+    errors: dict[str, np.ndarray], texts: pa.Array, fields: str | np.ndarray
+) -> dict[tuple[str, int], str]:
     """{("bad_timestamp", row): reason with the text and the field it was read from}."""
     rows = np.flatnonzero(errors.get("bad_timestamp", np.zeros(0, bool)))
     if not len(rows):
         return {}
     seen = texts.take(pa.array(rows)).to_pylist()
     where = [fields] * len(rows) if isinstance(fields, str) else np.asarray(fields)[rows].tolist()
-    return {("bad_timestamp", i): f"bad_timestamp {_quote(t)} at {f}"
-            for i, t, f in zip(rows.tolist(), seen, where)}
+    return {("bad_timestamp", i): f"bad_timestamp {_quote(t)} at {f}" for i, t, f in zip(rows.tolist(), seen, where)}
