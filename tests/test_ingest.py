@@ -136,7 +136,7 @@ def test_pretty_single_object_file_pre_2018():
 def big(tmp_path, monkeypatch) -> tuple[Path, ingest.IngestResult]:
     """The big mixed file, its whole-bytes ingest, and 4 KB stream pieces (so it streams and splits)."""
     path = _big_mixed_file(tmp_path)
-    monkeypatch.setattr(ingest, "STREAM_CHUNK", 4096)
+    monkeypatch.setattr(ingest.stream, "STREAM_CHUNK", 4096)
     return path, ingest.ingest_bytes(path.read_bytes(), str(path))
 
 
@@ -178,7 +178,7 @@ def test_big_file_streams_in_pieces_with_the_same_result_as_whole(big, monkeypat
     feeds = []
     feed = ingest._Lines.feed
     monkeypatch.setattr(ingest._Lines, "feed", lambda self, numbered: (feeds.append(1), feed(self, numbered)))
-    monkeypatch.setattr(ingest, "STREAM_CHUNK", chunk)
+    monkeypatch.setattr(ingest.stream, "STREAM_CHUNK", chunk)
     streamed = ingest.ingest_file(path, workers=1)
     assert len(feeds) >= path.stat().st_size // chunk > 1  # it really streamed
     _same_result(streamed, whole)
@@ -226,7 +226,7 @@ def test_odd_receiver_and_time_texts_parse_the_same_in_any_batch(tmp_path, monke
     path.write_bytes(b"\n".join(lines) + b"\n")
     whole = ingest.ingest_bytes(path.read_bytes(), str(path))
     one_by_one = [ingest.ingest_bytes(variant(lat, gen), "x") for lat, gen in odd]
-    monkeypatch.setattr(ingest, "STREAM_CHUNK", 5000)
+    monkeypatch.setattr(ingest.stream, "STREAM_CHUNK", 5000)
     for workers in (1, 2):
         got = ingest.ingest_file(path, workers=workers)
         assert got.valid.equals(whole.valid) and got.quarantine.equals(whole.quarantine)
@@ -258,7 +258,7 @@ def _ingest_in_pool_worker(path: str) -> dict:
 
 def test_default_workers_inside_a_daemonic_process(big, monkeypatch):
     path, whole = big
-    monkeypatch.setattr(ingest, "PARALLEL_MIN", 1)  # would split, but pool workers may not fork
+    monkeypatch.setattr(ingest.parallel, "PARALLEL_MIN", 1)  # would split, but pool workers may not fork
     with multiprocessing.get_context("fork").Pool(1) as pool:
         counts = pool.apply(_ingest_in_pool_worker, (str(path),))
     assert counts == whole.counts()
@@ -287,7 +287,7 @@ def _die(*args):
 
 def test_a_dying_parsing_process_is_a_clear_error(big, monkeypatch):
     path, _ = big
-    monkeypatch.setattr(ingest, "_piece_parts", _die)
+    monkeypatch.setattr(ingest.parallel, "_piece_parts", _die)
     with pytest.raises(ingest.IngestError, match=r"big\.ndjson: a parsing process died .* workers=1"):
         ingest.ingest_file(path, workers=2)
 
@@ -562,7 +562,7 @@ V1 = REAL_DIR / "00_sandbox_sample_wydot-filtered-bsm-1502840971677_schemaVersio
 
 
 def test_a_bad_timestamp_reason_quotes_its_text_and_the_key_it_was_read_from(monkeypatch):
-    monkeypatch.setattr(ingest, "BATCH", 2)  # texts and keys stay with their rows across batches
+    monkeypatch.setattr(ingest.ode, "BATCH", 2)  # texts and keys stay with their rows across batches
     v6 = V6.read_bytes().strip()
     v1 = V1.read_bytes().splitlines()[0].strip()
     dtg = v6.replace(b'"2018-05-06T20:26:28.690Z"', b'"04/01/2021 10:00:00 AM"', 1)

@@ -7,7 +7,7 @@ heavy: any module can import it.
 
 Defined here: the classes of cli, source, fetch, pipeline and cache (re-exported there). Still
 defined beside their code, on these bases: `config.ParamsError`, `ingest.IngestError`
-(`SchemaVersionError`, `ObjectTooLarge`), `models.LeakError`.
+(`SchemaVersionError`; in `ingest/results.py`), `ingest.ObjectTooLarge`, `models.LeakError`.
 """
 
 from __future__ import annotations
