@@ -45,7 +45,10 @@ def test_out_of_core_run_equals_the_in_memory_path_for_every_attack(corpus, tmp_
     """Every registered attack (data_replay's victims and position_swap's donors live in other
     buckets), two shares, the mixed setting: results, metrics, importances and every score equal."""
     p = _params(buckets)
-    assert np.unique(partitions.bucket_of(to_frame(corpus)[ID], buckets)).size == buckets  # really split
+    counts = to_frame(corpus)[ID].value_counts()
+    packed = partitions.Buckets.pack(counts, experiment.BUCKET_ROWS, buckets)
+    assert np.bincount(packed.bucket).tolist() == [len(counts) // buckets + (b < len(counts) % buckets)
+                                                   for b in range(buckets)]  # really split, evenly
     experiment.run_in_memory(p, tmp_path / "mem", table=corpus)
     experiment.run(p, tmp_path / "ooc", table=corpus)
     _same_outputs(tmp_path / "mem", tmp_path / "ooc")
@@ -113,3 +116,19 @@ def test_sides_refuse_a_shared_vehicle():
     train = pd.DataFrame({ID: ["a", "b"], TIME: pd.Timestamp("2021-04-01", tz="UTC")})
     with pytest.raises(models.LeakError):
         experiment._Sides.of(train, train.iloc[1:], by_day=False)
+
+
+def test_featurize_by_vehicles_equals_one_call(corpus, monkeypatch):
+    clean = experiment.records_frame(corpus)[0]
+    monkeypatch.setattr(partitions, "FEATURE_ROWS", 50)  # ~3 vehicles a call
+    pd.testing.assert_frame_equal(partitions.featurize_by_vehicles(clean, 5), features.featurize_frame(clean, 5))
+
+
+def test_buckets_pack_whole_vehicles_largest_first():
+    counts = pd.Series({"a": 90, "b": 50, "c": 40, "d": 10, "e": 10})
+    b = partitions.Buckets.pack(counts, 100)
+    assert b.n == 2 and list(b.ids) == ["a", "b", "c", "d", "e"]
+    load = pd.Series(counts.to_numpy(), index=b.bucket).groupby(level=0).sum()
+    assert sorted(load) == [100, 100]  # a + e | b + c + d
+    with pytest.raises(AssertionError):
+        b.of(["zz"])

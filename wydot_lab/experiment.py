@@ -37,6 +37,7 @@ METRICS = ("precision", "recall", "f1", "pr_auc", "tn", "fp", "fn", "tp", "n")
 F1_BARS = {"const_offset_100_200": 0.90, "random_offset_50_100": 0.90}
 LEVELS = ("message", "message_cond", "vehicle")
 ROWS_PER_PARTITION = 200_000  # below this a shuffle costs more than it parallelises
+BUCKET_ROWS = 100_000  # records per vehicle bucket of the out-of-core run (a worker holds a few times this)
 
 
 def _say(progress: Progress, msg: str) -> None:
@@ -143,15 +144,17 @@ def _shares(params: config.Params) -> list[float]:
     return [params.attacks.attacker_share, *params.attacks.extra_shares]
 
 
-def _pieces(params: config.Params, table: pa.Table | None, progress: Progress) -> tuple[list, int]:
-    """(input pieces as dask-delayed objects, an estimate of the records): slices of a given table,
-    else the partitions of `cache.load` over the params' range, which the workers read from the
-    cache themselves (a local source folder is ingested into the cache first)."""
+def _pieces(params: config.Params, table: pa.Table | None, progress: Progress) -> tuple[list, list, int]:
+    """(input pieces, the same pieces' id and time columns, both dask-delayed; an estimate of the
+    records): slices of a given table, else the partitions of `cache.load` over the params'
+    range, which the workers read from the cache themselves (a local source folder is ingested
+    into the cache first)."""
     import dask
 
     if table is not None:
-        step = ROWS_PER_PARTITION
-        return [dask.delayed(table.slice(i, step)) for i in range(0, max(table.num_rows, 1), step)], table.num_rows
+        step = BUCKET_ROWS
+        pieces = [dask.delayed(table.slice(i, step)) for i in range(0, max(table.num_rows, 1), step)]
+        return pieces, pieces, table.num_rows
     from wydot_lab import cache, fetch
 
     url = config.resolve_path(params.source.url)
@@ -159,10 +162,15 @@ def _pieces(params: config.Params, table: pa.Table | None, progress: Progress) -
     if "://" not in url and Path(url).is_dir():
         fetch.fetch_range(params, progress=bool(progress))
     where = {"pilot": params.source.pilot, "message_type": params.source.message_type}
+    # hour files grouped to about BUCKET_ROWS records: a day copy (a million records and more at
+    # real density) would be one piece, too big for a worker's memory
     ddf = cache.load(params.dates.start, params.dates.end, root, ttl_days=params.cache.ttl_days,
-                     source_id=layout.source_identity(url), **where)
+                     source_id=layout.source_identity(url), rows_per_partition=BUCKET_ROWS, day_copies=False, **where)
+    keys = cache.load(params.dates.start, params.dates.end, root, ttl_days=params.cache.ttl_days,
+                      source_id=layout.source_identity(url), rows_per_partition=BUCKET_ROWS, day_copies=False,
+                      columns=[ID, TIME], **where)
     rows = sum(int(r.get("valid", 0)) for r in cache.ls(root, params.dates.start, params.dates.end, **where))
-    return list(ddf.to_delayed()), rows
+    return list(ddf.to_delayed()), list(keys.to_delayed()), rows
 
 
 def _compute(tasks: list, sched: Any, what: str, progress: Progress, records: list[int] | None = None) -> list:
@@ -203,20 +211,27 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
     t0, t1 = (np.datetime64(t.replace(tzinfo=None), "ms") for t in (t0, t1))
     try:
         with _scheduler(params.dask) as sched:
-            pieces, est = _pieces(params, table, progress)
-            nb = params.dask.npartitions or max(1, -(-est // ROWS_PER_PARTITION))
-            w = str(work)
-            _compute([dask.delayed(parts.scatter_piece)(pc, i, w, nb, t0, t1) for i, pc in enumerate(pieces)],
-                     sched, "read + bucket by vehicle", progress, [est // max(len(pieces), 1)] * len(pieces))
+            pieces, keys, est = _pieces(params, table, progress)
+            per_piece = [est // max(len(pieces), 1)] * len(pieces)
+            counts = _compute([dask.delayed(parts.count_piece)(k, t0, t1) for k in keys], sched,
+                              "count records per vehicle", progress, per_piece)
+            all_counts = pd.concat(counts) if counts else pd.Series(dtype=int)
+            buckets = parts.Buckets.pack(all_counts, BUCKET_ROWS, params.dask.npartitions)
+            nb, w = buckets.n, str(work)
+            _compute([dask.delayed(parts.scatter_piece)(pc, i, w, buckets, t0, t1) for i, pc in enumerate(pieces)],
+                     sched, "read + bucket by vehicle", progress, per_piece)
+            per_bucket = np.bincount(buckets.of(all_counts.index), weights=all_counts.to_numpy(float),
+                                     minlength=nb).astype(int).tolist()  # records per bucket, for the progress
             prep = _compute([dask.delayed(parts.prepare_bucket)(b, w, params.features.window) for b in range(nb)],
-                            sched, "dedup + clean features", progress)
+                            sched, "dedup + clean features", progress, per_bucket)
             copies = {k: int(sum(r["copies"][k] for r in prep)) for k in prep[0]["copies"]}
-            veh = parts.Vehicles.from_summaries([r["vehicles"] for r in prep], nb)
+            veh = parts.Vehicles.from_summaries([r["vehicles"] for r in prep], buckets)
             if veh.n_rows == 0:
                 raise ValueError("experiment: no valid records in the requested range")
             if any(s["name"] == "position_swap" for s in specs):
                 np.lib.format.open_memmap(parts.donors_path(w), mode="w+", dtype=float, shape=(veh.n_valid, 2)).flush()
-                _compute([dask.delayed(parts.write_donors)(b, w, veh) for b in range(nb)], sched, "donor table", progress)
+                veh_ = dask.delayed(veh, pure=True)
+                _compute([dask.delayed(parts.write_donors)(b, w, veh_) for b in range(nb)], sched, "donor table", progress)
             if copies["copies_dropped"]:
                 _say(progress, f"experiment: {copies['copies_dropped']} copies of {copies['logged_more_than_once']} "
                                "BSMs logged more than once dropped (one row per transmission)")
@@ -446,8 +461,9 @@ class _Runner:
         n_train = int(self.veh.rows[np.isin(self.veh.ids, list(sides.train))].sum())
         share_rows = min(1.0, m.train_sample_rows / max(n_train, 1))
         seed_key = (p.attacks.seed, zlib.crc32(lab.encode()), int(round(share * 1e6)))
-        res = _compute([dask.delayed(_attack_one_bucket)(b, self.work, self.veh, specs, attackers, seed_key, self.params,
-                                                         sides, share_rows, str(run_dir)) for b in range(self.nb)],
+        shared = [dask.delayed(x, pure=True) for x in (self.veh, attackers, self.params, sides)]  # once per graph
+        res = _compute([dask.delayed(_attack_one_bucket)(b, self.work, shared[0], specs, shared[1], seed_key, shared[2],
+                                                         shared[3], share_rows, str(run_dir)) for b in range(self.nb)],
                        self.sched, f"attack {lab} + features", self.progress, self.rows)
         dropped = int(sum(r["dropped"] for r in res))
         assigned = {k: v for r in res for k, v in r["assigned"].items()}
@@ -469,7 +485,8 @@ class _Runner:
         subsets = [lab] if len(specs) == 1 else [MIXED] + [attacks.label(s) for s in specs]
         key = {"repeat": rep, "share": share, "attack": lab}
         scores_to = str(self.out / "scores.parquet" / f"run{self.n:04d}") if len(specs) == 1 else None
-        summ = _compute([dask.delayed(_score_one_bucket)(b, str(run_dir), dets, assigned, subsets, key, scores_to)
+        dets_ = dask.delayed(dets, pure=True)
+        summ = _compute([dask.delayed(_score_one_bucket)(b, str(run_dir), dets_, assigned, subsets, key, scores_to)
                          for b in range(self.nb)], self.sched, f"score {lab}", self.progress, self.rows)
         rows = []
         for det_name in m.detectors:

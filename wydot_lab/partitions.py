@@ -1,10 +1,11 @@
 """Out of core: the experiment's records as vehicle buckets on disk, worked one bucket per task.
 
 The data flow (docs/SCALE.md):
-  1. `scatter`: each input piece (a partition of `cache.load`, read by the worker that runs the
-     task, or a slice of a given table) is split by vehicle bucket (a stable hash of
-     `coreData_id`) into `raw/b=<bucket>/p=<piece>.parquet`: a disk shuffle, so every vehicle's
-     whole range lands in one bucket and no process ever holds the range;
+  1. `scatter`: the records per vehicle are counted (id and time columns only), vehicles packed
+     into buckets of about `target_rows` (`Buckets`: largest first, a vehicle never split); each
+     input piece (a partition of `cache.load`, read by the worker that runs the task, or a slice
+     of a given table) is split by bucket into `raw/b=<bucket>/p=<piece>.parquet`: a disk
+     shuffle, so every vehicle's whole range lands in one bucket and no process holds the range;
   2. `prepare`: per bucket, the date filter, `dedup` (copies share their sender id, so per bucket
      is exact), the (id, time sent) order, the clean features once, and a small summary per
      vehicle (rows, runs, valid positions, days) that the driver concatenates into a `Vehicles`
@@ -20,7 +21,7 @@ The data flow (docs/SCALE.md):
 """
 from __future__ import annotations
 
-import zlib
+import heapq
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,10 +32,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wydot_lab import attacks, dedup, features, geo
-from wydot_lab.frames import ID, LAT, LON, TIME, by_vehicle, floats, runs_start, to_frame, to_table
+from wydot_lab.frames import ID, LAT, LON, TIME, by_vehicle, floats, runs_start, time_ns, to_frame, to_table
 from wydot_lab.schema import BSM_SCHEMA
 
 CHUNK = 1 << 20  # draws per chunk when slicing a whole-corpus draw (memory: 8 MB)
+FEATURE_ROWS = 50_000  # featurize a bucket in runs of whole vehicles of about this many rows
 POS = "_gpos"  # a row's position in the whole corpus' (vehicle, time sent) order
 
 # Per attack, what each draw of its generator spans, in call order: "veh" every vehicle (sorted
@@ -55,10 +57,45 @@ DRAWS: dict[str, tuple[str, ...]] = {
 }
 
 
-def bucket_of(ids: Any, n_buckets: int) -> np.ndarray:
-    """A vehicle's bucket: a stable hash of its id (the same in every process and run)."""
-    h = pd.util.hash_array(np.asarray(pd.Series(ids).astype(str), dtype=object))
-    return (h % np.uint64(n_buckets)).astype(np.int64)
+def count_piece(piece: pd.DataFrame | pa.Table, t0: np.datetime64, t1: np.datetime64) -> pd.Series:
+    """Records per vehicle id of one input piece within [t0, t1) (only the id and time are read)."""
+    if isinstance(piece, pa.Table):
+        piece = piece.select([ID, TIME]).to_pandas()
+    t = time_ns(piece[TIME])
+    lo, hi = (np.datetime64(x, "ns").astype(np.int64) for x in (t0, t1))
+    return pd.Series(np.asarray(piece[ID].astype(str), dtype=object)[(t >= lo) & (t < hi)]).value_counts()
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """Which bucket each vehicle's records go to: vehicles packed largest first into the least
+    full of `n` buckets (a vehicle is never split; ids are small, so this is one list on the driver)."""
+
+    ids: np.ndarray  # sorted vehicle ids
+    bucket: np.ndarray
+    n: int
+
+    @classmethod
+    def pack(cls, counts: pd.Series, target_rows: int, n: int | None = None) -> "Buckets":
+        counts = counts.groupby(level=0).sum()
+        n = n or max(1, -(-int(counts.sum()) // target_rows))
+        ids = np.asarray(counts.index.astype(str), dtype=object)
+        order = np.lexsort((ids, -counts.to_numpy()))  # largest first, ties by id: deterministic
+        load = [(0, b) for b in range(n)]
+        heapq.heapify(load)
+        bucket = np.zeros(len(ids), np.int64)
+        for i in order:
+            rows, b = heapq.heappop(load)
+            bucket[i] = b
+            heapq.heappush(load, (rows + int(counts.iloc[i]), b))
+        srt = np.argsort(ids, kind="stable")
+        return cls(ids[srt], bucket[srt], n)
+
+    def of(self, ids: Any) -> np.ndarray:
+        where = pd.Index(self.ids).get_indexer(np.asarray(pd.Series(ids).astype(str), dtype=object))
+        if (where < 0).any():
+            raise AssertionError("a vehicle that was not counted")
+        return self.bucket[where]
 
 
 def _bucket_dir(work: Path, kind: str, b: int) -> Path:
@@ -68,7 +105,7 @@ def _bucket_dir(work: Path, kind: str, b: int) -> Path:
 # ---------------------------------------------------------------- 1. scatter
 
 
-def scatter_piece(piece: pd.DataFrame | pa.Table, i: int, work: str, n_buckets: int,
+def scatter_piece(piece: pd.DataFrame | pa.Table, i: int, work: str, buckets: Buckets,
                   t0: np.datetime64, t1: np.datetime64) -> int:
     """Split one input piece by bucket into raw/b=<b>/p=<i>.parquet (rows outside [t0, t1) dropped);
     returns its row count."""
@@ -79,7 +116,7 @@ def scatter_piece(piece: pd.DataFrame | pa.Table, i: int, work: str, n_buckets: 
     table = table.filter(pa.array((t >= t0) & (t < t1)))
     if not table.num_rows:
         return 0
-    b = bucket_of(table.column(ID).to_pandas(), n_buckets)
+    b = buckets.of(table.column(ID).to_pandas())
     order = np.argsort(b, kind="stable")
     bs = b[order]
     cuts = np.flatnonzero(np.r_[True, bs[1:] != bs[:-1]])
@@ -111,10 +148,11 @@ def prepare_bucket(b: int, work: str, window: int) -> dict:
     order = by_vehicle(frame).order
     order = order[np.isin(order, keep, assume_unique=True)]
     clean = frame.take(order).reset_index(drop=True)
+    del frame, table  # a worker holds a few copies of one bucket at most
     d = _bucket_dir(w, "clean", b)
     d.mkdir(parents=True, exist_ok=True)
     pq.write_table(to_table(clean), d / "part.parquet")
-    feats = features.featurize_frame(clean, window)
+    feats = featurize_by_vehicles(clean, window)
     d = _bucket_dir(w, "feats", b)
     d.mkdir(parents=True, exist_ok=True)
     feats.to_parquet(d / "part.parquet")
@@ -127,6 +165,21 @@ def prepare_bucket(b: int, work: str, window: int) -> dict:
     per = summary.groupby(ID, sort=True).agg(rows=("runs", "size"), runs=("runs", "sum"), valid=("valid", "sum"),
                                              days=("day", lambda s: tuple(sorted(set(s)))))
     return {"copies": report, "vehicles": per.reset_index()}
+
+
+def featurize_by_vehicles(frame: pd.DataFrame, window: int) -> pd.DataFrame:
+    """`features.featurize_frame` of a frame in (id, time) order, a few whole vehicles at a time
+    (features read one vehicle's rows only, so the result is the same; the temporaries are not)."""
+    ids = frame[ID].astype(str).to_numpy(object)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, int)
+    cuts = [0]
+    for s in starts[1:]:
+        if s - cuts[-1] >= FEATURE_ROWS:
+            cuts.append(int(s))
+    cuts.append(len(frame))
+    if len(cuts) == 2:
+        return features.featurize_frame(frame, window)
+    return pd.concat([features.featurize_frame(frame.iloc[a:z], window) for a, z in zip(cuts[:-1], cuts[1:])])
 
 
 def _local_xy(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +204,7 @@ class Vehicles:
     n_valid: int
 
     @classmethod
-    def from_summaries(cls, per: list[pd.DataFrame], n_buckets: int) -> "Vehicles":
+    def from_summaries(cls, per: list[pd.DataFrame], buckets: Buckets) -> "Vehicles":
         v = pd.concat([p for p in per if len(p)], ignore_index=True) if any(len(p) for p in per) else \
             pd.DataFrame(columns=[ID, "rows", "runs", "valid", "days"])
         codes, uniq = pd.factorize(v[ID].astype(str), sort=True)
@@ -164,7 +217,7 @@ class Vehicles:
         def starts(a: np.ndarray) -> np.ndarray:
             return np.r_[0, np.cumsum(a)[:-1]].astype(np.int64) if len(a) else a
 
-        return cls(ids, bucket_of(ids, n_buckets), rows, starts(rows), starts(runs), starts(valid),
+        return cls(ids, buckets.of(ids), rows, starts(rows), starts(runs), starts(valid),
                    list(v["days"]), int(rows.sum()), int(runs.sum()), int(valid.sum()))
 
     def index(self, ids: Any) -> np.ndarray:
@@ -358,7 +411,7 @@ def featurize_attacked(attacked: pd.DataFrame, clean_feats: pd.DataFrame, window
     genuine = clean_feats.loc[attacked.index[~att]]
     genuine = genuine.assign(is_attacker=False, is_attack=False, is_attack_cond=False,
                              attack_type=attacks.GENUINE)
-    redone = features.featurize_frame(attacked[att], window)
+    redone = featurize_by_vehicles(attacked[att], window)
     cols = list(redone.columns)
     out = pd.concat([genuine[cols], redone]) if len(redone) else genuine[cols]
     return out.sort_index()  # the clean bucket's index is its (id, time sent) order
