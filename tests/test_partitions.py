@@ -132,3 +132,10 @@ def test_buckets_pack_whole_vehicles_largest_first():
     assert sorted(load) == [100, 100]  # a + e | b + c + d
     with pytest.raises(AssertionError):
         b.of(["zz"])
+
+
+def test_not_enough_disk_is_said_before_any_work(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(experiment, "WORK_BYTES_A_RECORD", 10 ** 15)
+    with pytest.raises(ValueError, match=r"need about .* GB in .*_work, .* GB are free"):
+        experiment.run(_params(1, [{"name": "const_offset"}]), tmp_path, table=corpus)
+    assert not (tmp_path / "_work").exists() and not list((tmp_path / "scores.parquet").iterdir())

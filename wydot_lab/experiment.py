@@ -38,6 +38,7 @@ F1_BARS = {"const_offset_100_200": 0.90, "random_offset_50_100": 0.90}
 LEVELS = ("message", "message_cond", "vehicle")
 ROWS_PER_PARTITION = 200_000  # below this a shuffle costs more than it parallelises
 BUCKET_ROWS = 100_000  # records per vehicle bucket of the out-of-core run (a worker holds a few times this)
+WORK_BYTES_A_RECORD = 1_000  # disk the buckets take during a run (raw, clean, features, one attack's rows)
 
 
 def _say(progress: Progress, msg: str) -> None:
@@ -212,6 +213,11 @@ def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
     try:
         with _scheduler(params.dask) as sched:
             pieces, keys, est = _pieces(params, table, progress)
+            free = shutil.disk_usage(work).free
+            if est * WORK_BYTES_A_RECORD > free:  # said before any work, not by a full disk half-way
+                raise ValueError(f"experiment: the buckets of {est:,} records need about "
+                                 f"{est * WORK_BYTES_A_RECORD / 1e9:.1f} GB in {work}, {free / 1e9:.1f} GB are free "
+                                 "(free some, or write --out elsewhere)")
             per_piece = [est // max(len(pieces), 1)] * len(pieces)
             counts = _compute([dask.delayed(parts.count_piece)(k, t0, t1) for k in keys], sched,
                               "count records per vehicle", progress, per_piece)
