@@ -113,3 +113,30 @@ def test_local_cluster_starts_worker_processes(tmp_path, monkeypatch):
     a = experiment.run(p, tmp_path / "lc", table=corpus)
     b = experiment.run(_params("synchronous"), tmp_path / "sync", table=corpus)
     pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.timeout(500)
+def test_notebook_03_through_papermill_on_the_cluster_equals_threads(cluster, tmp_path):
+    import yaml
+    from distributed import Client
+
+    from wydot_lab import pipeline
+
+    root = Path(__file__).resolve().parent.parent
+    stages = tuple(pipeline.stage(n) for n in ("01_explore", "03_featurize"))
+    feats, done = {}, {}
+    for name, scheduler in (("tcp", cluster), ("threads", "threads")):
+        data = yaml.safe_load((root / "params" / "tiny.yaml").read_text())
+        data["cache"]["root"] = str(tmp_path / "cache")
+        data["outputs"]["dir"] = str(tmp_path / "outputs")
+        data["dask"] = {"scheduler": scheduler, "npartitions": 2}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        with Client(cluster) as c:
+            before = sum(t for _, t in c.run(lambda dask_worker: (0, dask_worker.state.transition_counter)).values())
+        assert pipeline.run(path, out=tmp_path / name, progress=lambda _: None, stages=stages)["status"] == "ok"
+        with Client(cluster) as c:
+            done[name] = sum(t for _, t in c.run(lambda dask_worker: (0, dask_worker.state.transition_counter)).values()) - before
+        feats[name] = pd.read_parquet(tmp_path / name / "03_featurize" / "features.parquet")
+    assert done["tcp"] > 0 and done["threads"] == 0  # the workers featurized for the tcp run only
+    pd.testing.assert_frame_equal(feats["tcp"], feats["threads"])
