@@ -40,8 +40,7 @@ def _same_outputs(a_dir, b_dir, same_params: bool = True) -> None:
     pd.testing.assert_frame_equal(sa, sb)
 
 
-@pytest.mark.parametrize("buckets", [1, 3])
-def test_out_of_core_run_equals_the_in_memory_path_for_every_attack(corpus, tmp_path, buckets):
+def test_out_of_core_run_equals_the_in_memory_path_for_every_attack(corpus, tmp_path, buckets=3):
     """Every registered attack (data_replay's victims and position_swap's donors live in other
     buckets), two shares, the mixed setting: results, metrics, importances and every score equal."""
     p = _params(buckets)

@@ -351,7 +351,7 @@ def _attack_one_bucket(b: int, work: str, veh: Any, specs: list[dict], attackers
     feats[parts.POS] = veh.row_start[g] + _rank_in_vehicle(clean, feats)
     side = sides.label(feats)
     feats = feats[side >= 0].assign(_side=side[side >= 0])
-    feats.to_parquet(Path(run_dir) / f"b={b:05d}.parquet")
+    feats[feats["_side"] == 1].to_parquet(Path(run_dir) / f"b={b:05d}.parquet")  # scored after the fit
     train = feats[feats["_side"] == 0]
     return {"dropped": dropped, "sample": _sample(train, sample_share, params.model.seed), "assigned": assigned}
 
