@@ -36,6 +36,7 @@ from wydot_lab.frames import ID, LAT, LON, TIME, by_vehicle, floats, runs_start,
 from wydot_lab.schema import BSM_SCHEMA
 
 CHUNK = 1 << 20  # draws per chunk when slicing a whole-corpus draw (memory: 8 MB)
+SCATTER_ROWS = 50_000  # an input piece is split by bucket this many records at a time
 FEATURE_ROWS = 50_000  # featurize a bucket in runs of whole vehicles of about this many rows
 POS = "_gpos"  # a row's position in the whole corpus' (vehicle, time sent) order
 
@@ -107,11 +108,20 @@ def _bucket_dir(work: Path, kind: str, b: int) -> Path:
 
 def scatter_piece(piece: pd.DataFrame | pa.Table, i: int, work: str, buckets: Buckets,
                   t0: np.datetime64, t1: np.datetime64) -> int:
-    """Split one input piece by bucket into raw/b=<b>/p=<i>.parquet (rows outside [t0, t1) dropped);
-    returns its row count."""
-    table = piece if isinstance(piece, pa.Table) else to_table(piece)
-    if not table.num_rows:
-        return 0
+    """Split one input piece by bucket into raw/b=<b>/p=<i>-<slice>.parquet (rows outside [t0, t1)
+    dropped), `SCATTER_ROWS` rows at a time (an hour of a busy day is 400k records: converted
+    whole, it took a worker's memory three times over); returns its row count."""
+    n = piece.num_rows if isinstance(piece, pa.Table) else len(piece)
+    done = 0
+    for j, start in enumerate(range(0, n, SCATTER_ROWS)):
+        part = piece.slice(start, SCATTER_ROWS) if isinstance(piece, pa.Table) else piece.iloc[start:start + SCATTER_ROWS]
+        done += _scatter_slice(part if isinstance(part, pa.Table) else to_table(part), f"p={i:06d}-{j:04d}", work,
+                               buckets, t0, t1)
+    return done
+
+
+def _scatter_slice(table: pa.Table, name: str, work: str, buckets: Buckets, t0: np.datetime64,
+                   t1: np.datetime64) -> int:
     t = table.column(TIME).to_numpy(zero_copy_only=False).astype("datetime64[ms]")
     table = table.filter(pa.array((t >= t0) & (t < t1)))
     if not table.num_rows:
@@ -123,7 +133,7 @@ def scatter_piece(piece: pd.DataFrame | pa.Table, i: int, work: str, buckets: Bu
     for lo, hi in zip(cuts, np.r_[cuts[1:], len(bs)]):
         d = _bucket_dir(Path(work), "raw", int(bs[lo]))
         d.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table.take(pa.array(np.sort(order[lo:hi]))), d / f"p={i:06d}.parquet")
+        pq.write_table(table.take(pa.array(np.sort(order[lo:hi]))), d / f"{name}.parquet")
     return table.num_rows
 
 
