@@ -9,6 +9,7 @@ Free disk is checked before each size (about 2.3 KB a record: NDJSON, cache, buc
 files are removed after it.
 Usage: python benchmarks/bench_scale.py [SIZES]   SIZES (or env SIZES): millions, e.g. 1,3,10;
 `make bench-scale` runs 1,3,10 (SIZES=1 for 1 M only); bare (as `make bench` runs it): 1 M only.
+BENCH_MEMORY_LIMIT: each worker's memory limit (default 1.5GiB); BENCH_DIR: where the files go.
 """
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def params_file(work: Path, source: Path, cache: Path) -> Path:
     p["source"]["url"] = str(source)
     p["cache"]["root"] = str(cache)
     p["dates"] = {"start": DAY, "end": DAY}
-    p["dask"] = {"scheduler": "local-cluster", "n_workers": 2, "threads_per_worker": 1, "memory_limit": "1.5GiB"}
+    p["dask"] = {"scheduler": "local-cluster", "n_workers": 2, "threads_per_worker": 1,
+                 "memory_limit": os.environ.get("BENCH_MEMORY_LIMIT", "1.5GiB")}
     p["attacks"].update(kinds=KINDS, extra_shares=[])
     p["model"].update(detectors=["rules", "random_forest"], n_estimators=20, train_sample_rows=200_000)
     path = work / "params.yaml"
@@ -126,7 +128,8 @@ def main(argv: list[str]) -> None:
     sizes = [float(s) for s in (argv[1] if len(argv) > 1 else os.environ.get("SIZES", "1")).split(",") if s]
     base = Path(os.environ.get("BENCH_DIR", tempfile.gettempdir()))
     print(f"bench-scale: {', '.join(f'{s:g} M' for s in sizes)} records (one day at 1 Hz), ingest + experiment "
-          f"(3 attacks x rules/random_forest x one share, local-cluster of 2 worker processes), in {base}")
+          f"(3 attacks x rules/random_forest x one share, local-cluster of 2 worker processes x "
+          f"{os.environ.get('BENCH_MEMORY_LIMIT', '1.5GiB')}), in {base}")
     first = None
     for m in sizes:
         r = one_size(m, base)
