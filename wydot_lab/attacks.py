@@ -395,7 +395,14 @@ def position_swap(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -
     if len(valid) < 2:
         return _labelled(frame.copy(deep=False), np.zeros(ctx.n, bool), np.zeros(ctx.n, bool), params)
     pick = valid[_per_message(ctx, rng.integers(0, len(valid), size=ctx.n))]
-    return _move(frame, ctx, ctx.attacker, x[pick], y[pick], params, (x, y))
+    return swap_to(frame, ctx, x[pick], y[pick], params, (x, y))
+
+
+def swap_to(frame: pd.DataFrame, ctx: _Ctx, donor_x: np.ndarray, donor_y: np.ndarray, params: dict,
+            true_xy: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
+    """position_swap once each row's donor position (local x, y) is known; the partitioned path
+    (`wydot_lab.partitions`) looks donors up in a table of every valid position instead."""
+    return _move(frame, ctx, ctx.attacker, donor_x, donor_y, params, true_xy)
 
 
 @_register("eventual_stop", "after a random moment, its frozen position with speed 0",
@@ -477,11 +484,19 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
     shows (a replay of the victim's latest message froze in place when victims last sent hours
     before, which any stationarity check caught). No earlier victim run: the run stays genuine."""
     ctx = _ctx(frame)
-    out = frame.copy(deep=False)
     if ctx.n_veh < 2:
-        return _labelled(out, np.zeros(ctx.n, bool), np.zeros(ctx.n, bool), params)
+        return _labelled(frame.copy(deep=False), np.zeros(ctx.n, bool), np.zeros(ctx.n, bool), params)
     victim = rng.integers(0, ctx.n_veh - 1, size=ctx.n_veh)
     victim = victim + (victim >= np.arange(ctx.n_veh))  # never itself
+    return replay(frame, ctx, victim, lambda n_runs: rng.random(n_runs), params)
+
+
+def replay(frame: pd.DataFrame, ctx: _Ctx, victim: np.ndarray, switch_draw: Callable[[int], np.ndarray],
+           params: dict) -> pd.DataFrame:
+    """data_replay once each vehicle's victim (a vehicle code of `frame`, -1: none) is drawn;
+    `switch_draw(n_runs)` gives each run's uniform draw of where it switches, in (vehicle, time)
+    order. The partitioned path passes the whole-corpus draws of the frame's vehicles and runs."""
+    out = frame.copy(deep=False)
     t = ctx.t_ns[ctx.order]  # everything below in (vehicle, time) order
     veh = ctx.veh[ctx.order]
     sorted_t = np.sort(t)  # time ranks (ties share the left one); np.unique here cost ~0.4 s per 400k rows
@@ -498,10 +513,10 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
     new_run = runs_start(ctx.dt_s)
     run_first = np.flatnonzero(new_run)
     run_len = np.diff(np.r_[run_first, ctx.n])
-    switch = run_first + (rng.random(len(run_first)) * run_len).astype(np.int64)  # first replayed message
+    switch = run_first + (switch_draw(len(run_first)) * run_len).astype(np.int64)  # first replayed message
     of_run = np.cumsum(new_run) - 1  # each message's run
     t_switch = t[switch][of_run]
-    v = victim[veh]
+    v = victim[veh]  # -1 (no victim known): never found below, the run stays genuine
     delay = int(params["delay_s"] * 1e9)
     starts = last_at_or_before(keys[run_first], veh[run_first], v, t_switch - delay)
     run_end = np.r_[run_first[1:], ctx.n] - 1  # each run's last sorted position

@@ -92,6 +92,9 @@ SCHEDULERS = ("threads", "processes", "synchronous", "local-cluster",
 class DaskParams(_Strict):
     scheduler: str = "threads"  # one of SCHEDULERS, or tcp://host:port of a running cluster
     npartitions: int | None = Field(None, ge=1)  # None: about ROWS_PER_PARTITION rows each
+    n_workers: int = Field(2, ge=1)  # local-cluster: worker processes
+    threads_per_worker: int = Field(1, ge=1)  # local-cluster: threads in each worker
+    memory_limit: str = "3GiB"  # local-cluster: per worker; above it a worker spills, then is restarted
 
     @field_validator("scheduler")
     @classmethod
@@ -193,6 +196,7 @@ class ModelParams(_Strict):
     seed: int = 42
     n_estimators: int = Field(200, ge=1)
     repeats: int = Field(1, ge=1)  # independent runs (attack and model seeds +0, +1, ...); F1 tables are means
+    train_sample_rows: int = Field(1_000_000, ge=1)  # each detector trains on at most ~this many train rows
 
     @field_validator("detectors")
     @classmethod
