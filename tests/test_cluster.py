@@ -1,6 +1,7 @@
 """The experiment on a real distributed cluster: a `dask scheduler` and two `dask worker`
 processes (separate OS processes, each with a memory limit) on 127.0.0.1, started here, bounded
 in time and stopped in teardown. Same metrics as the threads scheduler."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import bsm_frames
 from wydot_lab import config, experiment
+
+import bsm_frames
 
 DASK = str(Path(sys.executable).with_name("dask"))
 KINDS = [{"name": "const_offset", "min_m": 100, "max_m": 200}, {"name": "data_replay"}, {"name": "position_swap"}]
@@ -29,10 +31,13 @@ def _free_port() -> int:
 
 
 def _params(scheduler: str) -> config.Params:
-    return config.from_dict({
-        "attacks": {"attacker_share": 0.3, "extra_shares": [], "seed": 3, "kinds": KINDS},
-        "model": {"n_estimators": 10, "test_share": 0.3, "seed": 5, "detectors": ["rules", "random_forest"]},
-        "dask": {"scheduler": scheduler, "npartitions": 3}})
+    return config.from_dict(
+        {
+            "attacks": {"attacker_share": 0.3, "extra_shares": [], "seed": 3, "kinds": KINDS},
+            "model": {"n_estimators": 10, "test_share": 0.3, "seed": 5, "detectors": ["rules", "random_forest"]},
+            "dask": {"scheduler": scheduler, "npartitions": 3},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +49,47 @@ def cluster(tmp_path_factory):
     procs = []
 
     def start(*args: str, log: str) -> None:
-        procs.append(subprocess.Popen([DASK, *args], stdout=open(logs / log, "w"), stderr=subprocess.STDOUT,
-                                      env=env, cwd=logs, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [DASK, *args],
+                stdout=open(logs / log, "w"),
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=logs,
+                start_new_session=True,
+            )
+        )
 
     address = f"tcp://127.0.0.1:{port}"
     try:
-        start("scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0",
-              "--no-show", log="scheduler.log")
+        start(
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            ":0",
+            "--no-show",
+            log="scheduler.log",
+        )
         for i in range(2):
-            start("worker", address, "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1",
-                  "--memory-limit", "1GiB", "--no-dashboard", "--name", f"w{i}", log=f"worker{i}.log")
+            start(
+                "worker",
+                address,
+                "--host",
+                "127.0.0.1",
+                "--nworkers",
+                "1",
+                "--nthreads",
+                "1",
+                "--memory-limit",
+                "1GiB",
+                "--no-dashboard",
+                "--name",
+                f"w{i}",
+                log=f"worker{i}.log",
+            )
         from distributed import Client
 
         deadline = time.monotonic() + 90
@@ -102,11 +138,12 @@ def test_experiment_on_a_scheduler_and_two_worker_processes_equals_threads(clust
 @pytest.mark.timeout(300)
 def test_local_cluster_starts_worker_processes(tmp_path, monkeypatch):
     """`dask.scheduler: local-cluster` runs the tasks in n_workers separate processes."""
-    p = _params("local-cluster").model_copy(update={"dask": config.DaskParams(
-        scheduler="local-cluster", npartitions=3, n_workers=2, memory_limit="1GiB")})
+    p = _params("local-cluster").model_copy(
+        update={"dask": config.DaskParams(scheduler="local-cluster", npartitions=3, n_workers=2, memory_limit="1GiB")}
+    )
     with experiment._scheduler(p.dask) as client:
         info = client.scheduler_info()["workers"]
-        assert len(info) == 2 and all(w["memory_limit"] == 2 ** 30 for w in info.values())
+        assert len(info) == 2 and all(w["memory_limit"] == 2**30 for w in info.values())
         seen = client.run(os.getpid)
     assert len(set(seen.values())) == 2 and os.getpid() not in seen.values()
     corpus = bsm_frames.corridor(vehicles=20, msgs=24, seed=12, gap_every=8)
@@ -136,7 +173,10 @@ def test_notebook_03_through_papermill_on_the_cluster_equals_threads(cluster, tm
             before = sum(t for _, t in c.run(lambda dask_worker: (0, dask_worker.state.transition_counter)).values())
         assert pipeline.run(path, out=tmp_path / name, progress=lambda _: None, stages=stages)["status"] == "ok"
         with Client(cluster) as c:
-            done[name] = sum(t for _, t in c.run(lambda dask_worker: (0, dask_worker.state.transition_counter)).values()) - before
+            done[name] = (
+                sum(t for _, t in c.run(lambda dask_worker: (0, dask_worker.state.transition_counter)).values())
+                - before
+            )
         feats[name] = pd.read_parquet(tmp_path / name / "03_featurize" / "features.parquet")
     assert done["tcp"] > 0 and done["threads"] == 0  # the workers featurized for the tcp run only
     pd.testing.assert_frame_equal(feats["tcp"], feats["threads"])

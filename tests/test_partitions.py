@@ -1,5 +1,6 @@
 """The out-of-core experiment (`experiment.run`, `wydot_lab.partitions`) against the in-memory
 reference (`experiment.run_in_memory`): the same numbers bit for bit, whatever the bucketing."""
+
 from __future__ import annotations
 
 import json
@@ -8,19 +9,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import bsm_frames
 from wydot_lab import attacks, config, experiment, features, models, partitions
 from wydot_lab.frames import ID, TIME, to_frame
+
+import bsm_frames
 
 EVERY_ATTACK = [{"name": n} for n in attacks.ATTACKS]
 SCORE_KEY = ["repeat", "share", "attack", "detector", ID, TIME]
 
 
 def _params(buckets: int, kinds: list[dict] = EVERY_ATTACK, **model) -> config.Params:
-    return config.from_dict({
-        "attacks": {"attacker_share": 0.3, "extra_shares": [0.2], "seed": 3, "kinds": kinds},
-        "model": {"n_estimators": 10, "test_share": 0.3, "seed": 5, "detectors": ["rules", "random_forest"], **model},
-        "dask": {"scheduler": "synchronous", "npartitions": buckets}})
+    return config.from_dict(
+        {
+            "attacks": {"attacker_share": 0.3, "extra_shares": [0.2], "seed": 3, "kinds": kinds},
+            "model": {
+                "n_estimators": 10,
+                "test_share": 0.3,
+                "seed": 5,
+                "detectors": ["rules", "random_forest"],
+                **model,
+            },
+            "dask": {"scheduler": "synchronous", "npartitions": buckets},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +46,10 @@ def _same_outputs(a_dir, b_dir, same_params: bool = True) -> None:
     if not same_params:
         ma.pop("params"), mb.pop("params")
     assert ma == mb
-    sa, sb = (pd.read_parquet(d / "scores.parquet").sort_values(SCORE_KEY, kind="stable").reset_index(drop=True)
-              for d in (a_dir, b_dir))
+    sa, sb = (
+        pd.read_parquet(d / "scores.parquet").sort_values(SCORE_KEY, kind="stable").reset_index(drop=True)
+        for d in (a_dir, b_dir)
+    )
     pd.testing.assert_frame_equal(sa, sb)
 
 
@@ -46,8 +59,9 @@ def test_out_of_core_run_equals_the_in_memory_path_for_every_attack(corpus, tmp_
     p = _params(buckets)
     counts = to_frame(corpus)[ID].value_counts()
     packed = partitions.Buckets.pack(counts, experiment.BUCKET_ROWS, buckets)
-    assert np.bincount(packed.bucket).tolist() == [len(counts) // buckets + (b < len(counts) % buckets)
-                                                   for b in range(buckets)]  # really split, evenly
+    assert np.bincount(packed.bucket).tolist() == [
+        len(counts) // buckets + (b < len(counts) % buckets) for b in range(buckets)
+    ]  # really split, evenly
     experiment.run_in_memory(p, tmp_path / "mem", table=corpus)
     experiment.run(p, tmp_path / "ooc", table=corpus)
     _same_outputs(tmp_path / "mem", tmp_path / "ooc")
@@ -70,7 +84,7 @@ def test_only_attacker_vehicles_are_refeaturized_and_that_equals_a_full_recomput
         calls = []
         real = features.featurize_frame
 
-        def spy(frame, window=5):
+        def spy(frame, window=5, calls=calls, real=real):
             calls.append(set(frame[ID]))
             return real(frame, window)
 
@@ -94,8 +108,9 @@ def test_sliced_draws_are_the_whole_draw_in_chunks(monkeypatch, method, args):
     rng = np.random.default_rng(9)
     got = partitions.sliced_draw(lambda n: getattr(rng, method)(*args, size=n), 50, pos)
     np.testing.assert_array_equal(got, whole[pos])
-    np.testing.assert_array_equal(getattr(rng, method)(*args, size=3),
-                                  getattr(np.random.default_rng(9), method)(*args, size=53)[50:])  # stream in step
+    np.testing.assert_array_equal(
+        getattr(rng, method)(*args, size=3), getattr(np.random.default_rng(9), method)(*args, size=53)[50:]
+    )  # stream in step
 
 
 def test_training_sample_is_bounded_seeded_and_stratified_by_vehicle(corpus, tmp_path):
@@ -108,7 +123,9 @@ def test_training_sample_is_bounded_seeded_and_stratified_by_vehicle(corpus, tmp
     s = experiment._sample(frame, 0.1, 5)
     assert s[ID].value_counts().to_dict() == {"a": 5, "b": 3, "c": 2}  # every vehicle, in its proportion
     pd.testing.assert_frame_equal(s, experiment._sample(frame, 0.1, 5))
-    pd.testing.assert_frame_equal(s[s[ID] == "b"], experiment._sample(frame[frame[ID] != "a"], 0.1, 5)[lambda f: f[ID] == "b"])
+    pd.testing.assert_frame_equal(
+        s[s[ID] == "b"], experiment._sample(frame[frame[ID] != "a"], 0.1, 5)[lambda f: f[ID] == "b"]
+    )
 
 
 def test_sides_refuse_a_shared_vehicle():
@@ -134,7 +151,7 @@ def test_buckets_pack_whole_vehicles_largest_first():
 
 
 def test_not_enough_disk_is_said_before_any_work(corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(experiment, "WORK_BYTES_A_RECORD", 10 ** 15)
+    monkeypatch.setattr(experiment, "WORK_BYTES_A_RECORD", 10**15)
     with pytest.raises(ValueError, match=r"need about .* GB in .*_work, .* GB are free"):
         experiment.run(_params(1, [{"name": "const_offset"}]), tmp_path, table=corpus)
     assert not (tmp_path / "_work").exists() and not list((tmp_path / "scores.parquet").iterdir())
