@@ -50,7 +50,7 @@ lab: $(STAMP) ## open JupyterLab on the notebooks (as a user or as root); prints
 
 synth-data: $(STAMP) ## regenerate the committed synthetic corpus in test_data/
 	rm -rf test_data/synthetic_wydot
-	$(PY) -m wydot_lab.synth params/default.yaml test_data/synthetic_wydot
+	$(VENV)/bin/wydot-lab synth --params params/default.yaml --out test_data/synthetic_wydot
 
 clean: ## remove caches and outputs (keeps .venv)
 	rm -rf outputs data/cache .cache .pytest_cache
