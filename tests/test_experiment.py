@@ -156,8 +156,9 @@ def test_caveats_name_shares_resting_on_few_attackers():
     mixed = pd.DataFrame({"share": 0.3, "level": "message", "attack": [experiment.MIXED, "a", "b", "c"],
                           "test_attackers": [7, 6, 1, 0]})
     assert experiment.caveats(results.assign(test_attackers=5), mixed) == [
-        "mixed, share 0.3: 7 test attacker vehicles over 3 attacks; each attack's recall rests on at most 6 "
-        "(1 with none); set model.repeats before comparing attacks"]
+        "mixed, share 0.3: 7 test attacker vehicles share 3 attacks, so each attack's recall rests on 6 attacker "
+        "vehicles at most and 1 attack has no test attacker at all (no recall); set model.repeats before comparing "
+        "attacks"]
     # repeats: per repeat, and how many repeats each attack's mean rests on (not a min over repeats)
     two = pd.concat([mixed.assign(repeat=0), mixed.assign(repeat=1, test_attackers=[6, 0, 2, 4])])
     assert experiment.caveats(results.assign(test_attackers=5, repeat=[0, 1, 0, 1]), two) == [

@@ -761,9 +761,13 @@ def caveats(results: pd.DataFrame, mixed: pd.DataFrame | None = None) -> list[st
                 continue
             if repeats == 1:
                 whole = int(grp.loc[grp["attack"] == MIXED, "test_attackers"].min())
-                out.append(f"mixed, share {share:g}: {whole} test attacker vehicles over {len(per)} attacks; each "
-                           f"attack's recall rests on at most {int(per.max())} ({int((per == 0).sum())} with none); "
-                           "set model.repeats before comparing attacks")
+                none = int((per == 0).sum())
+                out.append(f"mixed, share {share:g}: {whole} test attacker vehicles share {len(per)} attacks, so each "
+                           f"attack's recall rests on {int(per.max())} attacker vehicle{'s' * int(per.max() != 1)} "
+                           "at most"
+                           + (f" and {none} attack{'s have' if none != 1 else ' has'} no test attacker at all "
+                              "(no recall)" if none else "")
+                           + "; set model.repeats before comparing attacks")
                 continue
             wholes = grp[grp["attack"] == MIXED].groupby("repeat")["test_attackers"].min()
             per_repeat = attacks.groupby(["attack", "repeat"])["test_attackers"].min()
