@@ -48,8 +48,8 @@ lab: $(STAMP) ## open JupyterLab on the notebooks (as a user or as root); prints
 	@echo "JupyterLab on 127.0.0.1: open the http://127.0.0.1:.../lab?token=... URL it prints below"
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
 
-synth-data: $(STAMP) ## regenerate the committed synthetic corpus in test_data/
-	rm -rf test_data/synthetic_wydot
+synth-data: $(STAMP) ## regenerate the committed synthetic corpus in test_data/ (and drop its old cache)
+	rm -rf test_data/synthetic_wydot data/cache/synthetic
 	$(VENV)/bin/wydot-lab synth --params params/default.yaml --out test_data/synthetic_wydot
 
 clean: ## remove caches and outputs (keeps .venv)
