@@ -1,4 +1,5 @@
 """Attack registry: spec validation and the invariants of docs/DOMAIN.md section 3 (property tests)."""
+
 from __future__ import annotations
 
 import functools
@@ -10,12 +11,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bsm_frames
 from wydot_lab import attacks, config, geo
 from wydot_lab.frames import CRUMBS, ID, LAT, LON, TIME, time_ns, to_table
 
-ALL = ["const_position", "const_offset", "random_offset", "random_position", "position_swap", "const_speed",
-       "speed_offset", "random_speed", "eventual_stop", "data_replay", "heading_reversal"]
+import bsm_frames
+
+ALL = [
+    "const_position",
+    "const_offset",
+    "random_offset",
+    "random_position",
+    "position_swap",
+    "const_speed",
+    "speed_offset",
+    "random_speed",
+    "eventual_stop",
+    "data_replay",
+    "heading_reversal",
+]
 SPECS = attacks.default_matrix() + [{"name": n, "careful": True} for n, a in attacks.ATTACKS.items() if a.careful]
 
 
@@ -49,21 +62,31 @@ def test_registry_has_every_attack_of_the_issue():
     for spec in attacks.default_matrix():
         attacks.check_spec(spec)
     labels = [attacks.label(s) for s in attacks.default_matrix()]
-    assert {"const_offset_10_20", "const_offset_50_100", "const_offset_100_200", "random_offset_50_100",
-            "speed_offset_3_11", "eventual_stop", "data_replay"} <= set(labels)
+    assert {
+        "const_offset_10_20",
+        "const_offset_50_100",
+        "const_offset_100_200",
+        "random_offset_50_100",
+        "speed_offset_3_11",
+        "eventual_stop",
+        "data_replay",
+    } <= set(labels)
     assert len(labels) == len(set(labels))
 
 
-@pytest.mark.parametrize("spec, words", [
-    ({"name": "teleport"}, ["unknown attack", "teleport"]),
-    ({"name": "const_offset", "min_meters": 5}, ["unknown parameter", "min_meters"]),
-    ({"name": "const_offset", "min_m": 300, "max_m": 200}, ["min_m=300", "max_m=200"]),
-    ({"name": "const_offset", "min_m": "far"}, ["min_m", "far"]),
-    ({"name": "eventual_stop", "p": 1.5}, ["p must be in (0, 1]"]),
-    ({"name": "speed_offset", "min_mps": -3}, ["min_mps", ">= 0"]),
-    ({"name": "data_replay", "careful": True}, ["unknown parameter", "careful"]),
-    ({"name": "random_offset", "careful": "yes"}, ["careful", "true or false"]),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ({"name": "teleport"}, ["unknown attack", "teleport"]),
+        ({"name": "const_offset", "min_meters": 5}, ["unknown parameter", "min_meters"]),
+        ({"name": "const_offset", "min_m": 300, "max_m": 200}, ["min_m=300", "max_m=200"]),
+        ({"name": "const_offset", "min_m": "far"}, ["min_m", "far"]),
+        ({"name": "eventual_stop", "p": 1.5}, ["p must be in (0, 1]"]),
+        ({"name": "speed_offset", "min_mps": -3}, ["min_mps", ">= 0"]),
+        ({"name": "data_replay", "careful": True}, ["unknown parameter", "careful"]),
+        ({"name": "random_offset", "careful": "yes"}, ["careful", "true or false"]),
+    ],
+)
 def test_check_spec_names_the_bad_key(spec, words):
     with pytest.raises(ValueError) as err:
         attacks.check_spec(spec)
@@ -158,7 +181,7 @@ def test_speed_attacks_change_speed_only_within_range():
     diff = (out["coreData_speed"] - clean["coreData_speed"]).to_numpy()[a]
     assert (np.abs(diff) >= 3 - 0.02).all() | (out["coreData_speed"].to_numpy()[a] == 0).all()
     assert (np.abs(diff) <= 11 + 0.02).all()
-    for vid, g in out[a].groupby(ID):  # one offset per vehicle (unless clipped at 0)
+    for _vid, g in out[a].groupby(ID):  # one offset per vehicle (unless clipped at 0)
         d = (g["coreData_speed"] - clean.loc[g.index, "coreData_speed"]).to_numpy()
         assert np.ptp(d) <= 2 * attacks.SPEED_STEP + 1e-9 or (g["coreData_speed"] == 0).any()
 
@@ -173,7 +196,7 @@ def test_heading_reversal_is_180_degrees():
 def test_eventual_stop_freezes_after_a_trigger():
     clean, out, att = _attack({"name": "eventual_stop", "p": 0.2}, 11)
     o = out.assign(t=time_ns(out[TIME])).sort_values([ID, "t"])
-    for vid, g in o[o[ID].isin(att)].groupby(ID):
+    for _vid, g in o[o[ID].isin(att)].groupby(ID):
         a = g["is_attack"].to_numpy()
         if not a.any():
             continue
@@ -212,8 +235,8 @@ def test_data_replay_switches_within_a_run_to_an_earlier_run_in_step_never_one_f
     for c in attacks.REPLAY_COLUMNS:
         pd.testing.assert_series_equal(out[c].iloc[:k], clean[c].iloc[:k])
     n = 20 - k
-    np.testing.assert_array_equal(out[LAT].iloc[k:20], clean[LAT].iloc[20:20 + n])  # B's run from its start
-    np.testing.assert_array_equal(out[LON].iloc[k:20], clean[LON].iloc[20:20 + n])
+    np.testing.assert_array_equal(out[LAT].iloc[k:20], clean[LAT].iloc[20 : 20 + n])  # B's run from its start
+    np.testing.assert_array_equal(out[LON].iloc[k:20], clean[LON].iloc[20 : 20 + n])
     assert out[LON].iloc[k:20].nunique() == n  # it moves (east)
 
 
@@ -221,9 +244,16 @@ def test_data_replay_switch_points_spread_over_the_run():
     a_runs = bsm_frames.later(bsm_frames.straight_line(n=20, vid="0000000A"), 100, from_row=10)
     b_run = bsm_frames.later(bsm_frames.straight_line(n=10, vid="0000000B", y0=500.0), 50)
     clean = bsm_frames.frame(pa.concat_tables([a_runs, b_run]))
-    first = {int(np.argmax(attacks.apply(clean, {"name": "data_replay"}, np.array(["0000000A"]),
-                                         np.random.default_rng(seed))["is_attack"].to_numpy()))
-             for seed in range(40)}
+    first = {
+        int(
+            np.argmax(
+                attacks.apply(clean, {"name": "data_replay"}, np.array(["0000000A"]), np.random.default_rng(seed))[
+                    "is_attack"
+                ].to_numpy()
+            )
+        )
+        for seed in range(40)
+    }
     assert first <= set(range(10, 20)) and len(first) >= 6
 
 
@@ -231,8 +261,9 @@ def test_careful_crumbs_younger_than_the_previous_message_follow_the_fake_path()
     """10 s between messages, crumbs 1..9 s old: a careful attacker parked at one fake point
     has every such crumb at that point (it has reported nothing else since)."""
     clean = bsm_frames.frame(bsm_frames.straight_line(speed=20.0, n=8, dt=10.0))
-    out = attacks.apply(clean, {"name": "const_position", "careful": True}, np.array(["0000000A"]),
-                        np.random.default_rng(3))
+    out = attacks.apply(
+        clean, {"name": "const_position", "careful": True}, np.array(["0000000A"]), np.random.default_rng(3)
+    )
     crumbs = out[CRUMBS].iloc[1:]  # the first message has no earlier report to agree with
     young = [(c["latOffset"], c["lonOffset"]) for row in crumbs for c in row if c["timeOffset"] < 10.0]
     assert len(young) == 7 * 5
@@ -247,8 +278,9 @@ def test_careful_form_keeps_crumbs_consistent_naive_does_not():
     clean = bsm_frames.frame(bsm_frames.corridor(vehicles=6, msgs=15, seed=2))
     att = attacks.choose_attackers(clean[ID], 0.5, np.random.default_rng(0))
     naive = features.featurize_frame(attacks.apply(clean, {"name": "const_position"}, att, np.random.default_rng(1)))
-    careful = features.featurize_frame(attacks.apply(clean, {"name": "const_position", "careful": True}, att,
-                                                     np.random.default_rng(1)))
+    careful = features.featurize_frame(
+        attacks.apply(clean, {"name": "const_position", "careful": True}, att, np.random.default_rng(1))
+    )
     a = naive["is_attack"].to_numpy() & np.isfinite(naive["crumb_prev_err_m"].to_numpy())
     assert np.nanmedian(naive["crumb_prev_err_m"].to_numpy()[a]) > 15  # ~ one second of driving
     assert np.nanmedian(careful["crumb_prev_err_m"].to_numpy()[a]) < 3  # GPS noise only
@@ -262,7 +294,8 @@ def test_apply_mixed_gives_each_attacker_one_attack_and_keeps_everything_else():
     again, _ = attacks.apply_mixed(clean, specs, att, np.random.default_rng(4))
     pd.testing.assert_frame_equal(out, again)  # seeded: same draw, same frame
     assert list(out.index) == list(clean.index) and list(out.dtypes) == list(
-        attacks.apply(clean, specs[0], att, np.random.default_rng(0)).dtypes)
+        attacks.apply(clean, specs[0], att, np.random.default_rng(0)).dtypes
+    )
     assert set(assigned) == set(att) and len(set(assigned.values())) > 1
     for vid, g in out.groupby(ID):
         kinds = set(g["attack_type"]) - {attacks.GENUINE}
@@ -280,8 +313,9 @@ def test_data_replay_never_runs_past_the_recorded_run_into_later_messages(seed):
     """A's second run is longer than B's earlier run: after B's run ends the replay holds B's
     last message of that run; B's later run (sent after A's messages) is never replayed."""
     a_runs = bsm_frames.later(bsm_frames.straight_line(n=40, vid="0000000A"), 190, from_row=10)  # 0-9, 200-229
-    b_runs = bsm_frames.later(bsm_frames.later(bsm_frames.straight_line(n=20, vid="0000000B", y0=500.0), 50),
-                              440, from_row=10)  # 50-59, 500-509
+    b_runs = bsm_frames.later(
+        bsm_frames.later(bsm_frames.straight_line(n=20, vid="0000000B", y0=500.0), 50), 440, from_row=10
+    )  # 50-59, 500-509
     clean = bsm_frames.frame(pa.concat_tables([a_runs, b_runs]))
     out = attacks.apply(clean, {"name": "data_replay"}, np.array(["0000000A"]), np.random.default_rng(seed))
     a = out["is_attack"].to_numpy()
@@ -340,13 +374,16 @@ def test_every_form_writes_the_fake_position_into_the_own_logs_receiver_fields()
     assert (careful[LAT].to_numpy()[own] != clean[LAT].to_numpy()[own]).any()
 
 
-@pytest.mark.parametrize("spec, col, true_col", [
-    ({"name": "speed_offset"}, "metadata_rmd_speed", "coreData_speed"),
-    ({"name": "const_speed"}, "metadata_rmd_speed", "coreData_speed"),
-    ({"name": "random_speed"}, "metadata_rmd_speed", "coreData_speed"),
-    ({"name": "eventual_stop", "p": 0.3}, "metadata_rmd_speed", "coreData_speed"),
-    ({"name": "heading_reversal"}, "metadata_rmd_heading", "coreData_heading"),
-])
+@pytest.mark.parametrize(
+    "spec, col, true_col",
+    [
+        ({"name": "speed_offset"}, "metadata_rmd_speed", "coreData_speed"),
+        ({"name": "const_speed"}, "metadata_rmd_speed", "coreData_speed"),
+        ({"name": "random_speed"}, "metadata_rmd_speed", "coreData_speed"),
+        ({"name": "eventual_stop", "p": 0.3}, "metadata_rmd_speed", "coreData_speed"),
+        ({"name": "heading_reversal"}, "metadata_rmd_heading", "coreData_heading"),
+    ],
+)
 def test_kinematic_attacks_keep_the_own_logs_copy_consistent(spec, col, true_col):
     """Real bsmTx records carry their own speed and heading again in the receiver block; every
     form mirrors the fake there by default, on own rows that mirrored the truth only (not rxMsg
@@ -392,15 +429,20 @@ FALSIFIED = {  # what each attack writes by design; every other column must stay
     "eventual_stop": _POS | _SPD,
     **{n: _SPD for n in ("const_speed", "speed_offset", "random_speed")},
     "heading_reversal": {attacks.HEADING, attacks.RMD_HEADING},
-    "data_replay": set(attacks.REPLAY_COLUMNS) | {attacks.RMD_LAT, attacks.RMD_LON, attacks.RMD_ELEV,
-                                                   attacks.RMD_SPEED, attacks.RMD_HEADING},
+    "data_replay": set(attacks.REPLAY_COLUMNS)
+    | {attacks.RMD_LAT, attacks.RMD_LON, attacks.RMD_ELEV, attacks.RMD_SPEED, attacks.RMD_HEADING},
 }
 # the label's own timing: a replay starts within a run and a stop stays stopped, so attacked rows
 # sit later in runs (recordId, source_line, serialNumber count messages); not a falsified value
 _WHEN = {"metadata_serialId_recordId", "metadata_serialId_serialNumber", "source_line"}
 TIMING = {"data_replay": _WHEN, "eventual_stop": _WHEN}
-MIRRORED = ((attacks.RMD_LAT, LAT), (attacks.RMD_LON, LON), (attacks.RMD_ELEV, attacks.ELEV),
-            (attacks.RMD_SPEED, attacks.SPEED), (attacks.RMD_HEADING, attacks.HEADING))
+MIRRORED = (
+    (attacks.RMD_LAT, LAT),
+    (attacks.RMD_LON, LON),
+    (attacks.RMD_ELEV, attacks.ELEV),
+    (attacks.RMD_SPEED, attacks.SPEED),
+    (attacks.RMD_HEADING, attacks.HEADING),
+)
 # Balanced accuracy on unseen vehicles may reach 0.5 + CHANCE_TOL. The null is wide: ~13 attacker
 # vehicles on the scoring half and ~60 columns, so the best of them by chance (vehicle traits,
 # times of day) measured 0.565-0.61 over the matrix; the side channel this guards against scored 1.0.
@@ -411,8 +453,7 @@ CHANCE_TOL = 0.15
 def _messy() -> pd.DataFrame:
     from wydot_lab import frames, synth
 
-    table = synth.generate("2021-04-01", days=1, vehicles=90, seed=5, records_per_hour=300,
-                           realism={"enabled": True})
+    table = synth.generate("2021-04-01", days=1, vehicles=90, seed=5, records_per_hour=300, realism={"enabled": True})
     return frames.to_frame(table)
 
 
@@ -458,8 +499,9 @@ def _one_column_scores(out: pd.DataFrame, skip: set) -> dict[str, float]:
     return scores
 
 
-@pytest.mark.parametrize("spec", attacks.default_matrix() + [{"name": "random_position", "careful": True}],
-                         ids=attacks.label)
+@pytest.mark.parametrize(
+    "spec", attacks.default_matrix() + [{"name": "random_position", "careful": True}], ids=attacks.label
+)
 def test_no_column_the_attack_did_not_falsify_separates_attacked_from_genuine(spec):
     clean = _messy()
     att = attacks.choose_attackers(clean[ID], 0.3, np.random.default_rng(1))
@@ -471,8 +513,11 @@ def test_no_column_the_attack_did_not_falsify_separates_attacked_from_genuine(sp
     assert not leaks, leaks
 
 
-@pytest.mark.parametrize("spec", [{"name": "const_offset", "min_m": 10, "max_m": 20}, {"name": "data_replay"},
-                                  {"name": "speed_offset"}], ids=attacks.label)
+@pytest.mark.parametrize(
+    "spec",
+    [{"name": "const_offset", "min_m": 10, "max_m": 20}, {"name": "data_replay"}, {"name": "speed_offset"}],
+    ids=attacks.label,
+)
 def test_the_side_channel_check_sees_an_unmirrored_copy(spec):
     """The check is not blind: without mirroring the own log's copy disagrees with coreData on
     the attacked rows only, and the one-column tree finds it."""
@@ -494,8 +539,9 @@ def test_careful_crumbs_of_a_teleporting_attacker_agree_with_its_previous_report
     clean = _messy()
     clean = clean[clean["metadata_recordType"] == "bsmTx"]
     att = attacks.choose_attackers(clean[ID], 0.3, np.random.default_rng(1))
-    out = features.featurize_frame(attacks.apply(clean, {"name": "random_position", "careful": True}, att,
-                                                 np.random.default_rng(2)))
+    out = features.featurize_frame(
+        attacks.apply(clean, {"name": "random_position", "careful": True}, att, np.random.default_rng(2))
+    )
     err = out["crumb_prev_err_m"].to_numpy()
     hit = out["is_attack"].to_numpy()
     assert np.nanmedian(err[hit]) < 200 and np.nanmedian(err[~out["is_attacker"].to_numpy()]) < 3

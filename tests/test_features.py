@@ -1,5 +1,6 @@
 """Per-vehicle features: known answers on hand-made tracks, rolling windows, Dask on a real
 LocalCluster equal to the pandas path, and the feature docs matching the code."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,10 +8,11 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-import bsm_frames
-from conftest import ROOT
 from wydot_lab import attacks, features
 from wydot_lab.frames import ID, TIME
+
+import bsm_frames
+from conftest import ROOT
 
 
 def _feats(table: pa.Table, window: int = 5) -> pd.DataFrame:
@@ -30,16 +32,28 @@ def test_constant_speed_straight_line_known_answers():
     assert f["crumb_prev_err_m"].iloc[1:].max() < 0.05
     assert np.abs(f["crumb_speed_residual_mps"]).max() < 0.03
     assert f["crumb_heading_diff_deg"].max() < 0.1
-    kinematic = ["flag_speed", "flag_position_jump", "flag_speed_change", "flag_position_speed", "flag_heading",
-                 "flag_beacon", "flag_sudden_appearance"]
+    kinematic = [
+        "flag_speed",
+        "flag_position_jump",
+        "flag_speed_change",
+        "flag_position_speed",
+        "flag_heading",
+        "flag_beacon",
+        "flag_sudden_appearance",
+    ]
     assert (f[kinematic] == 0).all().all()
 
 
 def test_reported_heading_against_travel_and_speed_against_motion():
     f = _feats(bsm_frames.straight_line(speed=20.0, n=10, heading=0.0))
     # same track, but it claims to drive south at 35 m/s
-    g = _feats(bsm_frames.replaced(bsm_frames.straight_line(speed=20.0, n=10, heading=0.0),
-                                   coreData_heading=[180.0] * 10, coreData_speed=[37.0] * 10))
+    g = _feats(
+        bsm_frames.replaced(
+            bsm_frames.straight_line(speed=20.0, n=10, heading=0.0),
+            coreData_heading=[180.0] * 10,
+            coreData_speed=[37.0] * 10,
+        )
+    )
     assert np.allclose(g["heading_bearing_diff_deg"].iloc[1:], 180.0, atol=0.1)
     assert (g["flag_heading"].iloc[1:] == 1).all() and (f["flag_heading"] == 0).all()
     assert np.allclose(g["speed_residual_mps"].iloc[1:], 17.0, atol=0.05)
@@ -158,6 +172,7 @@ def test_heading_against_the_road_at_the_reported_position():
     reversed_ = features.featurize_frame(attacks.apply(clean, {"name": "heading_reversal"}, att, rng))
     assert (reversed_.loc[reversed_["is_attack"], "heading_road_diff_deg"] > 170).all()
 
+
 def test_crumb_convention_matches_real_wydot_records():
     """Real path histories trail behind the vehicle: bearing from the latest crumb to the
     reported position agrees with the reported heading (guards frames.CRUMB_SIGN)."""
@@ -204,8 +219,12 @@ def test_dask_on_local_cluster_equals_pandas():
     frame = bsm_frames.frame(bsm_frames.corridor(vehicles=9, msgs=20, seed=8, gap_every=6))
     frame = frame.sample(frac=1.0, random_state=0)
     expected = features.featurize_frame(frame, 3).sort_index()
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         ddf = dd.from_pandas(frame, npartitions=3)
         got = features.featurize(ddf, 3).compute(scheduler=client).sort_index()
     assert len(got) == len(frame)
@@ -213,26 +232,34 @@ def test_dask_on_local_cluster_equals_pandas():
     assert list(got[TIME].dtype.__str__()) == list(expected[TIME].dtype.__str__())
 
 
-@pytest.mark.parametrize("logged, sec_mark, sent", [
-    ("12:00:30.000", 30500, "12:00:30.500"),
-    ("12:00:00.200", 59900, "11:59:59.900"),  # sent in the minute before the logger's stamp
-    ("12:00:59.900", 100, "12:01:00.100"),  # and in the minute after
-    ("12:00:30.000", None, "12:00:30.000"),  # secMark unavailable: the logger's time
-    ("12:00:30.000", 61000, "12:00:30.000"),  # out of range
-])
+@pytest.mark.parametrize(
+    "logged, sec_mark, sent",
+    [
+        ("12:00:30.000", 30500, "12:00:30.500"),
+        ("12:00:00.200", 59900, "11:59:59.900"),  # sent in the minute before the logger's stamp
+        ("12:00:59.900", 100, "12:01:00.100"),  # and in the minute after
+        ("12:00:30.000", None, "12:00:30.000"),  # secMark unavailable: the logger's time
+        ("12:00:30.000", 61000, "12:00:30.000"),  # out of range
+    ],
+)
 def test_time_sent_is_the_secmark_in_the_minute_nearest_the_log_stamp(logged, sec_mark, sent):
     from wydot_lab.frames import sent_ns
 
-    frame = pd.DataFrame({TIME: pd.to_datetime([f"2021-04-01 {logged}"], utc=True),
-                          "coreData_secMark": pd.array([sec_mark], dtype="Int32")})
+    frame = pd.DataFrame(
+        {
+            TIME: pd.to_datetime([f"2021-04-01 {logged}"], utc=True),
+            "coreData_secMark": pd.array([sec_mark], dtype="Int32"),
+        }
+    )
     assert sent_ns(frame)[0] == pd.Timestamp(f"2021-04-01 {sent}", tz="UTC").value
 
 
 def test_batched_receiver_stamps_keep_the_senders_time_steps():
     """Two messages of one vehicle, 100 ms apart by secMark, that a receiver's rxMsg log
     stamped with one generatedAt (as in test_data/real_wydot/04_*), listed newest first."""
-    from conftest import REAL_DIR
     from wydot_lab import ingest
+
+    from conftest import REAL_DIR
 
     real = bsm_frames.frame(ingest.ingest_paths([REAL_DIR]).valid)
     pair = real[real["coreData_msgCnt"].isin([53, 54]) & (real["metadata_recordType"] == "rxMsg")]
@@ -246,9 +273,13 @@ def test_schema_version_1_keeps_the_processing_stamp():
     """v1 generatedAt is ODE's processing time: no anchor for secMark's minute."""
     from wydot_lab.frames import sent_ns
 
-    frame = pd.DataFrame({TIME: pd.to_datetime(["2021-04-01 12:00:30"] * 2, utc=True),
-                          "coreData_secMark": pd.array([1000, 1000], dtype="Int32"),
-                          "metadata_schemaVersion": pd.array([1, 6], dtype="Int8")})
+    frame = pd.DataFrame(
+        {
+            TIME: pd.to_datetime(["2021-04-01 12:00:30"] * 2, utc=True),
+            "coreData_secMark": pd.array([1000, 1000], dtype="Int32"),
+            "metadata_schemaVersion": pd.array([1, 6], dtype="Int8"),
+        }
+    )
     t = sent_ns(frame)
     assert t[0] == pd.Timestamp("2021-04-01 12:00:30", tz="UTC").value
     assert t[1] == pd.Timestamp("2021-04-01 12:00:01", tz="UTC").value

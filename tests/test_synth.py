@@ -1,6 +1,7 @@
 """The synthetic corpus: deterministic bytes, bucket layout, real v6 shape, physics that a
 detector can rely on (on the road, in the privacy window, self-consistent), and defect lines
 that ingest sorts exactly as the summary says."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,15 +14,18 @@ import pandas as pd
 import pyarrow.compute as pc
 import pytest
 
-from conftest import REAL_DIR, ROOT, SYNTH_DIR
 from wydot_lab import cli, config, geo, ingest, synth
 from wydot_lab.frames import CRUMB_SIGN
+
+from conftest import REAL_DIR, ROOT, SYNTH_DIR
 
 PARAMS = dict(start="2021-04-01", days=1, vehicles=40, rate_hz=0.1, seed=11, records_per_hour=100, defect_share=0.0)
 DEFECTIVE = {**PARAMS, "defect_share": 0.05}  # ~125 defect lines: every kind several times
 COUNTS = ("records", "valid", "quarantined", "non_bsm", "blank", "files")
-NAME_RE = re.compile(r"^usdot-its-cvpilot-bsm-public-\d+-(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})-"
-                     r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+NAME_RE = re.compile(
+    r"^usdot-its-cvpilot-bsm-public-\d+-(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})-"
+    r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+)
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -87,8 +91,10 @@ def _assert_valid_rows_are_generated(ingested, params):
     mem = synth.generate(**params)
     key = [("source_object", "ascending"), ("source_line", "ascending")]
     got = ingested.valid.set_column(
-        ingested.valid.schema.get_field_index("source_object"), "source_object",
-        pc.replace_substring_regex(ingested.valid["source_object"], r"^.*/(wydot/BSM/)", r"\1")).sort_by(key)
+        ingested.valid.schema.get_field_index("source_object"),
+        "source_object",
+        pc.replace_substring_regex(ingested.valid["source_object"], r"^.*/(wydot/BSM/)", r"\1"),
+    ).sort_by(key)
     assert got.equals(mem.sort_by(key))
 
 
@@ -119,8 +125,15 @@ def test_json_has_every_key_of_the_real_v6_record(corpus):
     assert vse["id"] == "VehicleSafetyExtensions" and len(vse["value"]["pathHistory"]["crumbData"]) == synth.CRUMBS
     assert keys(real["payload"]["data"]["partII"][0]) <= keys(vse)
     md = ours["metadata"]
-    assert (md["schemaVersion"], md["recordType"], md["recordGeneratedBy"], md["sanitized"]) == (6, "bsmTx", "OBU", False)
-    assert md["receivedMessageDetails"]["locationData"]["latitude"] == str(ours["payload"]["data"]["coreData"]["position"]["latitude"])
+    assert (md["schemaVersion"], md["recordType"], md["recordGeneratedBy"], md["sanitized"]) == (
+        6,
+        "bsmTx",
+        "OBU",
+        False,
+    )
+    assert md["receivedMessageDetails"]["locationData"]["latitude"] == str(
+        ours["payload"]["data"]["coreData"]["position"]["latitude"]
+    )
 
 
 # --------------------------------------------------------------------------- defect lines
@@ -138,8 +151,11 @@ def defective_ingested(defective):
 def test_defects_same_params_same_bytes_whatever_the_workers(defective, tmp_path):
     out, summary = defective
     again = synth.write_corpus(tmp_path / "a", **DEFECTIVE, workers=2)
-    assert _tree(tmp_path / "a") == _tree(out) and again == {**summary, "seconds": again["seconds"],
-                                                             "records_per_s": again["records_per_s"]}
+    assert _tree(tmp_path / "a") == _tree(out) and again == {
+        **summary,
+        "seconds": again["seconds"],
+        "records_per_s": again["records_per_s"],
+    }
     synth.write_corpus(tmp_path / "b", **{**DEFECTIVE, "defect_share": 0.04})
     assert _tree(tmp_path / "b") != _tree(out)
 
@@ -148,7 +164,7 @@ def test_defect_lines_do_not_depend_on_the_chunking(defective, tmp_path, monkeyp
     """Objects are formatted CHUNK_ROWS rows at a time; defect lines go after their row
     whichever chunk it falls in (7-row chunks: most rows are in a later chunk of their object;
     1024-row chunks hold whole objects)."""
-    monkeypatch.setattr(synth, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(synth.writer, "CHUNK_ROWS", 7)  # the tunable lives in its module
     synth.write_corpus(tmp_path, **DEFECTIVE)
     assert _tree(tmp_path) == _tree(defective[0])
 
@@ -189,8 +205,11 @@ def test_defect_summary_is_what_ingest_finds(defective, defective_ingested):
     assert {k: s[k] for k in COUNTS} == c
     assert set(s["defects"]) == set(synth.KINDS)  # every kind, each with its own reason
     assert 0.03 < (s["records"] - s["valid"]) / s["records"] < 0.07
-    want = {synth.DEFECTS[k].outcome: n for k, n in s["defects"].items()
-            if synth.DEFECTS[k].outcome not in synth.NOT_QUARANTINED}
+    want = {
+        synth.DEFECTS[k].outcome: n
+        for k, n in s["defects"].items()
+        if synth.DEFECTS[k].outcome not in synth.NOT_QUARANTINED
+    }
     assert defective_ingested.quarantine_reasons() == want
     assert len(want) == 6 and all(len(r) == 1 for r in defective_ingested.quarantine["reasons"].to_pylist())
     assert defective_ingested.non_bsm_types() == {"TravelerInformation": s["defects"]["tim"]}
@@ -227,14 +246,27 @@ def test_defect_share_must_be_between_0_and_its_cap(tmp_path):
             synth.generate(**{**PARAMS, "defect_share": bad})
 
 
-def test_cli_defect_share_flag_overrides_the_params(defective, tmp_path, capsys):
-    args = ["synth", "--params", str(ROOT / "params" / "default.yaml"), "--days", "1", "--vehicles", "40",
-            "--seed", "11", "--records-per-hour", "100"]  # with default.yaml's other synth keys: DEFECTIVE but for
-    # the share (the CLI does not pass `realism` on yet: `make synth-data` runs python -m wydot_lab.synth)
+def test_cli_defect_share_flag_overrides_the_params(tmp_path, capsys):
+    args = [
+        "synth",
+        "--params",
+        str(ROOT / "params" / "default.yaml"),
+        "--days",
+        "1",
+        "--vehicles",
+        "40",
+        "--seed",
+        "11",
+        "--records-per-hour",
+        "100",
+    ]  # with default.yaml's other synth keys: DEFECTIVE but for the share, plus its realism (the CLI passes it on)
     assert cli.main([*args, "--out", str(tmp_path / "a"), "--defect-share", "0.05"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert _tree(tmp_path / "a") == _tree(defective[0])
-    assert {k: summary[k] for k in COUNTS} == {k: defective[1][k] for k in COUNTS}
+    want = synth.write_corpus(
+        tmp_path / "b", **DEFECTIVE, realism=config.load(ROOT / "params" / "default.yaml").synth.realism
+    )
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
+    assert {k: summary[k] for k in COUNTS} == {k: want[k] for k in COUNTS}
     assert cli.main([*args, "--out", str(tmp_path / "c"), "--defect-share", "1"]) == 2
     assert "synth.defect_share" in capsys.readouterr().err
 
@@ -307,7 +339,6 @@ def test_vehicles_keep_right_and_pass_on_the_left(frame):
     assert abs((c_right < 0).mean() - left.mean()) < 0.05  # same lane share as the messages'
 
 
-
 def _ms(s: pd.Series) -> np.ndarray:
     return s.dt.tz_localize(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
 
@@ -350,7 +381,9 @@ def test_reported_speed_heading_and_path_history_are_self_consistent(frame):
     mid = h[:-1] + (np.mod(h[1:] - h[:-1] + 180.0, 360.0) - 180.0) / 2  # a chord follows the mean tangent
     hd = geo.angle_diff_deg(chord[same], mid[same])
     assert np.median(hd) < 1.0 and np.quantile(hd, 0.95) < 5.0
-    assert np.all(np.abs(f["coreData_heading"].to_numpy() / 0.0125 - np.round(f["coreData_heading"].to_numpy() / 0.0125)) < 1e-6)
+    assert np.all(
+        np.abs(f["coreData_heading"].to_numpy() / 0.0125 - np.round(f["coreData_heading"].to_numpy() / 0.0125)) < 1e-6
+    )
     # crumbs: the vehicle's true past positions, so on the road and trailing at the reported speed
     lat = np.array([[c["latOffset"] for c in row] for row in f["partII_pathHistory_crumbData"]])
     lon = np.array([[c["lonOffset"] for c in row] for row in f["partII_pathHistory_crumbData"]])
@@ -381,13 +414,27 @@ def test_too_many_runs_for_the_fleet_is_an_error(tmp_path):
         synth.write_corpus(tmp_path, "2021-04-01", days=1, vehicles=2, rate_hz=0.1, seed=1, records_per_hour=100)
 
 
-@pytest.mark.parametrize("int_digits,dec,signed", [(1, 7, True), (4, 1, True), (3, 2, False), (9, 0, False), (4, 0, True)])
+@pytest.mark.parametrize(
+    "int_digits,dec,signed", [(1, 7, True), (4, 1, True), (3, 2, False), (9, 0, False), (4, 0, True)]
+)
 def test_number_formatter_matches_python_formatting(int_digits, dec, signed):
     """The table-driven formatter spells every value as f"{x:.{dec}f}" (no "-0"), at any width mix."""
     rng = np.random.default_rng([int_digits, dec])
     top = 10.0**int_digits
-    mag = np.r_[0.0, 10.0 ** -dec / 3, 0.5, 9.0, 10.0, 999.0, 1000.0, 9999.0, 12_345.0,
-                top - 10.0**-dec, rng.uniform(0, top, 300), 10.0 ** rng.uniform(-dec, int_digits, 300)]
+    mag = np.r_[
+        0.0,
+        10.0**-dec / 3,
+        0.5,
+        9.0,
+        10.0,
+        999.0,
+        1000.0,
+        9999.0,
+        12_345.0,
+        top - 10.0**-dec,
+        rng.uniform(0, top, 300),
+        10.0 ** rng.uniform(-dec, int_digits, 300),
+    ]
     v = np.round(mag[mag < top - 10.0**-dec / 2], dec)
     if not dec:
         v = v.astype(np.int64)
@@ -396,10 +443,14 @@ def test_number_formatter_matches_python_formatting(int_digits, dec, signed):
     row, slots = synth._template([b"<", synth._num(v, int_digits, dec, signed), b">\n"])
     mat = np.tile(row, (len(v), 1))
     for off, blk in slots:
-        mat[:, off:off + blk.shape[1]] = blk
+        mat[:, off : off + blk.shape[1]] = blk
     got = mat.tobytes().replace(b"\x00", b"").decode().splitlines()
-    want = [f"<{x:.{dec}f}>".replace("<-0.", "<0.").replace("<-0>", "<0>") if float(x) > -10.0**-dec / 2
-            else f"<{x:.{dec}f}>" for x in v.tolist()]
+    want = [
+        f"<{x:.{dec}f}>".replace("<-0.", "<0.").replace("<-0>", "<0>")
+        if float(x) > -(10.0**-dec) / 2
+        else f"<{x:.{dec}f}>"
+        for x in v.tolist()
+    ]
     assert got == want
     with pytest.raises(ValueError, match="does not fit"):
         synth._num(np.array([10.0**int_digits]), int_digits, dec, signed)
@@ -411,8 +462,16 @@ def test_bucket_locate_equals_the_binary_search():
     rng = np.random.default_rng(3)
     for east, d in ((True, "eastbound"), (False, "westbound")):
         c = geo.load_centreline(d)
-        s = np.r_[-5.0, 0.0, c.length, c.length + 1.0, c.chainage, np.nextafter(c.chainage, -1.0),
-                  np.arange(0, c.length, synth.BUCKET_M), rng.uniform(0, c.length, 20_000)]
+        s = np.r_[
+            -5.0,
+            0.0,
+            c.length,
+            c.length + 1.0,
+            c.chainage,
+            np.nextafter(c.chainage, -1.0),
+            np.arange(0, c.length, synth.BUCKET_M),
+            rng.uniform(0, c.length, 20_000),
+        ]
         i, t = synth._locate(np.full(s.shape, east), s)
         ref_i, ref_t = c._locate(s)
         assert np.array_equal(i - (0 if east else synth._lines().offset), ref_i)
@@ -443,22 +502,29 @@ def test_every_version_ingests_to_what_the_summary_and_the_in_memory_table_say(t
     assert set(r.quarantine_reasons()) == {synth.DEFECTS[k].outcome for k in synth.KINDS} - set(synth.NOT_QUARANTINED)
     assert set(r.valid.column("metadata_schemaVersion").to_pylist()) == {version}
     key = [("source_object", "ascending"), ("source_line", "ascending")]
-    got = r.valid.set_column(r.valid.schema.get_field_index("source_object"), "source_object",
-                             pc.replace_substring_regex(r.valid["source_object"], r"^.*/(wydot/BSM/)", r"\1"))
+    got = r.valid.set_column(
+        r.valid.schema.get_field_index("source_object"),
+        "source_object",
+        pc.replace_substring_regex(r.valid["source_object"], r"^.*/(wydot/BSM/)", r"\1"),
+    )
     assert got.sort_by(key).equals(synth.generate(**DEFECTIVE, schema_version=version).sort_by(key))
 
 
 def test_v9_records_have_the_shape_of_the_real_v9_samples(tmp_path):
     synth.write_corpus(tmp_path, **PARAMS, schema_version=9)
     ours = _first_record(tmp_path)
-    real = json.loads((REAL_DIR / "13_jpo-cvdp_CO-Motorways_test_subset_schemaVersion9.ndjson").read_text().splitlines()[1])
+    real = json.loads(
+        (REAL_DIR / "13_jpo-cvdp_CO-Motorways_test_subset_schemaVersion9.ndjson").read_text().splitlines()[1]
+    )
     optional = {"asn1", "originIp", "isCertPresent"}  # a decoded packet's, not a log record's
     assert {k for k in _keys(real["metadata"]) if k.split(".")[0] not in optional} <= _keys(ours["metadata"])
     bsm = lambda rec: rec["payload"]["data"]["value"]["BasicSafetyMessage"]  # noqa: E731
     assert _keys(bsm(real)["coreData"]) - {"angle"} <= _keys(bsm(ours)["coreData"])
     assert _keys(bsm(real)["partII"][0]) <= _keys(bsm(ours)["partII"][0])  # VehicleSafetyExtensions
-    assert (ours["payload"]["dataType"], ours["metadata"]["payloadType"]) == (real["payload"]["dataType"],
-                                                                            real["metadata"]["payloadType"])
+    assert (ours["payload"]["dataType"], ours["metadata"]["payloadType"]) == (
+        real["payload"]["dataType"],
+        real["metadata"]["payloadType"],
+    )
     core = bsm(ours)["coreData"]
     assert all(isinstance(core[k], int) for k in ("lat", "long", "elev", "speed", "heading"))
     assert ours["metadata"]["schemaVersion"] == 9 and ours["metadata"]["recordGeneratedAt"]
@@ -472,8 +538,11 @@ def _v6_and_v9(tmp_path, params: dict) -> dict:
         out = tmp_path / f"v{version}"
         synth.write_corpus(out, **params, schema_version=version, j2735_grid=True)
         valid = ingest.ingest_paths([out], unknown_version="quarantine").valid
-        tables[version] = valid.set_column(valid.schema.get_field_index("source_object"), "source_object",
-                                           pc.replace_substring(valid["source_object"], str(out), ""))
+        tables[version] = valid.set_column(
+            valid.schema.get_field_index("source_object"),
+            "source_object",
+            pc.replace_substring(valid["source_object"], str(out), ""),
+        )
     return tables
 
 
@@ -493,11 +562,16 @@ def test_v9_corpus_gives_the_table_and_metrics_of_the_same_records_written_as_v6
     assert np.allclose(semi * 20, np.rint(semi * 20), atol=1e-9)
     plain = synth.generate(**PARAMS).column("coreData_accuracy_semiMajor").to_numpy()
     assert not np.allclose(plain * 20, np.rint(plain * 20), atol=1e-9)
-    params = config.from_dict({
-        "attacks": {"attacker_share": 0.3, "seed": 3,
-                    "kinds": [{"name": "const_offset", "min_m": 100, "max_m": 200}, {"name": "eventual_stop"}]},
-        "model": {"n_estimators": 10, "test_share": 0.3, "seed": 5, "detectors": ["rules", "random_forest"]},
-    })
+    params = config.from_dict(
+        {
+            "attacks": {
+                "attacker_share": 0.3,
+                "seed": 3,
+                "kinds": [{"name": "const_offset", "min_m": 100, "max_m": 200}, {"name": "eventual_stop"}],
+            },
+            "model": {"n_estimators": 10, "test_share": 0.3, "seed": 5, "detectors": ["rules", "random_forest"]},
+        }
+    )
     results = [experiment.run(params, tmp_path / f"run{v}", table=tables[v]) for v in (6, 9)]
     pd.testing.assert_frame_equal(results[0], results[1])
     assert results[0]["f1"].notna().any()
@@ -519,8 +593,9 @@ def test_cli_schema_version_flag(tmp_path, capsys):
 
 def test_a_path_history_too_long_for_j2735_is_refused_not_wrapped(tmp_path):
     with pytest.raises(ValueError, match="latOffset|lonOffset"):  # 0.02 Hz: crumbs span 60 s, ~2 km
-        synth.write_corpus(tmp_path, "2021-04-01", days=1, vehicles=3, rate_hz=0.02, seed=1, records_per_hour=20,
-                           schema_version=9)
+        synth.write_corpus(
+            tmp_path, "2021-04-01", days=1, vehicles=3, rate_hz=0.02, seed=1, records_per_hour=20, schema_version=9
+        )
 
 
 # --------------------------------------------------------------------------- realism (docs/SYNTHETIC.md)
@@ -535,8 +610,10 @@ def messy():
 
 def _east_north_error(f: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     m_lat, m_lon = synth._m_per_deg(f["true_lat"].to_numpy())
-    return ((f["coreData_position_long"] - f["true_long"]).to_numpy() * m_lon,
-            (f["coreData_position_lat"] - f["true_lat"]).to_numpy() * m_lat)
+    return (
+        (f["coreData_position_long"] - f["true_long"]).to_numpy() * m_lon,
+        (f["coreData_position_lat"] - f["true_lat"]).to_numpy() * m_lat,
+    )
 
 
 def test_realism_same_params_same_bytes_and_off_by_default(tmp_path):
@@ -557,7 +634,7 @@ def test_gnss_error_drifts_over_tens_of_seconds_and_the_crumbs_share_it(messy):
     off_line = np.abs(np.hypot(de, dn)) < 40  # not the ramp runs, whose truth is the lane
     sd = np.sqrt(np.mean(de[off_line] ** 2))
     assert 2.0 < sd < 6.0
-    same = (f["metadata_serialId_streamId"].to_numpy()[1:] == f["metadata_serialId_streamId"].to_numpy()[:-1])
+    same = f["metadata_serialId_streamId"].to_numpy()[1:] == f["metadata_serialId_streamId"].to_numpy()[:-1]
     dt_s = np.diff(_ms(f["metadata_generatedAt"])) / 1000
     near = same & (dt_s < 11)
     far = same & (dt_s > 100)
@@ -576,11 +653,17 @@ def test_gnss_error_drifts_over_tens_of_seconds_and_the_crumbs_share_it(messy):
     j = np.clip((age0 < want[:, None]).sum(1), 1, age0.shape[1] - 1)  # bracket the previous message's age
     r = np.arange(len(rows))
     w = (want - age0[r, j - 1]) / (age0[r, j] - age0[r, j - 1])
-    plat = f["coreData_position_lat"].to_numpy()[rows] + CRUMB_SIGN * (lat0[r, j - 1] + w * (lat0[r, j] - lat0[r, j - 1]))
-    plon = f["coreData_position_long"].to_numpy()[rows] + CRUMB_SIGN * (lon0[r, j - 1] + w * (lon0[r, j] - lon0[r, j - 1]))
+    plat = f["coreData_position_lat"].to_numpy()[rows] + CRUMB_SIGN * (
+        lat0[r, j - 1] + w * (lat0[r, j] - lat0[r, j - 1])
+    )
+    plon = f["coreData_position_long"].to_numpy()[rows] + CRUMB_SIGN * (
+        lon0[r, j - 1] + w * (lon0[r, j] - lon0[r, j - 1])
+    )
     m_lat, m_lon = synth._m_per_deg(plat)
-    gap = np.hypot((plat - f["coreData_position_lat"].to_numpy()[rows - 1]) * m_lat,
-                   (plon - f["coreData_position_long"].to_numpy()[rows - 1]) * m_lon)
+    gap = np.hypot(
+        (plat - f["coreData_position_lat"].to_numpy()[rows - 1]) * m_lat,
+        (plon - f["coreData_position_long"].to_numpy()[rows - 1]) * m_lon,
+    )
     assert np.median(gap) < 3.0  # the previous report's own error, within the white jitter and curvature
 
 
@@ -657,14 +740,18 @@ def test_received_copies_carry_the_payload_and_the_receivers_log(messy):
     own = pd.Series(np.flatnonzero(~rx), index=ids[~rx])
     twin = own.loc[ids[rx]].to_numpy()  # each copy's own record
     payload = ["coreData_id", "coreData_msgCnt", "coreData_secMark", "coreData_position_lat", "coreData_speed"]
-    pd.testing.assert_frame_equal(messy.iloc[np.flatnonzero(rx)][payload].reset_index(drop=True),
-                                  messy.iloc[twin][payload].reset_index(drop=True))
-    lag = (_ms(messy["metadata_generatedAt"])[rx] - _ms(messy["metadata_generatedAt"])[twin])
+    pd.testing.assert_frame_equal(
+        messy.iloc[np.flatnonzero(rx)][payload].reset_index(drop=True), messy.iloc[twin][payload].reset_index(drop=True)
+    )
+    lag = _ms(messy["metadata_generatedAt"])[rx] - _ms(messy["metadata_generatedAt"])[twin]
     assert lag.min() >= 150 and lag.max() <= 500
     m_lat, m_lon = synth._m_per_deg(messy["true_lat"].to_numpy()[rx])
-    gap = np.hypot((messy["metadata_rmd_latitude"].to_numpy()[rx] - messy["true_lat"].to_numpy()[rx]) * m_lat,
-                   (messy["metadata_rmd_longitude"].to_numpy()[rx] - messy["true_long"].to_numpy()[rx]) * m_lon)
+    gap = np.hypot(
+        (messy["metadata_rmd_latitude"].to_numpy()[rx] - messy["true_lat"].to_numpy()[rx]) * m_lat,
+        (messy["metadata_rmd_longitude"].to_numpy()[rx] - messy["true_long"].to_numpy()[rx]) * m_lon,
+    )
     assert gap.max() < 310 and np.median(gap) > 30  # the receiver, in radio range, not the sender
     own_rows = ~rx
-    np.testing.assert_array_equal(messy["metadata_rmd_latitude"].to_numpy()[own_rows],
-                                  messy["coreData_position_lat"].to_numpy()[own_rows])
+    np.testing.assert_array_equal(
+        messy["metadata_rmd_latitude"].to_numpy()[own_rows], messy["coreData_position_lat"].to_numpy()[own_rows]
+    )

@@ -25,18 +25,33 @@ Parameters (all optional, defaults in `ATTACKS[name].defaults`):
                      alone). False leaves the copy true: a perfect label in the exported table
                      that no deployed detector could read (issue 18 item 6), kept for ablations
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from wydot_lab import geo
-from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, PRIVACY_MPS, VehicleOrder, by_vehicle, floats,
-                              received, runs_start, shift_crumbs)
+from wydot_lab.errors import AttackSpecError
+from wydot_lab.frames import (
+    CRUMB_SIGN,
+    CRUMBS,
+    ID,
+    LAT,
+    LON,
+    PRIVACY_MPS,
+    VehicleOrder,
+    by_vehicle,
+    floats,
+    received,
+    runs_start,
+    shift_crumbs,
+)
 
 SPEED, HEADING, ELEV = "coreData_speed", "coreData_heading", "coreData_elevation"
 SEMI_MAJOR = "coreData_accuracy_semiMajor"
@@ -60,11 +75,21 @@ MOVING_MPS = 1.0  # "truly moving" for eventual_stop / heading_reversal
 # Columns a replaying attacker copies from the replayed message (its own id, counters,
 # timing, metadata and vehicle size stay its own).
 REPLAY_COLUMNS = (
-    LAT, LON, ELEV, SPEED, HEADING,
-    "coreData_accelset_accelLong", "coreData_accelset_accelLat",
-    "coreData_accelset_accelVert", "coreData_accelset_accelYaw",
-    SEMI_MAJOR, "coreData_accuracy_semiMinor", "coreData_accuracy_orientation",
-    CRUMBS, "partII_pathPrediction_radiusOfCurve", "partII_pathPrediction_confidence",
+    LAT,
+    LON,
+    ELEV,
+    SPEED,
+    HEADING,
+    "coreData_accelset_accelLong",
+    "coreData_accelset_accelLat",
+    "coreData_accelset_accelVert",
+    "coreData_accelset_accelYaw",
+    SEMI_MAJOR,
+    "coreData_accuracy_semiMinor",
+    "coreData_accuracy_orientation",
+    CRUMBS,
+    "partII_pathPrediction_radiusOfCurve",
+    "partII_pathPrediction_confidence",
 )
 
 AttackFn = Callable[[pd.DataFrame, np.random.Generator, dict], pd.DataFrame]
@@ -87,8 +112,14 @@ class Attack:
 ATTACKS: dict[str, Attack] = {}
 
 
-def _register(name: str, doc: str, defaults: dict | None = None, magnitude: tuple[str, ...] = (),
-              position: bool = False, careful: bool = False) -> Callable[[AttackFn], AttackFn]:
+def _register(
+    name: str,
+    doc: str,
+    defaults: dict | None = None,
+    magnitude: tuple[str, ...] = (),
+    position: bool = False,
+    careful: bool = False,
+) -> Callable[[AttackFn], AttackFn]:
     def deco(fn: AttackFn) -> AttackFn:
         d = dict(defaults or {})
         if position or careful:
@@ -104,39 +135,38 @@ def _register(name: str, doc: str, defaults: dict | None = None, magnitude: tupl
 
 
 def check_spec(spec: dict) -> None:
-    """Raise ValueError (one line, naming the bad key/value) unless `spec` is a valid attack."""
+    """Raise AttackSpecError (a ValueError; one line, naming the bad key/value) unless `spec` is a valid attack."""
     if not isinstance(spec, dict) or "name" not in spec:
-        raise ValueError(f"attack spec needs a 'name' (one of {', '.join(sorted(ATTACKS))})")
+        raise AttackSpecError(f"attack spec needs a 'name' (one of {', '.join(sorted(ATTACKS))})")
     name = spec["name"]
     if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r} (known: {', '.join(sorted(ATTACKS))})")
+        raise AttackSpecError(f"unknown attack {name!r} (known: {', '.join(sorted(ATTACKS))})")
     defaults = ATTACKS[name].defaults
     for key, value in spec.items():
         if key == "name":
             continue
         if key not in defaults:
             allowed = ", ".join(sorted(defaults)) or "none"
-            raise ValueError(f"attack {name}: unknown parameter {key!r} (allowed: {allowed})")
+            raise AttackSpecError(f"attack {name}: unknown parameter {key!r} (allowed: {allowed})")
         if isinstance(defaults[key], bool):
             if not isinstance(value, bool):
-                raise ValueError(f"attack {name}: {key} must be true or false, got {value!r}")
+                raise AttackSpecError(f"attack {name}: {key} must be true or false, got {value!r}")
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"attack {name}: {key} must be a finite number, got {value!r}")
+            raise AttackSpecError(f"attack {name}: {key} must be a finite number, got {value!r}")
         if value < 0:
-            raise ValueError(f"attack {name}: {key} must be >= 0, got {value!r}")
+            raise AttackSpecError(f"attack {name}: {key} must be >= 0, got {value!r}")
     p = resolve(spec)
     for lo, hi in (("min_m", "max_m"), ("min_mps", "max_mps")):
         if lo in p and p[lo] > p[hi]:
-            raise ValueError(f"attack {name}: {lo}={p[lo]} is above {hi}={p[hi]}")
+            raise AttackSpecError(f"attack {name}: {lo}={p[lo]} is above {hi}={p[hi]}")
     if "p" in p and not 0 < p["p"] <= 1:
-        raise ValueError(f"attack {name}: p must be in (0, 1], got {p['p']!r}")
+        raise AttackSpecError(f"attack {name}: p must be in (0, 1], got {p['p']!r}")
 
 
 def resolve(spec: dict) -> dict:
     """The spec with every parameter filled from the attack's defaults."""
-    return {"name": spec["name"], **ATTACKS[spec["name"]].defaults,
-            **{k: v for k, v in spec.items() if k != "name"}}
+    return {"name": spec["name"], **ATTACKS[spec["name"]].defaults, **{k: v for k, v in spec.items() if k != "name"}}
 
 
 def _fmt(v: Any) -> str:
@@ -171,8 +201,9 @@ def apply(frame: pd.DataFrame, spec: dict, attackers: Any, rng: np.random.Genera
     return ATTACKS[spec["name"]].fn(f, rng, resolve(spec))
 
 
-def apply_mixed(frame: pd.DataFrame, specs: list[dict], attackers: Any, rng: np.random.Generator
-                ) -> tuple[pd.DataFrame, dict[str, str]]:
+def apply_mixed(
+    frame: pd.DataFrame, specs: list[dict], attackers: Any, rng: np.random.Generator
+) -> tuple[pd.DataFrame, dict[str, str]]:
     """Every attacker runs one attack of `specs`, drawn uniformly: the setting of a detector that
     must catch whichever attack it meets, not one trained per attack. Returns the attacked
     frame (row order kept) and {attacker id: its attack's label}."""
@@ -281,8 +312,15 @@ def _ring(rng: np.random.Generator, size: int, lo: float, hi: float) -> tuple[np
     return d * np.cos(a), d * np.sin(a)
 
 
-def _move(frame: pd.DataFrame, ctx: _Ctx, rows: np.ndarray, fx: np.ndarray, fy: np.ndarray,
-          params: dict, true_xy: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
+def _move(
+    frame: pd.DataFrame,
+    ctx: _Ctx,
+    rows: np.ndarray,
+    fx: np.ndarray,
+    fy: np.ndarray,
+    params: dict,
+    true_xy: tuple[np.ndarray, np.ndarray] | None = None,
+) -> pd.DataFrame:
     """Report local positions (fx, fy) on `rows`; label by displacement from the true local
     positions `true_xy` (`_local(frame)`; pass it when the caller projected already) vs the GPS tolerance."""
     if true_xy is None:
@@ -315,8 +353,7 @@ def _local(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(x, float), np.asarray(y, float)
 
 
-def _careful_crumbs(crumbs: pd.Series, ctx: _Ctx, rows: np.ndarray, dlat: np.ndarray,
-                    dlon: np.ndarray) -> pd.Series:
+def _careful_crumbs(crumbs: pd.Series, ctx: _Ctx, rows: np.ndarray, dlat: np.ndarray, dlon: np.ndarray) -> pd.Series:
     """Shift each falsified message's crumbs by (previous displacement - own displacement) x
     age / (time since the previous message): the fake path is one straight line, by age,
     through the position reported now and the one reported then, so the path history sampled
@@ -332,12 +369,14 @@ def _careful_crumbs(crumbs: pd.Series, ctx: _Ctx, rows: np.ndarray, dlat: np.nda
     p_lat[ctx.first], p_lon[ctx.first] = s_lat[ctx.first], s_lon[ctx.first]  # nothing to agree with yet
     prev_lat[ctx.order], prev_lon[ctx.order] = p_lat, p_lon
     slat, slon = CRUMB_SIGN * (prev_lat - dlat), CRUMB_SIGN * (prev_lon - dlon)
-    return shift_crumbs(crumbs, slat, slon, rows & ((slat != 0) | (slon != 0)),
-                        full_age_s=_per_message(ctx, ctx.dt_s), extrapolate=True)
+    return shift_crumbs(
+        crumbs, slat, slon, rows & ((slat != 0) | (slon != 0)), full_age_s=_per_message(ctx, ctx.dt_s), extrapolate=True
+    )
 
 
-def _mirror(out: pd.DataFrame, frame: pd.DataFrame, rows: np.ndarray, col: str, true_col: str,
-            fake: np.ndarray) -> None:
+def _mirror(
+    out: pd.DataFrame, frame: pd.DataFrame, rows: np.ndarray, col: str, true_col: str, fake: np.ndarray
+) -> None:
     """Careful form: where a row's own log recorded the sender's true value of `true_col` in `col`
     (its receiver-side copy), record the fake there too; received copies and unavailable
     (e.g. all-zero) blocks differ from the true value and are left alone."""
@@ -359,8 +398,9 @@ def _speed_write(frame: pd.DataFrame, rows: np.ndarray, fake: np.ndarray, params
 # ---------------------------------------------------------------- position attacks
 
 
-@_register("const_position", "one fixed position near the corridor for all its messages",
-           {"radius_m": 50.0}, position=True)
+@_register(
+    "const_position", "one fixed position near the corridor for all its messages", {"radius_m": 50.0}, position=True
+)
 def const_position(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     ctx = _ctx(frame)
     px, py = _corridor_points(rng, ctx.n_veh, params["radius_m"])
@@ -376,20 +416,31 @@ def _offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict, per_mes
     return _move(frame, ctx, ctx.attacker, x + dx, y + dy, params, (x, y))
 
 
-@_register("const_offset", "true position + one fixed (dx, dy) per vehicle, random direction",
-           {"min_m": 100.0, "max_m": 200.0}, magnitude=("min_m", "max_m"), position=True)
+@_register(
+    "const_offset",
+    "true position + one fixed (dx, dy) per vehicle, random direction",
+    {"min_m": 100.0, "max_m": 200.0},
+    magnitude=("min_m", "max_m"),
+    position=True,
+)
 def const_offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     return _offset(frame, rng, params, per_message=False)
 
 
-@_register("random_offset", "true position + a fresh random offset per message",
-           {"min_m": 50.0, "max_m": 100.0}, magnitude=("min_m", "max_m"), position=True)
+@_register(
+    "random_offset",
+    "true position + a fresh random offset per message",
+    {"min_m": 50.0, "max_m": 100.0},
+    magnitude=("min_m", "max_m"),
+    position=True,
+)
 def random_offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     return _offset(frame, rng, params, per_message=True)
 
 
-@_register("random_position", "a fresh random position along the corridor per message",
-           {"radius_m": 50.0}, position=True)
+@_register(
+    "random_position", "a fresh random position along the corridor per message", {"radius_m": 50.0}, position=True
+)
 def random_position(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     ctx = _ctx(frame)
     px, py = _corridor_points(rng, ctx.n, params["radius_m"])
@@ -407,15 +458,20 @@ def position_swap(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -
     return swap_to(frame, ctx, x[pick], y[pick], params, (x, y))
 
 
-def swap_to(frame: pd.DataFrame, ctx: _Ctx, donor_x: np.ndarray, donor_y: np.ndarray, params: dict,
-            true_xy: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
+def swap_to(
+    frame: pd.DataFrame,
+    ctx: _Ctx,
+    donor_x: np.ndarray,
+    donor_y: np.ndarray,
+    params: dict,
+    true_xy: tuple[np.ndarray, np.ndarray],
+) -> pd.DataFrame:
     """position_swap once each row's donor position (local x, y) is known; the partitioned path
     (`wydot_lab.partitions`) looks donors up in a table of every valid position instead."""
     return _move(frame, ctx, ctx.attacker, donor_x, donor_y, params, true_xy)
 
 
-@_register("eventual_stop", "after a random moment, its frozen position with speed 0",
-           {"p": 0.05}, position=True)
+@_register("eventual_stop", "after a random moment, its frozen position with speed 0", {"p": 0.05}, position=True)
 def eventual_stop(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     ctx = _ctx(frame)
     att_s = ctx.attacker[ctx.order]
@@ -451,8 +507,13 @@ def const_speed(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
     return _speed_write(frame, ctx.attacker, v[ctx.veh], params)
 
 
-@_register("speed_offset", "true speed + one fixed offset per vehicle (random sign)",
-           {"min_mps": 3.0, "max_mps": 11.0}, magnitude=("min_mps", "max_mps"), careful=True)
+@_register(
+    "speed_offset",
+    "true speed + one fixed offset per vehicle (random sign)",
+    {"min_mps": 3.0, "max_mps": 11.0},
+    magnitude=("min_mps", "max_mps"),
+    careful=True,
+)
 def speed_offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     ctx = _ctx(frame)
     off = rng.uniform(params["min_mps"], params["max_mps"], size=ctx.n_veh)
@@ -460,8 +521,7 @@ def speed_offset(frame: pd.DataFrame, rng: np.random.Generator, params: dict) ->
     return _speed_write(frame, ctx.attacker, floats(frame, SPEED) + off[ctx.veh], params)
 
 
-@_register("random_speed", "a fresh random speed per message", {"min_mps": 2.235, "max_mps": 35.763},
-           careful=True)
+@_register("random_speed", "a fresh random speed per message", {"min_mps": 2.235, "max_mps": 35.763}, careful=True)
 def random_speed(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     ctx = _ctx(frame)
     v = rng.uniform(params["min_mps"], params["max_mps"], size=ctx.n)
@@ -481,8 +541,9 @@ def heading_reversal(frame: pd.DataFrame, rng: np.random.Generator, params: dict
     return _labelled(out, rows, ~(speed <= MOVING_MPS), params)
 
 
-@_register("data_replay", "from a random message of each run on, another vehicle's recorded run, in step",
-           {"delay_s": 0.0})
+@_register(
+    "data_replay", "from a random message of each run on, another vehicle's recorded run, in step", {"delay_s": 0.0}
+)
 def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> pd.DataFrame:
     """Each attacker run is genuine until a message drawn uniformly within it; from there it
     re-sends, under its own id, one recorded message per message it sends: its victim's (one
@@ -500,8 +561,9 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
     return replay(frame, ctx, victim, lambda n_runs: rng.random(n_runs), params)
 
 
-def replay(frame: pd.DataFrame, ctx: _Ctx, victim: np.ndarray, switch_draw: Callable[[int], np.ndarray],
-           params: dict) -> pd.DataFrame:
+def replay(
+    frame: pd.DataFrame, ctx: _Ctx, victim: np.ndarray, switch_draw: Callable[[int], np.ndarray], params: dict
+) -> pd.DataFrame:
     """data_replay once each vehicle's victim (a vehicle code of `frame`, -1: none) is drawn;
     `switch_draw(n_runs)` gives each run's uniform draw of where it switches, in (vehicle, time)
     order. The partitioned path passes the whole-corpus draws of the frame's vehicles and runs."""

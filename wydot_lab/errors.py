@@ -5,7 +5,8 @@ second base, so older `except ValueError:` callers still work. The CLI prints on
 the family and lets anything else (a bug) show its traceback. This module imports nothing
 heavy: any module can import it.
 
-Defined here: the classes of cli, source, fetch, pipeline and cache (re-exported there). Still
+Defined here: the classes of cli, source, fetch, pipeline, cache, attacks and synth (re-exported
+there). Still
 defined beside their code, on these bases: `config.ParamsError`, `ingest.IngestError`
 (`SchemaVersionError`; in `ingest/results.py`), `ingest.ObjectTooLarge`, `models.LeakError`.
 """
@@ -29,6 +30,16 @@ class WydotLabWarning(UserWarning):
 class UsageError(WydotLabError, ValueError):
     """Arguments that do not fit together or name nothing usable (a range ending before it
     starts, a cache root that does not exist, two options that exclude each other)."""
+
+
+class AttackSpecError(UsageError):
+    """An attack spec naming no attack, an unknown one or an unknown parameter, or a value out of
+    its range; a `ValueError` still, so the params' validators report it as one of theirs."""
+
+
+class SynthParamsError(UsageError):
+    """Synthetic-corpus arguments no corpus can meet (a transmit rate above 1000 Hz, more runs an
+    hour than vehicles to drive them)."""
 
 
 class NoRecords(WydotLabError, ValueError):

@@ -10,6 +10,7 @@ the same pandas function per partition.
 Ids, msgCnt, raw timestamps and raw x/y are never features; `REFERENCE` (x, y,
 elevation) exists only for the `position_only` reference detector.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,8 +19,22 @@ import numpy as np
 import pandas as pd
 
 from wydot_lab import geo
-from wydot_lab.frames import (CRUMB_SIGN, CRUMBS, ID, LAT, LON, PRIVACY_MPS, RUN_GAP_S, TIME, by_vehicle,
-                              first_crumbs, floats, received, runs_start, segment_start)
+from wydot_lab.frames import (
+    CRUMB_SIGN,
+    CRUMBS,
+    ID,
+    LAT,
+    LON,
+    PRIVACY_MPS,
+    RUN_GAP_S,
+    TIME,
+    by_vehicle,
+    first_crumbs,
+    floats,
+    received,
+    runs_start,
+    segment_start,
+)
 
 # F2MD legacy thresholds, units adapted (docs/DOMAIN.md section 4)
 SPEED_FLOOR_MPS, SPEED_CAP_MPS = PRIVACY_MPS  # the privacy filter's window (5..80 mph): published data lies inside
@@ -50,29 +65,31 @@ FEATURES: dict[str, str] = {
     "accel_residual_mps2": "reported accelLong minus accel_implied_mps2",
     "yaw_residual_dps": "signed heading change / dt_s minus reported accelYaw",
     "speed_residual_mean_w": "rolling mean of speed_residual_mps over the last `window` messages of the run",
-    "speed_residual_std_w": "rolling std of speed_residual_mps over the last `window` messages of the run (NaN below two values)",
+    "speed_residual_std_w": "rolling std of speed_residual_mps over the last `window` messages of the run "
+    "(NaN below two values)",
     "heading_bearing_diff_mean_w": "rolling mean of heading_bearing_diff_deg over the last `window` messages "
-                                   "of the run",
-    "speed_std_w": "rolling std of the reported speed over the last `window` messages of the run (NaN below two values)",
+    "of the run",
+    "speed_std_w": "rolling std of the reported speed over the last `window` messages of the run "
+    "(NaN below two values)",
     "dist_centreline_m": "distance to the nearer I-80 centre line (either direction)",
     "dist_centreline_mean_w": "rolling mean of dist_centreline_m over the last `window` messages of the run",
     "heading_road_diff_deg": "|reported heading - direction of travel of the nearest carriageway at the reported "
-                             "position| (either direction: ~180 on the other carriageway; moving > 1 m/s)",
+    "position| (either direction: ~180 on the other carriageway; moving > 1 m/s)",
     "semi_major_m": "reported GPS accuracy, semi-major axis",
     "semi_minor_m": "reported GPS accuracy, semi-minor axis",
     "crumb_prev_err_m": "distance between the own path history (crumbs) at the previous message's age "
-                        "and the position the vehicle reported then",
+    "and the position the vehicle reported then",
     "crumb_speed_residual_mps": "reported speed minus the speed implied by the most recent crumb",
     "crumb_heading_diff_deg": "|reported heading - bearing from the most recent crumb to the reported position|",
     "flag_speed": f"F2MD speed plausibility: speed outside the {SPEED_FLOOR_MPS:g}..{SPEED_CAP_MPS:g} m/s "
-                  "(5..80 mph) that the privacy filter leaves in published data",
+    "(5..80 mph) that the privacy filter leaves in published data",
     "flag_position_jump": "F2MD position consistency: moved more than v_max * dt + GPS noise",
     "flag_speed_change": "F2MD speed consistency: |delta speed| beyond a_max/d_max * dt + noise",
     "flag_position_speed": "F2MD position-speed consistency: |speed_residual| above 5 m/s + GPS noise / dt",
     "flag_heading": "F2MD heading consistency: heading off the direction of travel by > 90 deg while moving",
     "flag_beacon": "F2MD beacon frequency: less than 0.09 s after the previous message",
     "flag_sudden_appearance": "F2MD sudden appearance: first message of a run of a received BSM (rxMsg) "
-                              "within 210 m of its receiver",
+    "within 210 m of its receiver",
     "flag_offroad": "distance to the centre line above 8 m + semiMajor",
     "flag_count": "number of failed F2MD checks (the rule detector flags a message when > 0)",
 }
@@ -80,9 +97,19 @@ FLAGS = [f for f in FEATURES if f.startswith("flag_") and f != "flag_count"]
 # compare a message with the vehicle's previous one: across a silence longer than RUN_GAP_S
 # they would describe the gap (hours between trips), not the motion, so at a run's first
 # message they are NaN, but for dt_s (the silence itself)
-SINCE_PREVIOUS = ("dt_s", "dist_m", "implied_speed_mps", "speed_residual_mps", "heading_bearing_diff_deg",
-                  "delta_speed_mps", "delta_heading_deg", "accel_implied_mps2", "delta_accel_mps2",
-                  "accel_residual_mps2", "yaw_residual_dps")
+SINCE_PREVIOUS = (
+    "dt_s",
+    "dist_m",
+    "implied_speed_mps",
+    "speed_residual_mps",
+    "heading_bearing_diff_deg",
+    "delta_speed_mps",
+    "delta_heading_deg",
+    "accel_implied_mps2",
+    "delta_accel_mps2",
+    "accel_residual_mps2",
+    "yaw_residual_dps",
+)
 
 REFERENCE = ["x_m", "y_m", "elevation_m"]  # position_only reference detector only
 LABEL_COLUMNS = ("is_attacker", "is_attack", "is_attack_cond", "attack_type")
@@ -144,8 +171,16 @@ class _Groups:
         return mean, np.sqrt(var)
 
 
-def _crumb_features(frame: pd.DataFrame, x: np.ndarray, y: np.ndarray, dt: np.ndarray,
-                    px: np.ndarray, py: np.ndarray, heading: np.ndarray, speed: np.ndarray) -> dict:
+def _crumb_features(
+    frame: pd.DataFrame,
+    x: np.ndarray,
+    y: np.ndarray,
+    dt: np.ndarray,
+    px: np.ndarray,
+    py: np.ndarray,
+    heading: np.ndarray,
+    speed: np.ndarray,
+) -> dict:
     """Path-history consistency: crumbs are the sender's own recent positions, so they must
     agree with what it reported before (a naive position falsifier contradicts itself)."""
     n = len(frame)
@@ -173,9 +208,11 @@ def _crumb_features(frame: pd.DataFrame, x: np.ndarray, y: np.ndarray, dt: np.nd
     bearing = np.asarray(geo.true_bearing_deg(-dx[:, 0], -dy[:, 0], lon[:, 0]), float)
     hdiff = np.asarray(geo.angle_diff_deg(heading, bearing), float)
     hdiff = np.where(d0 > MOVED_MIN_M, hdiff, np.nan)
-    return {"crumb_prev_err_m": np.where(ok, err, np.nan),
-            "crumb_speed_residual_mps": speed - crumb_speed,
-            "crumb_heading_diff_deg": hdiff}
+    return {
+        "crumb_prev_err_m": np.where(ok, err, np.nan),
+        "crumb_speed_residual_mps": speed - crumb_speed,
+        "crumb_heading_diff_deg": hdiff,
+    }
 
 
 def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
@@ -210,9 +247,16 @@ def featurize_frame(frame: pd.DataFrame, window: int = 5) -> pd.DataFrame:
         dh_signed = np.mod(heading - heading_prev + 180.0, 360.0) - 180.0  # turn, degrees, + = right
         acc = np.where(dt > 0, dv / dt, np.nan)
         out.update(
-            dt_s=dt, dist_m=dist, implied_speed_mps=implied, speed_mps=speed, speed_residual_mps=resid,
-            heading_bearing_diff_deg=hb, delta_speed_mps=dv, delta_heading_deg=np.abs(dh_signed),
-            accel_implied_mps2=acc, delta_accel_mps2=acc - g.prev(g.since_previous(acc)),
+            dt_s=dt,
+            dist_m=dist,
+            implied_speed_mps=implied,
+            speed_mps=speed,
+            speed_residual_mps=resid,
+            heading_bearing_diff_deg=hb,
+            delta_speed_mps=dv,
+            delta_heading_deg=np.abs(dh_signed),
+            accel_implied_mps2=acc,
+            delta_accel_mps2=acc - g.prev(g.since_previous(acc)),
             accel_residual_mps2=floats(f, "coreData_accelset_accelLong") - acc,
             yaw_residual_dps=np.where(dt > 0, dh_signed / dt, np.nan) - floats(f, "coreData_accelset_accelYaw"),
         )
@@ -291,20 +335,27 @@ def featurize(ddf: Any, window: int = 5) -> Any:
 
 def markdown() -> str:
     """docs/FEATURES.md text: one line per feature, the definitions above."""
-    lines = ["# Features", "",
-             "Generated from `wydot_lab.features.FEATURES` (one row per message, per vehicle in time order).",
-             "Ids, msgCnt, raw timestamps and raw x/y are never features; x_m, y_m, elevation_m feed only",
-             "the `position_only` reference detector.", "",
-             f"A run is a vehicle's messages with no silence longer than {RUN_GAP_S:g} s between them. Features",
-             "that compare a message with the previous one (" + ", ".join(f"`{k}`" for k in SINCE_PREVIOUS[1:4])
-             + ", ...) are NaN at a run's first message, `dt_s` aside; rolling windows restart with",
-             "every run, and the pairwise F2MD checks compare messages of one run only, but for position",
-             "consistency (`flag_position_jump`): no silence makes a move farther than v_max * dt plausible.", "",
-             "Features read one row per transmission: copies of a BSM that several loggers recorded",
-             "(the sender's bsmTx, bsmLogDuringEvent, receivers' rxMsg) are collapsed first",
-             "(`wydot_lab.dedup`, called by `experiment.records_frame`), or they would read as messages",
-             "milliseconds apart. Time steps are taken on the sender's clock: each message's secMark",
-             "placed in the minute of its generatedAt (`frames.sent_ns`), since a receiver stamps",
-             "generatedAt when it writes its log, in batches.", ""]
+    lines = [
+        "# Features",
+        "",
+        "Generated from `wydot_lab.features.FEATURES` (one row per message, per vehicle in time order).",
+        "Ids, msgCnt, raw timestamps and raw x/y are never features; x_m, y_m, elevation_m feed only",
+        "the `position_only` reference detector.",
+        "",
+        f"A run is a vehicle's messages with no silence longer than {RUN_GAP_S:g} s between them. Features",
+        "that compare a message with the previous one ("
+        + ", ".join(f"`{k}`" for k in SINCE_PREVIOUS[1:4])
+        + ", ...) are NaN at a run's first message, `dt_s` aside; rolling windows restart with",
+        "every run, and the pairwise F2MD checks compare messages of one run only, but for position",
+        "consistency (`flag_position_jump`): no silence makes a move farther than v_max * dt plausible.",
+        "",
+        "Features read one row per transmission: copies of a BSM that several loggers recorded",
+        "(the sender's bsmTx, bsmLogDuringEvent, receivers' rxMsg) are collapsed first",
+        "(`wydot_lab.dedup`, called by `experiment.records_frame`), or they would read as messages",
+        "milliseconds apart. Time steps are taken on the sender's clock: each message's secMark",
+        "placed in the minute of its generatedAt (`frames.sent_ns`), since a receiver stamps",
+        "generatedAt when it writes its log, in batches.",
+        "",
+    ]
     lines += [f"- `{k}`: {v}" for k, v in FEATURES.items()]
     return "\n".join(lines) + "\n"

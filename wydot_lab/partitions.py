@@ -19,12 +19,14 @@ The data flow (docs/SCALE.md):
      position (16 bytes per record, written per bucket). Only attacker vehicles are re-featurized;
      every other row keeps the clean features of step 2.
 """
+
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -77,7 +79,7 @@ class Buckets:
     n: int
 
     @classmethod
-    def pack(cls, counts: pd.Series, target_rows: int, n: int | None = None) -> "Buckets":
+    def pack(cls, counts: pd.Series, target_rows: int, n: int | None = None) -> Buckets:
         counts = counts.groupby(level=0).sum()
         n = n or max(1, -(-int(counts.sum()) // target_rows))
         ids = np.asarray(counts.index.astype(str), dtype=object)
@@ -106,22 +108,29 @@ def _bucket_dir(work: Path, kind: str, b: int) -> Path:
 # ---------------------------------------------------------------- 1. scatter
 
 
-def scatter_piece(piece: pd.DataFrame | pa.Table, i: int, work: str, buckets: Buckets,
-                  t0: np.datetime64, t1: np.datetime64) -> int:
+def scatter_piece(
+    piece: pd.DataFrame | pa.Table, i: int, work: str, buckets: Buckets, t0: np.datetime64, t1: np.datetime64
+) -> int:
     """Split one input piece by bucket into raw/b=<b>/p=<i>-<slice>.parquet (rows outside [t0, t1)
     dropped), `SCATTER_ROWS` rows at a time (an hour of a busy day is 400k records: converted
     whole, it took a worker's memory three times over); returns its row count."""
     n = piece.num_rows if isinstance(piece, pa.Table) else len(piece)
     done = 0
     for j, start in enumerate(range(0, n, SCATTER_ROWS)):
-        part = piece.slice(start, SCATTER_ROWS) if isinstance(piece, pa.Table) else piece.iloc[start:start + SCATTER_ROWS]
-        done += _scatter_slice(part if isinstance(part, pa.Table) else to_table(part), f"p={i:06d}-{j:04d}", work,
-                               buckets, t0, t1)
+        part = (
+            piece.slice(start, SCATTER_ROWS)
+            if isinstance(piece, pa.Table)
+            else piece.iloc[start : start + SCATTER_ROWS]
+        )
+        done += _scatter_slice(
+            part if isinstance(part, pa.Table) else to_table(part), f"p={i:06d}-{j:04d}", work, buckets, t0, t1
+        )
     return done
 
 
-def _scatter_slice(table: pa.Table, name: str, work: str, buckets: Buckets, t0: np.datetime64,
-                   t1: np.datetime64) -> int:
+def _scatter_slice(
+    table: pa.Table, name: str, work: str, buckets: Buckets, t0: np.datetime64, t1: np.datetime64
+) -> int:
     t = table.column(TIME).to_numpy(zero_copy_only=False).astype("datetime64[ms]")
     table = table.filter(pa.array((t >= t0) & (t < t1)))
     if not table.num_rows:
@@ -169,11 +178,20 @@ def prepare_bucket(b: int, work: str, window: int) -> dict:
     vo = by_vehicle(clean)
     ids = clean[ID].astype(str).to_numpy(object)
     x, y = _local_xy(clean)
-    summary = pd.DataFrame({ID: ids, "runs": runs_start(vo.dt_s).astype(int),
-                            "valid": (np.isfinite(x) & np.isfinite(y)).astype(int),
-                            "day": pd.to_datetime(clean[TIME], utc=True).dt.strftime("%Y-%m-%d").to_numpy()})
-    per = summary.groupby(ID, sort=True).agg(rows=("runs", "size"), runs=("runs", "sum"), valid=("valid", "sum"),
-                                             days=("day", lambda s: tuple(sorted(set(s)))))
+    summary = pd.DataFrame(
+        {
+            ID: ids,
+            "runs": runs_start(vo.dt_s).astype(int),
+            "valid": (np.isfinite(x) & np.isfinite(y)).astype(int),
+            "day": pd.to_datetime(clean[TIME], utc=True).dt.strftime("%Y-%m-%d").to_numpy(),
+        }
+    )
+    per = summary.groupby(ID, sort=True).agg(
+        rows=("runs", "size"),
+        runs=("runs", "sum"),
+        valid=("valid", "sum"),
+        days=("day", lambda s: tuple(sorted(set(s)))),
+    )
     return {"copies": report, "vehicles": per.reset_index()}
 
 
@@ -214,9 +232,12 @@ class Vehicles:
     n_valid: int
 
     @classmethod
-    def from_summaries(cls, per: list[pd.DataFrame], buckets: Buckets) -> "Vehicles":
-        v = pd.concat([p for p in per if len(p)], ignore_index=True) if any(len(p) for p in per) else \
-            pd.DataFrame(columns=[ID, "rows", "runs", "valid", "days"])
+    def from_summaries(cls, per: list[pd.DataFrame], buckets: Buckets) -> Vehicles:
+        v = (
+            pd.concat([p for p in per if len(p)], ignore_index=True)
+            if any(len(p) for p in per)
+            else pd.DataFrame(columns=[ID, "rows", "runs", "valid", "days"])
+        )
         codes, uniq = pd.factorize(v[ID].astype(str), sort=True)
         v = v.iloc[np.argsort(codes, kind="stable")]
         if len(uniq) != len(v):
@@ -227,8 +248,18 @@ class Vehicles:
         def starts(a: np.ndarray) -> np.ndarray:
             return np.r_[0, np.cumsum(a)[:-1]].astype(np.int64) if len(a) else a
 
-        return cls(ids, buckets.of(ids), rows, starts(rows), starts(runs), starts(valid),
-                   list(v["days"]), int(rows.sum()), int(runs.sum()), int(valid.sum()))
+        return cls(
+            ids,
+            buckets.of(ids),
+            rows,
+            starts(rows),
+            starts(runs),
+            starts(valid),
+            list(v["days"]),
+            int(rows.sum()),
+            int(runs.sum()),
+            int(valid.sum()),
+        )
 
     def index(self, ids: Any) -> np.ndarray:
         return pd.Index(self.ids).get_indexer(np.asarray(pd.Series(ids).astype(str), dtype=object))
@@ -275,8 +306,13 @@ class SlicedGenerator:
     messages or runs and returns the bucket's entries, so the attack sees the same numbers it
     would see on the whole corpus."""
 
-    def __init__(self, rng: np.random.Generator, plan: tuple[str, ...], pos: dict[str, tuple[int, np.ndarray]],
-                 child_plans: list[tuple[str, ...]] | None = None):
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        plan: tuple[str, ...],
+        pos: dict[str, tuple[int, np.ndarray]],
+        child_plans: list[tuple[str, ...]] | None = None,
+    ):
         self.rng, self.plan, self.pos, self.child_plans, self.calls = rng, plan, pos, child_plans, 0
 
     def _draw(self, method: str, *args: Any, size: Any = None, **kw: Any) -> np.ndarray:
@@ -306,7 +342,7 @@ class SlicedGenerator:
     def choice(self, *a: Any, **k: Any) -> np.ndarray:
         return self._draw("choice", *a, **k)
 
-    def spawn(self, n: int) -> list["SlicedGenerator"]:
+    def spawn(self, n: int) -> list[SlicedGenerator]:
         plans = self.child_plans or []
         return [SlicedGenerator(c, plans[k], self.pos) for k, c in enumerate(self.rng.spawn(n))]
 
@@ -314,9 +350,11 @@ class SlicedGenerator:
 def positions(veh: Vehicles, local_ids: np.ndarray) -> dict[str, tuple[int, np.ndarray]]:
     """Whole-corpus positions of a bucket's vehicles (sorted local ids), messages and runs."""
     g = veh.index(local_ids)
-    return {"veh": (len(veh.ids), g.astype(np.int64)),
-            "msg": (veh.n_rows, _span_positions(veh.row_start[g], veh.rows[g])),
-            "run": (veh.n_runs, _span_positions(veh.run_start[g], np.diff(np.r_[veh.run_start, veh.n_runs])[g]))}
+    return {
+        "veh": (len(veh.ids), g.astype(np.int64)),
+        "msg": (veh.n_rows, _span_positions(veh.row_start[g], veh.rows[g])),
+        "run": (veh.n_runs, _span_positions(veh.run_start[g], np.diff(np.r_[veh.run_start, veh.n_runs])[g])),
+    }
 
 
 def read_clean(work: str, b: int, ids: Any = None) -> pd.DataFrame:
@@ -347,8 +385,9 @@ def write_donors(b: int, work: str, veh: Vehicles) -> None:
     mm.flush()
 
 
-def attack_bucket(clean: pd.DataFrame, spec: dict, attackers: np.ndarray, rng: np.random.Generator,
-                  veh: Vehicles, work: str) -> pd.DataFrame:
+def attack_bucket(
+    clean: pd.DataFrame, spec: dict, attackers: np.ndarray, rng: np.random.Generator, veh: Vehicles, work: str
+) -> pd.DataFrame:
     """One attack on one bucket, as on the whole corpus (see module doc)."""
     ids = np.unique(clean[ID].astype(str).to_numpy(object))
     pos = positions(veh, ids)
@@ -360,8 +399,15 @@ def attack_bucket(clean: pd.DataFrame, spec: dict, attackers: np.ndarray, rng: n
     return attacks.apply(clean, spec, attackers, SlicedGenerator(rng, DRAWS[name], pos))
 
 
-def _swap_bucket(clean: pd.DataFrame, spec: dict, attackers: np.ndarray, rng: np.random.Generator,
-                 veh: Vehicles, work: str, pos: dict) -> pd.DataFrame:
+def _swap_bucket(
+    clean: pd.DataFrame,
+    spec: dict,
+    attackers: np.ndarray,
+    rng: np.random.Generator,
+    veh: Vehicles,
+    work: str,
+    pos: dict,
+) -> pd.DataFrame:
     f = clean.assign(is_attacker=clean[ID].isin(set(np.asarray(attackers).tolist())).to_numpy(bool))
     params = attacks.resolve(spec)
     ctx = attacks._ctx(f)
@@ -375,8 +421,15 @@ def _swap_bucket(clean: pd.DataFrame, spec: dict, attackers: np.ndarray, rng: np
     return attacks.swap_to(f, ctx, np.asarray(dx, float), np.asarray(dy, float), params, _local_xy(f))
 
 
-def _replay_bucket(clean: pd.DataFrame, spec: dict, attackers: np.ndarray, rng: np.random.Generator,
-                   veh: Vehicles, work: str, pos: dict) -> pd.DataFrame:
+def _replay_bucket(
+    clean: pd.DataFrame,
+    spec: dict,
+    attackers: np.ndarray,
+    rng: np.random.Generator,
+    veh: Vehicles,
+    work: str,
+    pos: dict,
+) -> pd.DataFrame:
     """The bucket plus its attackers' victims' clean rows (one vehicle each, from their buckets)."""
     params = attacks.resolve(spec)
     n_veh = len(veh.ids)
@@ -411,7 +464,7 @@ def _replay_bucket(clean: pd.DataFrame, spec: dict, attackers: np.ndarray, rng: 
         return u
 
     out = attacks.replay(f, ctx, vict, switch_draw, params)
-    return out.iloc[:len(clean)]
+    return out.iloc[: len(clean)]
 
 
 def featurize_attacked(attacked: pd.DataFrame, clean_feats: pd.DataFrame, window: int) -> pd.DataFrame:
@@ -419,8 +472,7 @@ def featurize_attacked(attacked: pd.DataFrame, clean_feats: pd.DataFrame, window
     clean features (genuine labels added). Rows in the attacked frame's (id, time) order."""
     att = attacked["is_attacker"].to_numpy(bool)
     genuine = clean_feats.loc[attacked.index[~att]]
-    genuine = genuine.assign(is_attacker=False, is_attack=False, is_attack_cond=False,
-                             attack_type=attacks.GENUINE)
+    genuine = genuine.assign(is_attacker=False, is_attack=False, is_attack_cond=False, attack_type=attacks.GENUINE)
     redone = featurize_by_vehicles(attacked[att], window)
     cols = list(redone.columns)
     out = pd.concat([genuine[cols], redone]) if len(redone) else genuine[cols]

@@ -4,11 +4,13 @@ A live tqdm bar (terminal or notebook, `tqdm.auto`) advances by each finished ta
 when stderr is a file or pipe there is no bar (carriage-return redraws would fill logs) and the
 caller's progress callback gets one line per stage: records, seconds, records/s.
 """
+
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def _live() -> bool:
@@ -17,8 +19,13 @@ def _live() -> bool:
     return "notebook" in tqdm.__module__ or sys.stderr.isatty()
 
 
-def compute(tasks: Sequence[Any], scheduler: Any, what: str, say: Callable[[str], None] | None = None,
-            records: Sequence[int] | None = None) -> list:
+def compute(
+    tasks: Sequence[Any],
+    scheduler: Any,
+    what: str,
+    say: Callable[[str], None] | None = None,
+    records: Sequence[int] | None = None,
+) -> list:
     """`dask.compute(*tasks)` on `scheduler` (a name or a distributed Client), with progress when
     `say` is given: a bar of records (`records[i]`: task i's records; else tasks) and a closing line."""
     import dask
@@ -30,8 +37,9 @@ def compute(tasks: Sequence[Any], scheduler: Any, what: str, say: Callable[[str]
     weights = list(records) if records is not None else [1] * len(tasks)
     unit = "rec" if records is not None else "task"
     t0 = time.perf_counter()
-    with tqdm(total=sum(weights), desc=what, unit=unit, unit_scale=True, file=sys.stderr, leave=False,
-              disable=not _live()) as bar:
+    with tqdm(
+        total=sum(weights), desc=what, unit=unit, unit_scale=True, file=sys.stderr, leave=False, disable=not _live()
+    ) as bar:
         if hasattr(scheduler, "compute") and hasattr(scheduler, "gather"):  # a distributed Client
             from distributed import as_completed
 
