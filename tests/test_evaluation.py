@@ -238,3 +238,49 @@ def test_quality_bar_judges_the_lower_end():
     assert bars["random_forest_f1_low_ge_0.90_c"]["met"] is None
     worse = bars["random_forest_low_ge_rules_every_attack"]
     assert worse["met"] is False and list(worse["worse_on"]) == ["b"]
+
+
+def test_bucket_summaries_concatenate_to_the_whole():
+    """Two buckets (vehicles never span them) summarised apart and concatenated give the numbers
+    of the whole frame, and the pieces agree with the functions above."""
+    rng = np.random.default_rng(8)
+    ids = np.repeat([f"v{i:02d}" for i in range(12)], 30)
+    t = _t(np.tile(np.arange(30) * 10, 12))
+    attacker = np.isin(ids, ["v00", "v01", "v02", "v03"])
+    y = attacker & (np.tile(np.arange(30), 12) >= 10)  # attacked from each attacker's 11th message
+    score = np.where(y, rng.uniform(0.3, 1, len(ids)), rng.uniform(0, 0.6, len(ids)))
+    pred = score >= 0.5
+    whole = ev.vehicle_summary(ids, t, y, score, pred, 0.55, 2, 3)
+    a = np.isin(ids, ["v00", "v05", "v07", "v11"])
+    parts = pd.concat([ev.vehicle_summary(ids[m], t[m], y[m], score[m], pred[m], 0.55, 2, 3) for m in (a, ~a)])
+    pd.testing.assert_frame_equal(parts.sort_index(), whole)
+    alarm = ev.k_of_n_alarm(ids, t, score > 0.55, 2, 3)
+    assert whole.loc["v00", "delay_s"] == ev.time_to_detection(ids, t, y, alarm).loc["v00", "delay_s"]
+    assert np.isnan(whole.loc["v09", "delay_s"])  # genuine: no time to detection
+
+    hist = pd.DataFrame(dict(zip(["score", "y"], np.unique(np.c_[score, y], axis=0).T)))
+    hist["w"] = [((score == s) & (y == yy)).sum() for s, yy in zip(hist["score"], hist["y"])]
+    genuine_val = np.linspace(0, 0.6, 1000)
+    th = ev.thresholds(genuine_val, [0.01, 0.1])
+    assert th[0.1] == pytest.approx(genuine_val[899])  # 100 of 1000 above it
+    out = ev.operating_summary(whole, hist, th, 500, np.random.default_rng(0))
+    assert out["operating_points"]["recall_at_fpr_0.1"] == pytest.approx((score[y] > th[0.1]).mean())
+    assert out["operating_points"]["recall_at_fpr_0.01"] == pytest.approx((score[y] > th[0.01]).mean())
+    genuine = ~whole["attacker"]
+    want = whole.loc[genuine, "onsets"].sum() / whole.loc[genuine, "hours"].sum()
+    assert out["operating_points"]["false_alarms_per_vehicle_hour"] == pytest.approx(want)
+    assert out["time_to_detection_s"]["caught_share"] == pytest.approx(whole.loc[~genuine, "caught"].mean())
+    assert out["f1_ci"][0] <= f1_score(y, pred) <= out["f1_ci"][1]
+
+
+def test_too_few_test_attackers_is_refused_naming_share_and_count():
+    from wydot_lab.errors import TooFewAttackers, WydotLabError
+
+    ev.check_attackers(0.05, 5, 5)
+    with pytest.raises(
+        TooFewAttackers,
+        match=r"^share 0.05: the test side holds 2 attacker vehicles, fewer than "
+        r"model.min_test_attackers 5",
+    ) as exc:
+        ev.check_attackers(0.05, 2, 5)
+    assert isinstance(exc.value, WydotLabError) and "\n" not in str(exc.value)

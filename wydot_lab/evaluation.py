@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wydot_lab.errors import TooFewAttackers
+
 COUNTS = ("tp", "fp", "fn", "tn")
 MAX_GAP_S = 300.0  # a longer silence between two messages is the vehicle being off, not driving
 WILCOXON_MIN_PAIRS = 6
@@ -280,3 +282,70 @@ def quality_bar_on_interval(
             else {"met": bool(lo >= bar), "f1_low": lo}
         )
     return out
+
+
+# ---------------------------------------------------------------- per bucket, merged
+
+
+def fpr_key(fpr: float) -> str:
+    """The metrics.json key of a false-positive rate: recall_at_fpr_0.001."""
+    return f"recall_at_fpr_{fpr:g}"
+
+
+def thresholds(genuine_score: np.ndarray, fprs: list[float], weight: np.ndarray | None = None) -> dict[float, float]:
+    """{fpr: threshold} on genuine validation scores (or their histogram with `weight`)."""
+    return {f: threshold_at_fpr(genuine_score, f, weight) for f in fprs}
+
+
+def vehicle_summary(
+    ids: np.ndarray,
+    times: np.ndarray,
+    y: np.ndarray,
+    score: np.ndarray,
+    pred: np.ndarray,
+    threshold: float,
+    k: int,
+    n: int,
+) -> pd.DataFrame:
+    """One row per vehicle of a bucket (a vehicle never spans buckets, so bucket summaries
+    concatenate): tp, fp, fn, tn at the detector's own decision (`pred`), `attacker`, and for the
+    k-of-n alarm on messages scored above `threshold`: `onsets`, active `hours`, `caught`,
+    `delay_s`, `delay_messages` (NaN for genuine vehicles)."""
+    conf = vehicle_confusion(ids, y, pred)
+    score = np.asarray(score, float)
+    flagged = score > threshold if not np.isnan(threshold) else np.zeros(len(score), bool)
+    alarm = k_of_n_alarm(ids, times, flagged, k, n)
+    return conf.join(vehicle_alarm_hours(ids, times, alarm)).join(time_to_detection(ids, times, y, alarm))
+
+
+def operating_summary(
+    per_vehicle: pd.DataFrame,
+    hist: pd.DataFrame,
+    thresh: dict[float, float],
+    resamples: int,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """metrics.json's evaluation of one (share, detector, attack) from the merged per-vehicle rows
+    (`vehicle_summary`) and message histogram (columns score, y, w): `f1_ci`, `recall_ci`,
+    `operating_points` (recall at each FPR's threshold; false alarms per genuine vehicle-hour of
+    the alarm) and `time_to_detection_s`."""
+    ci = bootstrap_interval(per_vehicle, resamples, rng)
+    s, yy, w = (hist[c].to_numpy() for c in ("score", "y", "w"))
+    ops = {fpr_key(f): recall_at(t, s, yy.astype(bool), w) for f, t in thresh.items()}
+    ops["false_alarms_per_vehicle_hour"] = false_alarms_per_vehicle_hour(per_vehicle[~per_vehicle["attacker"]])
+    ttd = per_vehicle.loc[per_vehicle["attacker"], ["caught", "delay_s", "delay_messages"]]
+    return {
+        "f1_ci": ci["f1"],
+        "recall_ci": ci["recall"],
+        "operating_points": ops,
+        "time_to_detection_s": detection_summary(ttd.astype({"caught": bool})),
+    }
+
+
+def check_attackers(share: float, count: int, minimum: int) -> None:
+    """Refuse a share whose test side holds fewer than `minimum` attacker vehicles."""
+    if count < minimum:
+        raise TooFewAttackers(
+            f"share {share:g}: the test side holds {count} attacker vehicle{'s' * (count != 1)}, fewer than "
+            f"model.min_test_attackers {minimum} (use more vehicles or a larger share, or lower the param)"
+        )
