@@ -123,11 +123,21 @@ def recall_at(threshold: float, score: np.ndarray, y: np.ndarray, weight: np.nda
 # ---------------------------------------------------------------- vehicle-level alarm
 
 
+def _ns(times: Any) -> np.ndarray:
+    """Nanoseconds since the epoch of naive (UTC) or tz-aware times, as int64."""
+    return (
+        pd.to_datetime(pd.Series(np.asarray(times) if not isinstance(times, pd.Series) else times), utc=True)
+        .dt.as_unit("ns")
+        .astype(np.int64)
+        .to_numpy()
+    )
+
+
 def _order(ids: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Sort order by (vehicle, time), the vehicle codes in that order, each sorted row's vehicle's
     first sorted row, and the vehicle ids (sorted; code = position)."""
     codes, uniq = pd.factorize(pd.Series(np.asarray(ids)).astype(str), sort=True)
-    t = np.asarray(times).astype("datetime64[ns]").astype(np.int64)
+    t = _ns(times)
     order = np.lexsort((t, codes))
     c = codes[order]
     new = np.r_[True, c[1:] != c[:-1]] if len(c) else np.zeros(0, bool)
@@ -157,7 +167,7 @@ def time_to_detection(ids: np.ndarray, times: np.ndarray, attacked: np.ndarray, 
     first attacked message), `delay_s` and `delay_messages` from that message to the first such
     alarm (NaN when not caught)."""
     order, c, _, uniq = _order(ids, times)
-    t = np.asarray(times).astype("datetime64[ns]").astype(np.int64)[order]
+    t = _ns(times)[order]
     a = np.asarray(attacked, bool)[order]
     al = np.asarray(alarm, bool)[order]
     n_veh, big = len(uniq), np.iinfo(np.int64).max
@@ -204,7 +214,7 @@ def vehicle_alarm_hours(
     """Per vehicle: `onsets` (alarm off -> on in time order; on at a vehicle's first message
     counts) and `hours` active (gaps between consecutive messages up to `max_gap_s`)."""
     order, c, start, uniq = _order(ids, times)
-    t = np.asarray(times).astype("datetime64[ns]").astype(np.int64)[order] / 1e9
+    t = _ns(times)[order] / 1e9
     al = np.asarray(alarm, bool)[order]
     i = np.arange(len(al))
     first = i == start
