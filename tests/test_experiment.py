@@ -111,7 +111,7 @@ def test_cli_experiment_on_the_synthetic_corpus(tmp_path):
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    assert set(summary["f1"]) == {"rules", "random_forest", "hist_gradient_boosting", "position_only"}
+    assert set(summary["f1"]) == {"rules", "random_forest", "hist_gradient_boosting", "position_only", "isolation_forest"}
     assert set(summary["f1"]["random_forest"]) == {"const_offset_100_200", "random_offset_50_100"}
     assert all(0 <= v <= 1 for d in summary["f1"].values() for v in d.values())
     assert "summary" in summary["quality_bar"] and summary["share"] == 0.3
