@@ -13,7 +13,7 @@ export NUMBA_CACHE_DIR  := $(CURDIR)/.cache/numba
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 $(shell mkdir -p $(IPYTHONDIR) $(JUPYTER_DATA_DIR) $(MPLCONFIGDIR) $(NUMBA_CACHE_DIR))
 
-.PHONY: help install test pipeline bench lab synth-data clean stress
+.PHONY: help install test pipeline bench bench-scale lab synth-data clean stress
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,7 +36,10 @@ pipeline: $(STAMP) ## run the stage notebooks with papermill on $(PARAMS) into o
 	$(VENV)/bin/wydot-lab pipeline $(PARAMS)
 
 bench: $(STAMP) ## print speed figures beside their peers
-	@for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+	@for b in benchmarks/bench_*.py; do [ $$b = benchmarks/bench_scale.py ] || $(PY) $$b || exit 1; done
+
+bench-scale: $(STAMP) ## 1 M, 3 M, 10 M records: ingest + experiment seconds, records/s, peak RSS (SIZES=1: 1 M only)
+	$(PY) benchmarks/bench_scale.py $${SIZES:-1,3,10}
 
 stress: $(STAMP) ## faults, kills, concurrency, full/read-only disks, hostile files on loopback; table, exit 1 on loss
 	timeout 600 $(PY) benchmarks/stress.py

@@ -309,10 +309,11 @@ def test_apply_mixed_keeps_rows_by_position_and_copes_with_a_missing_id():
     assert len(out2) == len(gappy) and not out2["is_attacker"].iloc[:3].any()
 
 
-def test_careful_form_writes_the_fake_position_into_the_own_logs_receiver_fields():
-    """An own log (bsmTx) records the sender's position as receiver-side location: the careful
-    form keeps it equal to the fake one; a received copy (rxMsg) holds the receiver's, untouched;
-    the naive form leaves every receiver field as it was (an attacker that did not bother)."""
+def test_every_form_writes_the_fake_position_into_the_own_logs_receiver_fields():
+    """An own log (bsmTx) records the sender's position as receiver-side location: naive and
+    careful forms keep it equal to the fake one (the default, issue 18 item 6); a received copy
+    (rxMsg) holds the receiver's, untouched; only `mirror: false` leaves every receiver field as
+    it was (the old side channel, for ablations)."""
     clean = _clean().copy()
     clean["metadata_rmd_latitude"] = clean[LAT].to_numpy()
     clean["metadata_rmd_longitude"] = clean[LON].to_numpy()
@@ -324,7 +325,9 @@ def test_careful_form_writes_the_fake_position_into_the_own_logs_receiver_fields
     att = attacks.choose_attackers(clean[ID], 0.5, np.random.default_rng(2))
     spec = {"name": "const_offset", "min_m": 50, "max_m": 100}
     careful = attacks.apply(clean, {**spec, "careful": True}, att, np.random.default_rng(3))
-    naive = attacks.apply(clean, spec, att, np.random.default_rng(3))
+    default = attacks.apply(clean, spec, att, np.random.default_rng(3))
+    naive = attacks.apply(clean, {**spec, "mirror": False}, att, np.random.default_rng(3))
+    assert attacks.label({**spec, "mirror": False}) == "const_offset_50_100_no_mirror"
     hit = careful["is_attack"].to_numpy()
     own = hit & ~rx & ~zero
     assert (hit & zero).any()
@@ -332,6 +335,7 @@ def test_careful_form_writes_the_fake_position_into_the_own_logs_receiver_fields
     for col, pos in (("metadata_rmd_latitude", LAT), ("metadata_rmd_longitude", LON)):
         np.testing.assert_array_equal(careful[col].to_numpy()[own], careful[pos].to_numpy()[own])
         np.testing.assert_array_equal(careful[col].to_numpy()[~own], clean[col].to_numpy()[~own])
+        np.testing.assert_array_equal(default[col].to_numpy(), careful[col].to_numpy())
         np.testing.assert_array_equal(naive[col].to_numpy(), clean[col].to_numpy())
     assert (careful[LAT].to_numpy()[own] != clean[LAT].to_numpy()[own]).any()
 
@@ -343,10 +347,10 @@ def test_careful_form_writes_the_fake_position_into_the_own_logs_receiver_fields
     ({"name": "eventual_stop", "p": 0.3}, "metadata_rmd_speed", "coreData_speed"),
     ({"name": "heading_reversal"}, "metadata_rmd_heading", "coreData_heading"),
 ])
-def test_careful_kinematic_attacks_keep_the_own_logs_copy_consistent(spec, col, true_col):
-    """Real bsmTx records carry their own speed and heading again in the receiver block; a naive
-    speed/heading attacker leaves that copy true (a side channel), the careful one mirrors the fake
-    there, on own rows that mirrored the truth only (not rxMsg copies, not unavailable blocks)."""
+def test_kinematic_attacks_keep_the_own_logs_copy_consistent(spec, col, true_col):
+    """Real bsmTx records carry their own speed and heading again in the receiver block; every
+    form mirrors the fake there by default, on own rows that mirrored the truth only (not rxMsg
+    copies, not unavailable blocks); `mirror: false` leaves that copy true (a side channel)."""
     clean = _clean().copy()
     clean[col] = clean[true_col].to_numpy(float)
     rx = np.arange(len(clean)) % 4 == 0
@@ -355,8 +359,8 @@ def test_careful_kinematic_attacks_keep_the_own_logs_copy_consistent(spec, col, 
     zero = np.arange(len(clean)) % 4 == 1
     clean.loc[zero, col] = 0.0
     att = attacks.choose_attackers(clean[ID], 0.5, np.random.default_rng(2))
-    careful = attacks.apply(clean, {**spec, "careful": True}, att, np.random.default_rng(3))
-    naive = attacks.apply(clean, spec, att, np.random.default_rng(3))
+    careful = attacks.apply(clean, spec, att, np.random.default_rng(3))
+    naive = attacks.apply(clean, {**spec, "mirror": False}, att, np.random.default_rng(3))
     pd.testing.assert_series_equal(careful[true_col], naive[true_col])  # same falsification either way
     changed = careful[true_col].to_numpy(float) != clean[true_col].to_numpy(float)
     hit = careful["is_attack"].to_numpy() & changed & np.isfinite(clean[true_col].to_numpy(float))
@@ -378,3 +382,120 @@ def test_privacy_filter_drops_only_attacked_records_outside_the_speed_window():
     ks = kept["coreData_speed"].to_numpy(float)
     assert not (kept["is_attack"].to_numpy() & np.isfinite(ks) & ((ks < 2.235) | (ks > 35.763))).any()
     pd.testing.assert_frame_equal(kept, out.loc[kept.index])  # kept rows untouched, order kept
+
+
+# ---------------------------------------------------------------- no side channel (issue 18 item 6)
+_POS = {LAT, LON, CRUMBS, attacks.RMD_LAT, attacks.RMD_LON}
+_SPD = {attacks.SPEED, attacks.RMD_SPEED}
+FALSIFIED = {  # what each attack writes by design; every other column must stay uninformative
+    **{n: _POS for n in ("const_position", "const_offset", "random_offset", "random_position", "position_swap")},
+    "eventual_stop": _POS | _SPD,
+    **{n: _SPD for n in ("const_speed", "speed_offset", "random_speed")},
+    "heading_reversal": {attacks.HEADING, attacks.RMD_HEADING},
+    "data_replay": set(attacks.REPLAY_COLUMNS) | {attacks.RMD_LAT, attacks.RMD_LON, attacks.RMD_ELEV,
+                                                   attacks.RMD_SPEED, attacks.RMD_HEADING},
+}
+# the label's own timing: a replay starts within a run and a stop stays stopped, so attacked rows
+# sit later in runs (recordId, source_line, serialNumber count messages); not a falsified value
+_WHEN = {"metadata_serialId_recordId", "metadata_serialId_serialNumber", "source_line"}
+TIMING = {"data_replay": _WHEN, "eventual_stop": _WHEN}
+MIRRORED = ((attacks.RMD_LAT, LAT), (attacks.RMD_LON, LON), (attacks.RMD_ELEV, attacks.ELEV),
+            (attacks.RMD_SPEED, attacks.SPEED), (attacks.RMD_HEADING, attacks.HEADING))
+# Balanced accuracy on unseen vehicles may reach 0.5 + CHANCE_TOL. The null is wide: ~13 attacker
+# vehicles on the scoring half and ~60 columns, so the best of them by chance (vehicle traits,
+# times of day) measured 0.565-0.61 over the matrix; the side channel this guards against scored 1.0.
+CHANCE_TOL = 0.15
+
+
+@functools.lru_cache(maxsize=1)
+def _messy() -> pd.DataFrame:
+    from wydot_lab import frames, synth
+
+    table = synth.generate("2021-04-01", days=1, vehicles=90, seed=5, records_per_hour=300,
+                           realism={"enabled": True})
+    return frames.to_frame(table)
+
+
+def _columns(f: pd.DataFrame, skip: set) -> dict[str, np.ndarray]:
+    """Every column not in `skip` as one numeric feature (strings by code, times as ns, crumbs by
+    their first point), plus "does the own log's copy agree with coreData" per mirrored pair."""
+    out = {}
+    for col in f.columns:
+        if col in skip or col in attacks.LABELS or col == ID:  # the id is the split's key: it cannot carry over
+            continue
+        s = f[col]
+        if col == CRUMBS:
+            for key in ("latOffset", "lonOffset", "timeOffset"):
+                out[f"{col}.{key}"] = np.array([r[0][key] if r is not None and len(r) else np.nan for r in s], float)
+        elif pd.api.types.is_datetime64_any_dtype(s):
+            out[col] = time_ns(s).astype(float)
+        elif pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            out[col] = s.to_numpy(float, na_value=np.nan)
+        else:
+            out[col] = pd.factorize(s.astype(str))[0].astype(float)
+    for rmd, core in MIRRORED:
+        out[f"{rmd} == {core}"] = (f[rmd].to_numpy(float) == f[core].to_numpy(float)).astype(float)
+    return out
+
+
+def _one_column_scores(out: pd.DataFrame, skip: set) -> dict[str, float]:
+    """Balanced accuracy of a depth-2 tree on one column, trained on half the vehicles and scored
+    on the other half (so a per-vehicle constant cannot pass for a signal), attacked rows vs the
+    genuine vehicles' rows."""
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.tree import DecisionTreeClassifier
+
+    rows = out["is_attack"].to_numpy(bool) | ~out["is_attacker"].to_numpy(bool)
+    f = out[rows]
+    y = f["is_attack"].to_numpy(bool)
+    codes = pd.factorize(f[ID])[0]
+    train = np.random.default_rng(0).permutation(codes.max() + 1)[codes] % 2 == 0
+    scores = {}
+    for name, x in _columns(f, skip).items():
+        x = np.where(np.isfinite(x), x, -1e18)[:, None]
+        tree = DecisionTreeClassifier(max_depth=2, class_weight="balanced", random_state=0).fit(x[train], y[train])
+        scores[name] = balanced_accuracy_score(y[~train], tree.predict(x[~train]))
+    return scores
+
+
+@pytest.mark.parametrize("spec", attacks.default_matrix() + [{"name": "random_position", "careful": True}],
+                         ids=attacks.label)
+def test_no_column_the_attack_did_not_falsify_separates_attacked_from_genuine(spec):
+    clean = _messy()
+    att = attacks.choose_attackers(clean[ID], 0.3, np.random.default_rng(1))
+    out = attacks.apply(clean, spec, att, np.random.default_rng(2))
+    assert out["is_attack"].sum() > 200
+    skip = FALSIFIED[spec["name"]] | TIMING.get(spec["name"], set())
+    scores = _one_column_scores(out, skip)
+    leaks = {k: round(v, 3) for k, v in scores.items() if v > 0.5 + CHANCE_TOL}
+    assert not leaks, leaks
+
+
+@pytest.mark.parametrize("spec", [{"name": "const_offset", "min_m": 10, "max_m": 20}, {"name": "data_replay"},
+                                  {"name": "speed_offset"}], ids=attacks.label)
+def test_the_side_channel_check_sees_an_unmirrored_copy(spec):
+    """The check is not blind: without mirroring the own log's copy disagrees with coreData on
+    the attacked rows only, and the one-column tree finds it."""
+    clean = _messy()
+    att = attacks.choose_attackers(clean[ID], 0.3, np.random.default_rng(1))
+    out = attacks.apply(clean, {**spec, "mirror": False}, att, np.random.default_rng(2))
+    scores = _one_column_scores(out, FALSIFIED[spec["name"]] | TIMING.get(spec["name"], set()))
+    assert max(v for k, v in scores.items() if " == " in k) > 0.9
+
+
+def test_careful_crumbs_of_a_teleporting_attacker_agree_with_its_previous_report():
+    """random_position jumps kilometres per message; its careful crumbs lie on one straight line
+    (by age) through the current and the previous report, so the path history read at the
+    previous message's age (between two crumbs) lands near that report: the clipped shift left
+    a kink there, a median ~11 km off. What remains is the degree-linear line's curvature in
+    metres over jumps of 100+ km."""
+    from wydot_lab import features
+
+    clean = _messy()
+    clean = clean[clean["metadata_recordType"] == "bsmTx"]
+    att = attacks.choose_attackers(clean[ID], 0.3, np.random.default_rng(1))
+    out = features.featurize_frame(attacks.apply(clean, {"name": "random_position", "careful": True}, att,
+                                                 np.random.default_rng(2)))
+    err = out["crumb_prev_err_m"].to_numpy()
+    hit = out["is_attack"].to_numpy()
+    assert np.nanmedian(err[hit]) < 200 and np.nanmedian(err[~out["is_attacker"].to_numpy()]) < 3

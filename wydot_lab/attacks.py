@@ -14,12 +14,16 @@ Parameters (all optional, defaults in `ATTACKS[name].defaults`):
   p                  per-message trigger probability (eventual_stop)
   delay_s            a replayed message was sent at least this long before (data_replay)
   careful            position attacks: also re-anchor the path-history crumbs so the nearest
-                     crumb agrees with the previously reported (fake) position; position, speed
-                     and heading attacks: write the fake value into the own log's receiver-side
-                     copy of it (metadata_rmd_latitude/longitude/speed/heading: a sender's own
-                     bsmTx log records its own position, speed and heading there, equal to
-                     coreData in the real records; received copies hold the receiver's values
-                     and all-zero blocks mean unavailable: both left alone)
+                     crumb agrees with the previously reported (fake) position; speed and
+                     heading attacks: kept for old params files, the same as the default now
+                     that every form mirrors
+  mirror             (default true, every attack) write the fake value into the own log's
+                     receiver-side copy of it (metadata_rmd_latitude/longitude/elevation/speed/
+                     heading: a sender's own bsmTx log records its own position, speed and
+                     heading there, equal to coreData in the real records; received copies hold
+                     the receiver's values and all-zero blocks mean unavailable: both left
+                     alone). False leaves the copy true: a perfect label in the exported table
+                     that no deployed detector could read (issue 18 item 6), kept for ablations
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ SPEED, HEADING, ELEV = "coreData_speed", "coreData_heading", "coreData_elevation
 SEMI_MAJOR = "coreData_accuracy_semiMajor"
 RMD_LAT, RMD_LON = "metadata_rmd_latitude", "metadata_rmd_longitude"
 RMD_SPEED, RMD_HEADING = "metadata_rmd_speed", "metadata_rmd_heading"
+RMD_ELEV = "metadata_rmd_elevation"
 LABELS = ("is_attacker", "is_attack", "is_attack_cond", "attack_type")
 GENUINE = "genuine"
 
@@ -88,6 +93,7 @@ def _register(name: str, doc: str, defaults: dict | None = None, magnitude: tupl
         d = dict(defaults or {})
         if position or careful:
             d["careful"] = False
+        d["mirror"] = True
         ATTACKS[name] = Attack(fn=fn, doc=doc, defaults=d, magnitude=magnitude, position=position)
         return fn
 
@@ -145,7 +151,7 @@ def label(spec: dict) -> str:
     for k, default in att.defaults.items():
         if k in att.magnitude or p[k] == default:
             continue
-        parts.append(k if isinstance(default, bool) else f"{k}{_fmt(p[k])}")
+        parts.append((k if p[k] else f"no_{k}") if isinstance(default, bool) else f"{k}{_fmt(p[k])}")
     return "_".join(parts)
 
 
@@ -293,6 +299,7 @@ def _move(frame: pd.DataFrame, ctx: _Ctx, rows: np.ndarray, fx: np.ndarray, fy: 
     _put(out, LON, rows, flon)
     if params.get("careful"):
         out[CRUMBS] = _careful_crumbs(frame[CRUMBS], ctx, rows, flat - lat, flon - lon)
+    if params.get("mirror"):
         _mirror(out, frame, rows, RMD_LAT, LAT, flat)
         _mirror(out, frame, rows, RMD_LON, LON, flon)
     x, y = true_xy
@@ -310,11 +317,13 @@ def _local(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def _careful_crumbs(crumbs: pd.Series, ctx: _Ctx, rows: np.ndarray, dlat: np.ndarray,
                     dlon: np.ndarray) -> pd.Series:
-    """Shift each falsified message's crumbs by (previous displacement - own displacement),
-    so the crumb at the previous message's age points at the position reported then, and
-    younger crumbs lie on the straight path from there to the position reported now, by
-    age (older crumbs keep the previous displacement; a vehicle's first message has no
-    earlier report: its crumbs stay as they are)."""
+    """Shift each falsified message's crumbs by (previous displacement - own displacement) x
+    age / (time since the previous message): the fake path is one straight line, by age,
+    through the position reported now and the one reported then, so the path history sampled
+    at the previous message's age (between two crumbs, as a verifier reads it) points at that
+    report, as a genuine vehicle's does (clipping the shift at the previous displacement left
+    a kink there: km off for a teleporting attacker). A vehicle's first message has no
+    earlier report: its crumbs stay as they are."""
     dlat = np.where(rows, dlat, 0.0)
     dlon = np.where(rows, dlon, 0.0)
     prev_lat, prev_lon = np.zeros(ctx.n), np.zeros(ctx.n)
@@ -324,7 +333,7 @@ def _careful_crumbs(crumbs: pd.Series, ctx: _Ctx, rows: np.ndarray, dlat: np.nda
     prev_lat[ctx.order], prev_lon[ctx.order] = p_lat, p_lon
     slat, slon = CRUMB_SIGN * (prev_lat - dlat), CRUMB_SIGN * (prev_lon - dlon)
     return shift_crumbs(crumbs, slat, slon, rows & ((slat != 0) | (slon != 0)),
-                        full_age_s=_per_message(ctx, ctx.dt_s))
+                        full_age_s=_per_message(ctx, ctx.dt_s), extrapolate=True)
 
 
 def _mirror(out: pd.DataFrame, frame: pd.DataFrame, rows: np.ndarray, col: str, true_col: str,
@@ -342,7 +351,7 @@ def _speed_write(frame: pd.DataFrame, rows: np.ndarray, fake: np.ndarray, params
     rows = rows & np.isfinite(true)
     fake = np.clip(_quantize(fake, SPEED_STEP), 0.0, SPEED_MAX)
     _put(out, SPEED, rows, fake)
-    if params.get("careful"):
+    if params.get("mirror"):
         _mirror(out, frame, rows, RMD_SPEED, SPEED, fake)
     return _labelled(out, rows, np.abs(fake - true) > SPEED_TOL_MPS, params)
 
@@ -395,7 +404,14 @@ def position_swap(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -
     if len(valid) < 2:
         return _labelled(frame.copy(deep=False), np.zeros(ctx.n, bool), np.zeros(ctx.n, bool), params)
     pick = valid[_per_message(ctx, rng.integers(0, len(valid), size=ctx.n))]
-    return _move(frame, ctx, ctx.attacker, x[pick], y[pick], params, (x, y))
+    return swap_to(frame, ctx, x[pick], y[pick], params, (x, y))
+
+
+def swap_to(frame: pd.DataFrame, ctx: _Ctx, donor_x: np.ndarray, donor_y: np.ndarray, params: dict,
+            true_xy: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
+    """position_swap once each row's donor position (local x, y) is known; the partitioned path
+    (`wydot_lab.partitions`) looks donors up in a table of every valid position instead."""
+    return _move(frame, ctx, ctx.attacker, donor_x, donor_y, params, true_xy)
 
 
 @_register("eventual_stop", "after a random moment, its frozen position with speed 0",
@@ -419,7 +435,7 @@ def eventual_stop(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -
     speed = floats(frame, SPEED)
     has_speed = stopped & np.isfinite(speed)
     _put(out, SPEED, has_speed, np.zeros(ctx.n))
-    if params.get("careful"):
+    if params.get("mirror"):
         _mirror(out, frame, has_speed, RMD_SPEED, SPEED, np.zeros(ctx.n))
     moving = np.where(np.isfinite(speed), speed > MOVING_MPS, out["is_attack_cond"].to_numpy(bool))
     return _labelled(out, stopped, moving, params)
@@ -459,7 +475,7 @@ def heading_reversal(frame: pd.DataFrame, rng: np.random.Generator, params: dict
     rows = frame["is_attacker"].to_numpy(bool) & np.isfinite(h)
     fake = _quantize((h + 180.0) % 360.0, HEADING_STEP) % 360.0
     _put(out, HEADING, rows, fake)
-    if params.get("careful"):
+    if params.get("mirror"):
         _mirror(out, frame, rows, RMD_HEADING, HEADING, fake)
     speed = floats(frame, SPEED)
     return _labelled(out, rows, ~(speed <= MOVING_MPS), params)
@@ -477,11 +493,19 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
     shows (a replay of the victim's latest message froze in place when victims last sent hours
     before, which any stationarity check caught). No earlier victim run: the run stays genuine."""
     ctx = _ctx(frame)
-    out = frame.copy(deep=False)
     if ctx.n_veh < 2:
-        return _labelled(out, np.zeros(ctx.n, bool), np.zeros(ctx.n, bool), params)
+        return _labelled(frame.copy(deep=False), np.zeros(ctx.n, bool), np.zeros(ctx.n, bool), params)
     victim = rng.integers(0, ctx.n_veh - 1, size=ctx.n_veh)
     victim = victim + (victim >= np.arange(ctx.n_veh))  # never itself
+    return replay(frame, ctx, victim, lambda n_runs: rng.random(n_runs), params)
+
+
+def replay(frame: pd.DataFrame, ctx: _Ctx, victim: np.ndarray, switch_draw: Callable[[int], np.ndarray],
+           params: dict) -> pd.DataFrame:
+    """data_replay once each vehicle's victim (a vehicle code of `frame`, -1: none) is drawn;
+    `switch_draw(n_runs)` gives each run's uniform draw of where it switches, in (vehicle, time)
+    order. The partitioned path passes the whole-corpus draws of the frame's vehicles and runs."""
+    out = frame.copy(deep=False)
     t = ctx.t_ns[ctx.order]  # everything below in (vehicle, time) order
     veh = ctx.veh[ctx.order]
     sorted_t = np.sort(t)  # time ranks (ties share the left one); np.unique here cost ~0.4 s per 400k rows
@@ -498,10 +522,10 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
     new_run = runs_start(ctx.dt_s)
     run_first = np.flatnonzero(new_run)
     run_len = np.diff(np.r_[run_first, ctx.n])
-    switch = run_first + (rng.random(len(run_first)) * run_len).astype(np.int64)  # first replayed message
+    switch = run_first + (switch_draw(len(run_first)) * run_len).astype(np.int64)  # first replayed message
     of_run = np.cumsum(new_run) - 1  # each message's run
     t_switch = t[switch][of_run]
-    v = victim[veh]
+    v = victim[veh]  # -1 (no victim known): never found below, the run stays genuine
     delay = int(params["delay_s"] * 1e9)
     starts = last_at_or_before(keys[run_first], veh[run_first], v, t_switch - delay)
     run_end = np.r_[run_first[1:], ctx.n] - 1  # each run's last sorted position
@@ -516,6 +540,9 @@ def data_replay(frame: pd.DataFrame, rng: np.random.Generator, params: dict) -> 
     src[ctx.order[replayed_sorted]] = ctx.order[pos[replayed_sorted]]
     for col in REPLAY_COLUMNS:
         out[col] = pd.Series(frame[col].array.take(src), index=frame.index)
+    if params.get("mirror"):  # the own log records what was sent: the victim's values
+        for rmd, col in ((RMD_LAT, LAT), (RMD_LON, LON), (RMD_ELEV, ELEV), (RMD_SPEED, SPEED), (RMD_HEADING, HEADING)):
+            _mirror(out, frame, replayed, rmd, col, floats(frame, col)[src])
     x, y = _local(frame)
     moved = np.hypot(x[src] - x, y[src] - y)
     speed = floats(frame, SPEED)

@@ -88,8 +88,8 @@ def _cmd_synth(args: argparse.Namespace) -> dict:
     sp = config.from_dict({"synth": merged}, origin="command line").synth  # a bad flag: one line naming its key
     return synth.write_corpus(args.out, start=str(sp.start), days=sp.days, vehicles=sp.vehicles, rate_hz=sp.rate_hz,
                               seed=sp.seed, records_per_hour=sp.records_per_hour, defect_share=sp.defect_share,
-                              schema_version=sp.schema_version, j2735_grid=sp.j2735_grid, workers=args.workers,
-                              progress=_log)
+                              schema_version=sp.schema_version, j2735_grid=sp.j2735_grid, realism=sp.realism,
+                              workers=args.workers, progress=_log)
 
 
 def _cmd_validate(args: argparse.Namespace) -> dict:

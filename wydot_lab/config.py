@@ -92,6 +92,9 @@ SCHEDULERS = ("threads", "processes", "synchronous", "local-cluster",
 class DaskParams(_Strict):
     scheduler: str = "threads"  # one of SCHEDULERS, or tcp://host:port of a running cluster
     npartitions: int | None = Field(None, ge=1)  # None: about ROWS_PER_PARTITION rows each
+    n_workers: int = Field(2, ge=1)  # local-cluster: worker processes
+    threads_per_worker: int = Field(1, ge=1)  # local-cluster: threads in each worker
+    memory_limit: str = "3GiB"  # local-cluster: per worker; above it a worker spills, then is restarted
 
     @field_validator("scheduler")
     @classmethod
@@ -102,6 +105,32 @@ class DaskParams(_Strict):
 
 
 MAX_DEFECT_SHARE = 0.5
+
+
+Range = tuple[float, float]
+
+
+class RealismParams(_Strict):
+    """How messy the synthetic traffic is (docs/SYNTHETIC.md gives each number's source).
+    Off by default so the API's small corpora stay clean; params/default.yaml turns it on."""
+
+    enabled: bool = False
+    gnss_sd_m: Range = (2.0, 5.0)  # per-vehicle sd of the drifting GNSS bias, per axis
+    gnss_tau_s: Range = (30.0, 120.0)  # its correlation time (Gauss-Markov)
+    gnss_white_m: float = Field(0.3, ge=0)  # per-message jitter on top
+    poor_fix_share: float = Field(0.05, ge=0, le=1)  # vehicles with a poor receiver (sd 8-14 m, semiMajor at the 12.7 cap)
+    accuracy_unavailable_share: float = Field(0.03, ge=0, le=1)  # runs reporting semiMajor/semiMinor unavailable
+    heading_sd_deg: float = Field(0.5, ge=0)  # GNSS heading noise at speed; grows as 15 deg*m/s / speed
+    slowdown_every_s: Range = (1800.0, 7200.0)  # one slowdown per vehicle per this period
+    stop_share: float = Field(0.3, ge=0, le=1)  # of the vehicles whose slowdowns come to a full stop
+    ramp_share: float = Field(0.15, ge=0, le=1)  # runs that join or leave I-80 by a ramp
+    ramp_offset_m: Range = (30.0, 150.0)  # how far off the line the ramp / rest area / frontage road is
+    ramp_length_m: Range = (150.0, 500.0)
+    rx_share: float = Field(0.2, ge=0, le=1)  # runs another connected vehicle in radio range also logged (rxMsg, RV)
+    run_length: tuple[int, int] = (6, 34)  # messages per observed run, uniform (mean 20)
+    drop_share: float = Field(0.05, ge=0, lt=1)  # messages lost on the air
+    jitter_ms: float = Field(8.0, ge=0)  # sd of the timestamp jitter around the transmit grid
+    id_rotation_s: float | None = Field(None, gt=0)  # temporary-id rotation period; null: ids persist
 
 
 class SynthParams(_Strict):
@@ -119,6 +148,7 @@ class SynthParams(_Strict):
     schema_version: int = Field(6, ge=6, le=9)  # the ODE schemaVersion written; 9 = J2735 frame, integer units
     # accuracy ellipse on J2735's steps (0.05 m, 360/65535 deg); null: on for 9 (which needs it), off for 6..8
     j2735_grid: bool | None = None
+    realism: RealismParams = RealismParams()  # docs/SYNTHETIC.md; on in params/default.yaml
 
     @property
     def grid(self) -> bool:
@@ -194,6 +224,7 @@ class ModelParams(_Strict):
     seed: int = 42
     n_estimators: int = Field(200, ge=1)
     repeats: int = Field(1, ge=1)  # independent runs (attack and model seeds +0, +1, ...); F1 tables are means
+    train_sample_rows: int = Field(1_000_000, ge=1)  # each detector trains on at most ~this many train rows
     # evaluation (issue 19, wydot_lab/evaluation.py)
     min_test_attackers: int = Field(5, ge=1)  # a share whose test side holds fewer attacker vehicles is refused
     validation_share: float = Field(0.2, gt=0, lt=1)  # of the train vehicles, held out to choose thresholds

@@ -22,6 +22,7 @@ import math
 import shutil
 import zlib
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -36,6 +37,8 @@ METRICS = ("precision", "recall", "f1", "pr_auc", "tn", "fp", "fn", "tp", "n")
 F1_BARS = {"const_offset_100_200": 0.90, "random_offset_50_100": 0.90}
 LEVELS = ("message", "message_cond", "vehicle")
 ROWS_PER_PARTITION = 200_000  # below this a shuffle costs more than it parallelises
+BUCKET_ROWS = 100_000  # records per vehicle bucket of the out-of-core run (a worker holds a few times this)
+WORK_BYTES_A_RECORD = 1_000  # disk the buckets take during a run (raw, clean, features, one attack's rows)
 
 
 def _say(progress: Progress, msg: str) -> None:
@@ -81,7 +84,8 @@ def _scheduler(dask_params: config.DaskParams) -> Iterator[Any]:
     if s == "local-cluster":
         from distributed import Client, LocalCluster
 
-        with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",
+        with LocalCluster(n_workers=dask_params.n_workers, threads_per_worker=dask_params.threads_per_worker,
+                          memory_limit=dask_params.memory_limit, processes=True, protocol="tcp", host="127.0.0.1",
                           dashboard_address=None) as cluster, Client(cluster) as client:
             yield client
     elif s.startswith("tcp://"):
@@ -141,11 +145,390 @@ def _shares(params: config.Params) -> list[float]:
     return [params.attacks.attacker_share, *params.attacks.extra_shares]
 
 
+def _pieces(params: config.Params, table: pa.Table | None, progress: Progress) -> tuple[list, list, int]:
+    """(input pieces, the same pieces' id and time columns, both dask-delayed; an estimate of the
+    records): slices of a given table, else the partitions of `cache.load` over the params'
+    range, which the workers read from the cache themselves (a local source folder is ingested
+    into the cache first)."""
+    import dask
+
+    if table is not None:
+        step = BUCKET_ROWS
+        pieces = [dask.delayed(table.slice(i, step)) for i in range(0, max(table.num_rows, 1), step)]
+        return pieces, pieces, table.num_rows
+    from wydot_lab import cache, fetch
+
+    url = config.resolve_path(params.source.url)
+    root = config.resolve_path(params.cache.root)
+    if "://" not in url and Path(url).is_dir():
+        fetch.fetch_range(params, progress=bool(progress))
+    where = {"pilot": params.source.pilot, "message_type": params.source.message_type}
+    # hour files grouped to about BUCKET_ROWS records: a day copy (a million records and more at
+    # real density) would be one piece, too big for a worker's memory
+    ddf = cache.load(params.dates.start, params.dates.end, root, ttl_days=params.cache.ttl_days,
+                     source_id=layout.source_identity(url), rows_per_partition=BUCKET_ROWS, day_copies=False, **where)
+    keys = cache.load(params.dates.start, params.dates.end, root, ttl_days=params.cache.ttl_days,
+                      source_id=layout.source_identity(url), rows_per_partition=BUCKET_ROWS, day_copies=False,
+                      columns=[ID, TIME], **where)
+    rows = sum(int(r.get("valid", 0)) for r in cache.ls(root, params.dates.start, params.dates.end, **where))
+    return list(ddf.to_delayed()), list(keys.to_delayed()), rows
+
+
+def _compute(tasks: list, sched: Any, what: str, progress: Progress, records: list[int] | None = None) -> list:
+    """Run dask tasks on the scheduler; with `progress`, records done, rate and ETA."""
+    from wydot_lab import progress as progress_mod
+
+    return progress_mod.compute(tasks, sched, what, progress, records)
+
+
 def run(params: config.Params, out_dir: str | Path, progress: Progress = None,
         table: pa.Table | None = None) -> pd.DataFrame:
-    """Run the whole matrix, write results.{parquet,csv}, importances.parquet, metrics.json (with
-    the corpus counts: records, transmissions, copies dropped, vehicles), params.json and models/
-    into `out_dir`; return the results table."""
+    """Run the whole matrix out of core, write results.{parquet,csv}, importances.parquet,
+    metrics.json (with the corpus counts: records, transmissions, copies dropped, vehicles),
+    params.json, models/ and scores.parquet/ (one file per run and bucket) into `out_dir`; return
+    the results table. `table`: records given in memory instead of the params' cached range.
+
+    Every stage runs per vehicle bucket on the params' Dask scheduler (`wydot_lab.partitions`):
+    no process holds the range; the numbers equal `run_in_memory`'s."""
+    import dask
+
+    from wydot_lab import partitions as parts
+
+    out = Path(out_dir).resolve()
+    shutil.rmtree(out / "models", ignore_errors=True)  # a reused --out keeps no model of an earlier run
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    for stale in ("scores.parquet",):
+        p_ = out / stale
+        shutil.rmtree(p_, ignore_errors=True) if p_.is_dir() else p_.unlink(missing_ok=True)
+    (out / "scores.parquet").mkdir()
+    work = out / "_work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    specs, shares, m = _specs(params), _shares(params), params.model
+    for d in m.detectors:
+        models.make_detector(d, m)  # fail early on an unknown detector
+    by_day = m.split == "vehicle_day"
+    t0, t1 = layout.date_range_bounds(params.dates.start, params.dates.end)
+    t0, t1 = (np.datetime64(t.replace(tzinfo=None), "ms") for t in (t0, t1))
+    try:
+        with _scheduler(params.dask) as sched:
+            pieces, keys, est = _pieces(params, table, progress)
+            free = shutil.disk_usage(work).free
+            if est * WORK_BYTES_A_RECORD > free:  # said before any work, not by a full disk half-way
+                raise ValueError(f"experiment: the buckets of {est:,} records need about "
+                                 f"{est * WORK_BYTES_A_RECORD / 1e9:.1f} GB in {work}, {free / 1e9:.1f} GB are free "
+                                 "(free some, or write --out elsewhere)")
+            per_piece = [est // max(len(pieces), 1)] * len(pieces)
+            counts = _compute([dask.delayed(parts.count_piece)(k, t0, t1) for k in keys], sched,
+                              "count records per vehicle", progress, per_piece)
+            all_counts = pd.concat(counts) if counts else pd.Series(dtype=int)
+            buckets = parts.Buckets.pack(all_counts, BUCKET_ROWS, params.dask.npartitions)
+            nb, w = buckets.n, str(work)
+            _compute([dask.delayed(parts.scatter_piece)(pc, i, w, buckets, t0, t1) for i, pc in enumerate(pieces)],
+                     sched, "read + bucket by vehicle", progress, per_piece)
+            per_bucket = np.bincount(buckets.of(all_counts.index), weights=all_counts.to_numpy(float),
+                                     minlength=nb).astype(int).tolist()  # records per bucket, for the progress
+            prep = _compute([dask.delayed(parts.prepare_bucket)(b, w, params.features.window) for b in range(nb)],
+                            sched, "dedup + clean features", progress, per_bucket)
+            copies = {k: int(sum(r["copies"][k] for r in prep)) for k in prep[0]["copies"]}
+            veh = parts.Vehicles.from_summaries([r["vehicles"] for r in prep], buckets)
+            if veh.n_rows == 0:
+                raise ValueError("experiment: no valid records in the requested range")
+            if any(s["name"] == "position_swap" for s in specs):
+                np.lib.format.open_memmap(parts.donors_path(w), mode="w+", dtype=float, shape=(veh.n_valid, 2)).flush()
+                veh_ = dask.delayed(veh, pure=True)
+                _compute([dask.delayed(parts.write_donors)(b, w, veh_) for b in range(nb)], sched, "donor table", progress)
+            if copies["copies_dropped"]:
+                _say(progress, f"experiment: {copies['copies_dropped']} copies of {copies['logged_more_than_once']} "
+                               "BSMs logged more than once dropped (one row per transmission)")
+            _say(progress, f"experiment: {veh.n_rows} records, {len(veh.ids)} vehicles in {nb} buckets, {len(specs)} "
+                           f"attacks x {len(m.detectors)} detectors x {len(shares)} shares")
+            runner = _Runner(params, out, w, nb, veh, sched, progress)
+            rows, imps, mixed_rows = [], [], []
+            for rep in range(m.repeats):
+                p = repeat_params(params, rep)
+                tag = f"repeat {rep}, " if m.repeats > 1 else ""
+                for si, share in enumerate(shares):
+                    attackers = draw_attackers(veh.ids, p, share)
+                    marked = veh.frame(by_day).assign(is_attacker=lambda f: f[ID].isin(set(attackers.tolist())))
+                    train_v, test_v = models.split(marked, m.test_share, p.model.seed, by_day=by_day)
+                    sides = _Sides.of(train_v, test_v, by_day)
+                    _say(progress, f"  {tag}share {share:g}: {len(attackers)} attackers; "
+                                   f"{train_v[ID].nunique()} train / {test_v[ID].nunique()} test vehicles")
+                    save = si == 0 and rep == 0
+                    for spec in specs:
+                        lab = attacks.label(spec)
+                        base = {"repeat": rep, "share": share, "split": m.split, "attack": lab,
+                                "attack_name": spec["name"], "attack_params": json.dumps(attacks.resolve(spec), sort_keys=True)}
+                        new_rows, new_imps = runner.one(p, rep, share, lab, [spec], attackers, sides, base,
+                                                        {"attack": spec, "share": share} if save else None)
+                        rows += new_rows
+                        imps += new_imps
+                        f1s = {r["detector"]: round(r["f1"], 3) for r in new_rows if r["level"] == "message"}
+                        _say(progress, f"  {tag}share {share:g} {lab}: F1 {f1s}")
+                    if len(specs) > 1:
+                        base = {"repeat": rep, "share": share, "split": m.split}
+                        new_rows, _ = runner.one(p, rep, share, MIXED, specs, attackers, sides, base,
+                                                 {"attack": MIXED, "attacks": specs, "share": share} if save else None)
+                        mixed_rows += new_rows
+                        f1s = {r["detector"]: round(r["f1"], 3) for r in new_rows
+                               if r["level"] == "message" and r["attack"] == MIXED}
+                        _say(progress, f"  {tag}share {share:g} {MIXED} (one model for every attack): F1 {f1s}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results = pd.DataFrame(rows)
+    if mixed_rows:
+        pd.DataFrame(mixed_rows).to_parquet(out / "mixed.parquet", index=False)
+    else:  # one attack only: no mixed setting (and no stale file from an earlier run here)
+        (out / "mixed.parquet").unlink(missing_ok=True)
+    corpus = {**copies, "vehicles": len(veh.ids)}  # what the numbers rest on
+    _write(out, params, results, pd.DataFrame(imps, columns=["repeat", "share", "attack", "detector", "feature",
+                                                             "importance"]), corpus, pd.DataFrame(mixed_rows))
+    return results
+
+
+@dataclass(frozen=True)
+class _Sides:
+    """Which rows are train and which test: by vehicle id (and, for the day split, by day)."""
+
+    train: frozenset
+    test: frozenset
+    test_days: frozenset | None
+
+    @classmethod
+    def of(cls, train: pd.DataFrame, test: pd.DataFrame, by_day: bool) -> "_Sides":
+        models.check_disjoint(train, test, by_day)
+        days = frozenset(models._days(test).tolist()) if by_day else None
+        return cls(frozenset(train[ID].astype(str)), frozenset(test[ID].astype(str)), days)
+
+    def label(self, feats: pd.DataFrame) -> np.ndarray:
+        """Per row: 0 train, 1 test, -1 neither (the day split drops the other side's days)."""
+        ids = feats[ID].astype(str)
+        tr, te = ids.isin(self.train).to_numpy(), ids.isin(self.test).to_numpy()
+        if self.test_days is not None:
+            in_test = np.isin(models._days(feats), list(self.test_days))
+            tr, te = tr & ~in_test, te & in_test
+        return np.where(te, 1, np.where(tr, 0, -1))
+
+
+def _attack_one_bucket(b: int, work: str, veh: Any, specs: list[dict], attackers: np.ndarray,
+                       seed_key: tuple, params: config.Params, sides: _Sides, sample_share: float,
+                       run_dir: str) -> dict:
+    """Attack one bucket (one spec, or every spec at once for the mixed setting), features (only
+    attacker vehicles re-featurized), the split sides; write the rows the models need; return
+    the dropped count, the training sample and which attack each attacker ran."""
+    from wydot_lab import partitions as parts
+
+    clean = parts.read_clean(work, b)
+    if clean.empty:
+        return {"dropped": 0, "sample": None, "assigned": {}}
+    rng = np.random.default_rng(list(seed_key))
+    if len(specs) == 1:
+        attacked, assigned = parts.attack_bucket(clean, specs[0], attackers, rng, veh, work), {}
+    else:  # attacks.apply_mixed, per bucket: the draw of who runs what is over every attacker
+        mine = np.sort(np.asarray(list(attackers), dtype=object))
+        which = rng.integers(0, len(specs), size=len(mine))
+        children = rng.spawn(len(specs))
+        ids = clean[ID].astype(str).to_numpy(object)
+        attacked, assigned, first = None, {}, None
+        taken = np.zeros(len(clean), bool)
+        pieces = []
+        for k, spec in enumerate(specs):
+            these = mine[which == k]
+            a = parts.attack_bucket(clean, spec, these, children[k], veh, work)
+            first = a if first is None else first
+            rows_ = np.isin(ids, these)
+            pieces.append(a[rows_])
+            taken |= rows_
+            assigned.update(dict.fromkeys(these.tolist(), attacks.label(spec)))
+        pieces.append(first[~taken])
+        attacked = pd.concat(pieces).sort_index()
+        attacked["is_attacker"] = np.isin(attacked[ID].astype(str).to_numpy(object), mine)
+    attacked, dropped = _published(attacked, params)
+    clean_feats = pd.read_parquet(Path(work) / "feats" / f"b={b:05d}" / "part.parquet")
+    feats = parts.featurize_attacked(attacked, clean_feats, params.features.window)
+    g = veh.index(feats[ID])
+    feats[parts.POS] = veh.row_start[g] + _rank_in_vehicle(clean, feats)
+    side = sides.label(feats)
+    feats = feats[side >= 0].assign(_side=side[side >= 0])
+    feats[feats["_side"] == 1].to_parquet(Path(run_dir) / f"b={b:05d}.parquet")  # scored after the fit
+    train = feats[feats["_side"] == 0]
+    return {"dropped": dropped, "sample": _sample(train, sample_share, params.model.seed), "assigned": assigned}
+
+
+def _rank_in_vehicle(clean: pd.DataFrame, feats: pd.DataFrame) -> np.ndarray:
+    """Each feature row's position within its vehicle in the clean bucket (the index is the
+    clean bucket's row number; rows the privacy filter dropped keep the others' ranks)."""
+    ids = clean[ID].astype(str).to_numpy(object)
+    first = np.r_[True, ids[1:] != ids[:-1]] if len(ids) else np.zeros(0, bool)
+    start = np.maximum.accumulate(np.where(first, np.arange(len(ids)), 0)) if len(ids) else np.zeros(0, int)
+    idx = feats.index.to_numpy()
+    return idx - start[idx]
+
+
+def _sample(train: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
+    """The training rows a bucket contributes: all of them when the train side fits
+    `model.train_sample_rows`, else a seeded share of each vehicle's rows (its generator from the
+    model seed and the vehicle id, so the sample does not depend on the bucketing)."""
+    if share >= 1 or train.empty:
+        return train
+    keep = np.zeros(len(train), bool)
+    ids = train[ID].astype(str).to_numpy(object)
+    for vid in pd.unique(ids):
+        where = np.flatnonzero(ids == vid)
+        k = int(math.ceil(share * len(where)))
+        rng = np.random.default_rng([seed, zlib.crc32(str(vid).encode())])
+        keep[rng.choice(where, size=k, replace=False)] = True
+    return train[keep]
+
+
+def _score_one_bucket(b: int, run_dir: str, dets: dict, assigned: dict, subsets: list[str], key: dict,
+                      scores_to: str | None) -> dict:
+    """Score the bucket's test rows with every detector; write them; return per detector and
+    subset the exact summaries the metrics are computed from (score histogram, vehicle rows)."""
+    f = Path(run_dir) / f"b={b:05d}.parquet"
+    if not f.exists():
+        return {}
+    feats = pd.read_parquet(f)
+    test = feats[feats["_side"] == 1]
+    if test.empty:
+        return {}
+    kind = np.full(len(test), attacks.GENUINE, dtype=object)  # which attack each row's vehicle ran (mixed)
+    where = pd.Index(list(assigned), dtype=object).get_indexer(test[ID].astype(str).to_numpy(object))
+    kind[where >= 0] = np.asarray(list(assigned.values()), dtype=object)[where[where >= 0]]
+    out, frames_ = {}, []
+    for det_name, det in dets.items():
+        score = det.score(test)
+        frames_.append(pd.DataFrame({**key, "detector": det_name, ID: test[ID].to_numpy(), TIME: test[TIME].to_numpy(),
+                                     "is_attack": test["is_attack"].to_numpy(bool),
+                                     "is_attack_cond": test["is_attack_cond"].to_numpy(bool), "score": score}))
+        for lab in subsets:
+            keep = np.ones(len(test), bool) if lab in (None, MIXED) else (kind == lab) | (kind == attacks.GENUINE)
+            out[(det_name, lab)] = _summary(test[keep], score[keep], det)
+    if scores_to is not None:  # every test message's score (per attack; the mixed setting writes none)
+        pd.concat(frames_, ignore_index=True).to_parquet(f"{scores_to}-b={b:05d}.parquet", index=False)
+    return out
+
+
+def _summary(test: pd.DataFrame, score: np.ndarray, det: Any) -> dict:
+    y = test["is_attack"].to_numpy(bool)
+    cond = test["is_attack_cond"].to_numpy(bool)
+    keep = cond | ~y
+    pred = det.decide(score)
+    ids = test[ID].astype(str).to_numpy()
+    veh = pd.DataFrame({"id": ids, "y": y, "p": np.asarray(pred, float), "s": np.asarray(score, float)}).groupby(
+        "id", sort=True).agg(y=("y", "any"), p=("p", "mean"), s=("s", "mean"))
+
+    def hist(yy: np.ndarray, ss: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"score": ss, "y": yy}).groupby(["score", "y"], sort=False).size().rename("w").reset_index()
+
+    return {"message": hist(y, score), "message_cond": hist(cond[keep], score[keep]), "vehicle": veh.reset_index(),
+            "held": np.array([len(test), int(veh["y"].sum()), int(y.sum())])}
+
+
+def weighted_metrics(y: np.ndarray, score: np.ndarray, w: np.ndarray, decide: Callable) -> dict[str, float]:
+    """`models.binary_metrics` from a histogram: distinct (score, label) pairs with their counts.
+    The same numbers bit for bit (scikit-learn with the counts as sample weights; PR-AUC from
+    the exact precision-recall curve), memory in distinct scores, not messages."""
+    from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support
+
+    y, w = np.asarray(y, bool), np.asarray(w, float)
+    n = int(w.sum())
+    if not n:
+        return models.binary_metrics(np.zeros(0, bool), np.zeros(0, bool), np.zeros(0))
+    pred = np.asarray(decide(score), bool)
+    p, r, f, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=np.nan, sample_weight=w)
+    pos = int(w[y].sum())
+    if not pos:
+        r = f = np.nan
+    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[False, True], sample_weight=w).ravel()
+    ap = float(average_precision_score(y, score, sample_weight=w)) if 0 < pos < n else float("nan")
+    return {"precision": float(p), "recall": float(r), "f1": float(f), "pr_auc": ap,
+            "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp), "n": n}
+
+
+class _Runner:
+    """One attack setting (one spec, or all of them: mixed) of one share, bucket by bucket."""
+
+    def __init__(self, params: config.Params, out: Path, work: str, nb: int, veh: Any, sched: Any,
+                 progress: Progress):
+        self.params, self.out, self.work, self.nb, self.veh = params, out, work, nb, veh
+        self.sched, self.progress, self.n = sched, progress, 0
+        self.rows = [int(veh.rows[veh.bucket == b].sum()) for b in range(nb)]  # records per bucket
+
+    def one(self, p: config.Params, rep: int, share: float, lab: str, specs: list[dict], attackers: np.ndarray,
+            sides: _Sides, base: dict, save: dict | None) -> tuple[list[dict], list[dict]]:
+        import dask
+
+        self.n += 1
+        run_dir = Path(self.work) / "runs" / f"{self.n:04d}"
+        run_dir.mkdir(parents=True)
+        m = p.model
+        n_train = int(self.veh.rows[np.isin(self.veh.ids, list(sides.train))].sum())
+        share_rows = min(1.0, m.train_sample_rows / max(n_train, 1))
+        seed_key = (p.attacks.seed, zlib.crc32(lab.encode()), int(round(share * 1e6)))
+        shared = [dask.delayed(x, pure=True) for x in (self.veh, attackers, self.params, sides)]  # once per graph
+        res = _compute([dask.delayed(_attack_one_bucket)(b, self.work, shared[0], specs, shared[1], seed_key, shared[2],
+                                                         shared[3], share_rows, str(run_dir)) for b in range(self.nb)],
+                       self.sched, f"attack {lab} + features", self.progress, self.rows)
+        dropped = int(sum(r["dropped"] for r in res))
+        assigned = {k: v for r in res for k, v in r["assigned"].items()}
+        samples = [r["sample"] for r in res if r["sample"] is not None and len(r["sample"])]
+        train = pd.concat(samples).sort_values(_POS_COL, kind="stable") if samples else None
+        if train is None:
+            raise ValueError(f"experiment: no training rows for {lab} at share {share:g}")
+        dets, imps = {}, []
+        for det_name in m.detectors:
+            det = models.make_detector(det_name, m).fit(train, train["is_attack"].to_numpy(bool))
+            dets[det_name] = det
+            if len(specs) == 1:
+                for feat, v in (det.importances() if hasattr(det, "importances") else {}).items():
+                    imps.append({"repeat": rep, "share": share, "attack": lab, "detector": det_name,
+                                 "feature": feat, "importance": v})
+            if save is not None:
+                models.save_model(det, self.out / "models" / f"{lab}__{det_name}.joblib",
+                                  {**save, "params": config.to_dict(self.params)})
+        subsets = [lab] if len(specs) == 1 else [MIXED] + [attacks.label(s) for s in specs]
+        key = {"repeat": rep, "share": share, "attack": lab}
+        scores_to = str(self.out / "scores.parquet" / f"run{self.n:04d}") if len(specs) == 1 else None
+        dets_ = dask.delayed(dets, pure=True)
+        summ = _compute([dask.delayed(_score_one_bucket)(b, str(run_dir), dets_, assigned, subsets, key, scores_to)
+                         for b in range(self.nb)], self.sched, f"score {lab}", self.progress, self.rows)
+        rows = []
+        for det_name in m.detectors:
+            for sub in subsets:
+                got = [s[(det_name, sub)] for s in summ if (det_name, sub) in s]
+                rows += _rows_from(base, len(specs) > 1, sub, det_name, dets[det_name], got, dropped, len(train))
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return rows, imps
+
+
+_POS_COL = "_gpos"
+
+
+def _rows_from(base: dict, mixed: bool, sub: str, det_name: str, det: Any, got: list[dict], dropped: int,
+               n_train: int) -> list[dict]:
+    """Results rows (one per level) from the buckets' summaries, in `run_in_memory`'s column order."""
+    held = np.sum([g["held"] for g in got], axis=0) if got else np.zeros(3, int)
+    res = {}
+    for level in ("message", "message_cond"):
+        h = (pd.concat([g[level] for g in got]).groupby(["score", "y"], sort=False)["w"].sum().reset_index()
+             if got else pd.DataFrame({"score": [], "y": [], "w": []}))
+        res[level] = weighted_metrics(h["y"].to_numpy(bool), h["score"].to_numpy(float), h["w"].to_numpy(float),
+                                      det.decide)
+    v = pd.concat([g["vehicle"] for g in got]).sort_values("id") if got else pd.DataFrame({"y": [], "p": [], "s": []})
+    res["vehicle"] = models.binary_metrics(v["y"].to_numpy(bool), (v["p"] >= models.VEHICLE_SHARE).to_numpy(),
+                                           v["s"].to_numpy(float))
+    head = ({**base, "attack": sub, "detector": det_name, "dropped_by_privacy_filter": dropped, "n_train": n_train}
+            if mixed else {**base, "dropped_by_privacy_filter": dropped, "n_train": n_train, "detector": det_name})
+    row = {**head, "n_test": int(held[0]), "test_attackers": int(held[1]), "test_attacked_messages": int(held[2])}
+    return [{**row, "level": level, **{k: res[level][k] for k in METRICS}} for level in LEVELS]
+
+
+def run_in_memory(params: config.Params, out_dir: str | Path, progress: Progress = None,
+                  table: pa.Table | None = None) -> pd.DataFrame:
+    """The reference path: the whole range in one pandas frame (small corpora only; `run` is the
+    out-of-core path and must give the same numbers, tests/test_partitions.py checks it)."""
     out = Path(out_dir)
     shutil.rmtree(out / "models", ignore_errors=True)  # a reused --out keeps no model of an earlier run
     (out / "models").mkdir(parents=True, exist_ok=True)

@@ -183,11 +183,13 @@ def first_crumbs(series: pd.Series, k: int) -> dict[str, np.ndarray]:
 
 
 def shift_crumbs(series: pd.Series, dlat: np.ndarray, dlon: np.ndarray, rows: np.ndarray,
-                 decimals: int = 7, full_age_s: np.ndarray | None = None) -> pd.Series:
+                 decimals: int = 7, full_age_s: np.ndarray | None = None, extrapolate: bool = False) -> pd.Series:
     """Add (dlat, dlon) degrees to every crumb offset of the rows where `rows` is True.
 
     full_age_s (per row): a crumb younger than that gets the share age / full_age_s of the
-    shift (a path interpolated from the current position), older ones all of it.
+    shift (a path interpolated from the current position), older ones all of it, or with
+    `extrapolate` the same share beyond 1 (one straight line through both ends, so a path
+    sampled at full_age_s between two crumbs lands on the shifted point).
     Other rows keep their bits; nulls stay null; shifted offsets are rounded to the
     1e-7 degree resolution of real crumbs so they carry no precision side channel.
     """
@@ -200,7 +202,7 @@ def shift_crumbs(series: pd.Series, dlat: np.ndarray, dlon: np.ndarray, rows: np
     if full_age_s is not None:
         age = pc.struct_field(values, "timeOffset").to_numpy(zero_copy_only=False).astype(float)
         with np.errstate(invalid="ignore", divide="ignore"):
-            share = np.clip(age / full_age_s[parents], 0.0, 1.0)
+            share = np.clip(age / full_age_s[parents], 0.0, np.inf if extrapolate else 1.0)
         share[np.isnan(share)] = 1.0
     children = []
     for f in CRUMB:

@@ -79,7 +79,7 @@ def flag_rates(rates: pd.Series):
 
 def confusion_matrices(msg: pd.DataFrame, detectors: list[str], share: float):
     """Message-level confusion counts per detector, summed over the attacks of `msg`."""
-    fig = _figure(3.4 * len(detectors), 3.6)
+    fig = _figure(3.4 * len(detectors), 4.2)
     for i, det in enumerate(detectors):
         r = msg[msg["detector"] == det][["tn", "fp", "fn", "tp"]].sum()
         cm = np.array([[r["tn"], r["fp"]], [r["fn"], r["tp"]]])

@@ -39,6 +39,14 @@ Semantics
   do but the accuracy ellipse (semi-axes 0.01 m, orientation 0.0001 deg in the v6 corpus):
   `j2735_grid` (on for v9 unless set) puts it on J2735's 0.05 m and 360/65535 deg steps, and
   then any version writes the same numbers, so v6 and v9 corpora of one seed ingest alike.
+- `realism` (config.RealismParams, off unless asked; on in params/default.yaml; numbers and
+  sources in docs/SYNTHETIC.md): a drifting GNSS bias (closed-form Gauss-Markov per vehicle)
+  that the crumbs share, semiMajor from the vehicle's error (12.7 cap, unavailable), heading
+  and yaw noise, slowdowns and stops by a time-warped clock (records under the privacy floor
+  dropped), ramps / rest areas off the line, runs of irregular length with lost messages and
+  jittered timestamps, rxMsg copies logged by a receiver in range, optional id rotation. Its
+  draws come from its own generators ((seed, 4) per vehicle, (seed, 3, hour, block)), so
+  with it off the bytes are the clean corpus's.
 - Bytes are a pure function of the parameters: all randomness comes from
   numpy Generators seeded by (seed, hour, block); no clock, no uuid4, no hash order.
 
@@ -65,7 +73,7 @@ import pandas as pd
 import pyarrow as pa
 
 from wydot_lab import geo, ingest, layout
-from wydot_lab.config import SynthParams
+from wydot_lab.config import RealismParams, SynthParams
 from wydot_lab.frames import CRUMB_SIGN, PRIVACY_MPS
 from wydot_lab.schema import BSM_SCHEMA, CRUMB, conform
 
@@ -293,6 +301,115 @@ def _heading_true(east, s, convergence) -> np.ndarray:
     return np.mod(_lines().bearing[i] + convergence, 360.0)
 
 
+# --------------------------------------------------------------------------- realism (docs/SYNTHETIC.md)
+GM_TERMS = 8  # random Fourier terms per axis of the GNSS bias
+
+
+@dataclass(frozen=True)
+class Messy:
+    """Per-vehicle realism constants, drawn once from (seed, 4); `p` the params they follow."""
+
+    p: RealismParams
+    sd: np.ndarray  # m, GNSS bias sd per axis
+    gm_w: np.ndarray  # (V, 2, GM_TERMS) rad/s
+    gm_phase: np.ndarray  # (V, 2, GM_TERMS)
+    dip_period: np.ndarray  # s, one slowdown per period
+    dip_phase: np.ndarray  # s
+    dip_depth: np.ndarray  # share of the speed lost at the bottom (1 = a full stop)
+    dip_ramp: np.ndarray  # s, braking (and accelerating) time
+    dip_hold: np.ndarray  # s at the bottom
+    id_phase_ms: np.ndarray  # temporary-id rotation offset
+
+
+@functools.lru_cache(maxsize=4)
+def make_messy(vehicles: int, seed: int, p: RealismParams) -> Messy | None:
+    """None when realism is off. A separate generator: the clean corpus's draws never move."""
+    if not p.enabled:
+        return None
+    rng = np.random.default_rng([seed, 4])
+    poor = rng.random(vehicles) < p.poor_fix_share
+    sd = np.where(poor, rng.uniform(8.0, 14.0, vehicles), rng.uniform(*p.gnss_sd_m, vehicles))
+    tau = rng.uniform(*p.gnss_tau_s, vehicles)
+    # Cauchy frequencies / tau: the terms' mean autocorrelation is exp(-|dt| / tau), a
+    # Gauss-Markov (AR(1)) process in closed form, so crumbs seconds apart share it
+    w = np.minimum(np.abs(rng.standard_cauchy((vehicles, 2, GM_TERMS))) / tau[:, None, None], np.pi / 2)
+    phase = rng.uniform(0, 2 * np.pi, (vehicles, 2, GM_TERMS))
+    stop = rng.random(vehicles) < p.stop_share
+    return Messy(p, sd, w, phase, rng.uniform(*p.slowdown_every_s, vehicles), rng.uniform(0, 1e5, vehicles),
+                 np.where(stop, 1.0, rng.uniform(0.3, 0.85, vehicles)), rng.uniform(40.0, 200.0, vehicles),
+                 rng.uniform(20.0, 240.0, vehicles), rng.integers(0, 10**9, vehicles))
+
+
+def gnss_bias(m: Messy, v: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(east, north) m of the drifting GNSS error of vehicles v at seconds t_s (any shape whose
+    first axis v indexes): a closed-form function of time, so crumbs and messages share it."""
+    extra = (slice(None), *(None,) * (t_s.ndim - 1))
+    amp = (m.sd * np.sqrt(2.0 / GM_TERMS))[v][extra]
+    out = []
+    for axis in (0, 1):
+        arg = m.gm_w[v, axis][extra] * (t_s[..., None] - 1.6e9) + m.gm_phase[v, axis][extra]
+        out.append(amp * np.cos(arg).sum(-1))
+    return out[0], out[1]
+
+
+def _ramp_q(u):
+    return np.where(u < 0, 0.0, np.where(u < 1, 0.5 * u * u, u - 0.5))
+
+
+def warp_clock(m: Messy, v: np.ndarray, t_s: np.ndarray):
+    """(progress clock tau, slowdown D in [0, 1], dD/dt) of vehicles v at t_s: the vehicle
+    advances at (1 - D) of its free-flow speed, D a trapezoid (brake, hold, accelerate) once per
+    period; tau = t - integral of D is closed form, so odometer(tau) stays exact."""
+    extra = (slice(None), *(None,) * (t_s.ndim - 1))
+    per, a, r, h = (x[v][extra] for x in (m.dip_period, m.dip_depth, m.dip_ramp, m.dip_hold))
+    k = np.floor((t_s - m.dip_phase[v][extra]) / per)
+    x = t_s - m.dip_phase[v][extra] - k * per
+    d = a * (np.clip(x / r, 0, 1) - np.clip((x - r - h) / r, 0, 1))
+    lost = k * a * (r + h) + a * r * (_ramp_q(x / r) - _ramp_q((x - r - h) / r))
+    dd = a / r * (((x >= 0) & (x < r)).astype(float) - ((x >= r + h) & (x < 2 * r + h)))
+    return t_s - lost, d, dd
+
+
+def _hex8(ids: np.ndarray) -> np.ndarray:
+    """uint32 -> S8 upper-case hex, vectorised."""
+    hexd = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
+    nib = (ids.astype(np.uint64)[:, None] >> np.arange(28, -1, -4, dtype=np.uint64)) & 15
+    return np.ascontiguousarray(hexd[nib.astype(np.int64)]).view("S8").ravel()
+
+
+def rotated_ids(fleet: Fleet, m: Messy, v: np.ndarray, t_ms: np.ndarray) -> np.ndarray:
+    """Temporary ids: each vehicle's id changes every `id_rotation_s` (J2735 allows it for privacy)."""
+    base = np.array([int(x, 16) for x in fleet.ids], dtype=np.uint64)[v]
+    epoch = ((t_ms + m.id_phase_ms[v]) // int(m.p.id_rotation_s * 1000)).astype(np.uint64)
+    mixed = (base ^ (epoch * np.uint64(2654435761))) & np.uint64(0xFFFFFFFF)
+    return _hex8(mixed)
+
+
+def _ramp_runs(rng, m: Messy, nwin: int, sizes: np.ndarray):
+    """Per run: on a ramp? joining (else leaving), lateral offset O, length L, message at the gore."""
+    p = m.p
+    ramp = rng.random(nwin) < p.ramp_share
+    join = rng.random(nwin) < 0.5
+    off = rng.uniform(*p.ramp_offset_m, nwin)
+    length = rng.uniform(*p.ramp_length_m, nwin)
+    gore = np.minimum((rng.random(nwin) * np.minimum(sizes, 4)).astype(np.int64), sizes - 1)
+    gore = np.where(join, gore, sizes - 1 - gore)
+    return ramp, join, np.where(ramp, off, 0.0), length, gore
+
+
+def ramp_offset(ramp, join, off, length, gore_odo, w: np.ndarray, odo: np.ndarray):
+    """(metres right of the lane, slope d offset / d odometer, its derivative) of a run on a ramp:
+    O * z^2, z the distance before the gore (joining) or after it (leaving) over L, capped at
+    1 (a rest area or frontage road parallel to I-80)."""
+    extra = (slice(None), *(None,) * (odo.ndim - 1))
+    j, o, ln, g = (x[w][extra] for x in (join, off, length, gore_odo))
+    d = np.where(j, g - odo, odo - g)
+    z = np.clip(d / ln, 0, 1)
+    inside = (d > 0) & (d < ln)
+    slope = np.where(inside, np.where(j, -1, 1) * 2 * o * z / ln, 0.0)
+    return o * z * z, slope, np.where(inside, 2 * o / ln**2, 0.0)
+
+
 # --------------------------------------------------------------------------- one block of messages
 @dataclass
 class Block:
@@ -305,8 +422,11 @@ class Block:
     objects: list  # (relative key, row start, row stop)
 
 
-def _windows(hour_ms: int, fleet: Fleet, period: int, records_per_hour: int | None, rng, block: int, blocks: int):
-    """(vehicle, first grid index k0, size) of the runs observed in this hour/block."""
+def _windows(hour_ms: int, fleet: Fleet, period: int, records_per_hour: int | None, rng, block: int, blocks: int,
+             messy: Messy | None = None):
+    """(vehicle, first grid index k0, size) of the runs observed in this hour/block; with
+    `messy`, runs of irregular length (uniform in realism.run_length) adding up to the hour's
+    records."""
     nveh = len(fleet.ids)
     if records_per_hour is None:
         veh = np.array_split(np.arange(nveh), blocks)[block]
@@ -318,6 +438,15 @@ def _windows(hour_ms: int, fleet: Fleet, period: int, records_per_hour: int | No
     nwin = -(-records_per_hour // size)
     sizes = np.full(nwin, size)
     sizes[-1] = records_per_hour - size * (nwin - 1)
+    if messy is not None:
+        lo, hi = messy.p.run_length
+        lo, hi = min(lo, fit), min(hi, fit)
+        sizes = rng.integers(lo, hi + 1, -(-records_per_hour // lo) + 1)  # enough to add up to the hour's records
+        nwin = int(np.searchsorted(np.cumsum(sizes), records_per_hour)) + 1
+        sizes = sizes[:nwin]
+        sizes[-1] -= int(sizes.sum()) - records_per_hour
+        if nwin > nveh:
+            raise ValueError(f"{records_per_hour} records/hour needs {nwin} runs but only {nveh} vehicles")
     if nwin > nveh:
         raise ValueError(f"{records_per_hour} records/hour needs {nwin} runs of {size} but only {nveh} vehicles")
     veh = rng.choice(nveh, nwin, replace=False)
@@ -328,10 +457,10 @@ def _windows(hour_ms: int, fleet: Fleet, period: int, records_per_hour: int | No
 
 
 def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, records_per_hour: int | None,
-                   block: int = 0, blocks: int = 1, j2735_grid: bool = False) -> Block:
+                   block: int = 0, blocks: int = 1, j2735_grid: bool = False, messy: Messy | None = None) -> Block:
     period = _period_ms(rate_hz)
     rng = np.random.default_rng([seed, 1, hour_ms // HOUR_MS, block])
-    veh, k0, sizes = _windows(hour_ms, fleet, period, records_per_hour, rng, block, blocks)
+    veh, k0, sizes = _windows(hour_ms, fleet, period, records_per_hour, rng, block, blocks, messy)
     keep = sizes > 0
     veh, k0, sizes = veh[keep], k0[keep], sizes[keep]
     nwin = len(veh)
@@ -340,6 +469,10 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
     v = veh[win]
     k = k0[win] + rec
     t_ms = fleet.tx_phase_ms[v] + k * period
+    if messy is not None:  # the realism draws come from their own generator
+        mrng = np.random.default_rng([seed, 3, hour_ms // HOUR_MS, block])
+        jit = messy.p.jitter_ms
+        t_ms = t_ms + np.clip(np.rint(mrng.normal(0, 1, len(t_ms)) * jit), -3 * jit, 3 * jit).astype(np.int64)
     # objects: runs (or vehicle blocks) split into up to OBJECTS_PER_HOUR files by start time
     order_w = np.argsort(t_ms[np.cumsum(sizes) - sizes], kind="stable")
     nobj = max(1, min(OBJECTS_PER_HOUR if records_per_hour else 1, nwin))
@@ -351,36 +484,78 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
     n = len(t_ms)
 
     t_s = t_ms / 1000.0
-    odo, speed, accel = kinematics(fleet, v, t_s)
+    if messy is None:
+        odo, speed, accel = kinematics(fleet, v, t_s)
+        extra_off = 0.0
+    else:
+        tau, dip, ddip = warp_clock(messy, v, t_s)
+        odo, free, free_acc = kinematics(fleet, v, tau)
+        speed = free * (1 - dip)
+        accel = free_acc * (1 - dip) ** 2 - free * ddip
+        ramp, join, r_off, r_len, gore = _ramp_runs(mrng, messy, nwin, sizes)
+        at_gore = rec == gore[win]
+        gore_odo = np.zeros(nwin)
+        gore_odo[win[at_gore]] = odo[at_gore]
+        extra_off, slope, dslope = ramp_offset(ramp, join, r_off, r_len, gore_odo, win, odo)
+        along = np.sqrt(1 + slope**2)
+        speed, accel = speed * along, accel * along  # what the vehicle's own sensors read on the ramp
+        # messages lost on the air, and those the publisher's privacy filter drops
+        rep_speed = np.round(speed / 0.02) * 0.02
+        kept = ((mrng.random(len(t_ms)) >= messy.p.drop_share)
+                & (rep_speed >= PRIVACY_MPS[0]) & (rep_speed <= PRIVACY_MPS[1]))
+        win, v, k, t_ms, t_s, tau, odo, speed, accel, extra_off, slope, dslope = (
+            x[kept] for x in (win, v, k, t_ms, t_s, tau, odo, speed, accel, extra_off, slope, dslope))
+        sizes = np.bincount(win, minlength=nwin)
+        by_win = np.argsort(win, kind="stable")  # rows of a run are in time order already
+        rec = np.empty(len(win), np.int64)
+        rec[by_win] = np.arange(len(win)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        n = len(t_ms)
     east, s = place(odo)
     i, frac = _locate(east, s)
-    tlat, tlon, lane_e, lane_n = _to_the_right(i, *_latlon(i, frac), lane_offset_m(fleet, v, t_s))
+    tlat, tlon, lane_e, lane_n = _to_the_right(i, *_latlon(i, frac), lane_offset_m(fleet, v, t_s) + extra_off)
     ln = _lines()
     tx, ty = ln.x[i] + frac * ln.ux[i] + lane_e, ln.y[i] + frac * ln.uy[i] + lane_n
     conv = geo.convergence_deg(tlon)
     heading = np.mod(ln.bearing[i] + conv, 360.0)
+    if messy is not None:  # the ramp's own direction, then GNSS heading noise that grows as the speed falls
+        h_sd = np.minimum(messy.p.heading_sd_deg + 15.0 / np.maximum(speed, 0.5), 30.0)
+        heading = np.mod(heading + np.degrees(np.arctan(slope)) + mrng.normal(0, 1, n) * h_sd, 360.0)
     # curvature from the heading change over +-15 m -> yaw rate, lateral acceleration, radius
     ahead = _heading_true(east, np.minimum(s + 15.0, np.where(east, *ln.length)), conv)
     behind = _heading_true(east, np.maximum(s - 15.0, 0.0), conv)
     kappa = np.radians(np.mod(ahead - behind + 180.0, 360.0) - 180.0) / 30.0  # 1/m, + = right turn
     yaw = np.degrees(kappa * speed)
+    if messy is not None:  # the ramp's curve, plus the gyro's noise
+        yaw = yaw + np.degrees(dslope / (1 + slope**2)) * speed + mrng.normal(0, 0.3, n)
     accel_lat = speed**2 * kappa
     radius = np.where(np.abs(kappa) > 1 / 2000.0, 1.0 / np.where(kappa == 0, 1.0, kappa), 0.0)
     elev = elevation_m(tlon, odo)
 
-    # GPS noise along the error ellipse, clipped so the point stays within 15 m of the line
-    semi_major = np.round(rng.uniform(1.5, 4.0, n), 2)
-    semi_minor = np.round(semi_major * rng.uniform(0.55, 1.0, n), 2)
-    orient = np.round(rng.uniform(0, 360.0, n), 4)
+    if messy is None:  # GPS noise along the error ellipse, clipped so the point stays within 15 m of the line
+        semi_major = np.round(rng.uniform(1.5, 4.0, n), 2)
+        semi_minor = np.round(semi_major * rng.uniform(0.55, 1.0, n), 2)
+        orient = np.round(rng.uniform(0, 360.0, n), 4)
+    else:  # the run's receiver reports its accuracy from its own sd: 12.7 caps it, some say unavailable
+        wr = lambda a: a[win]  # noqa: E731  per run -> per message
+        sm = np.minimum(np.rint(messy.sd[veh] * mrng.uniform(0.8, 1.5, nwin) * 20) / 20, 12.7)
+        na = mrng.random(nwin) < messy.p.accuracy_unavailable_share
+        semi_major = wr(np.where(na, np.nan, sm))
+        semi_minor = wr(np.where(na, np.nan, np.rint(sm * mrng.uniform(0.6, 1.0, nwin) * 20) / 20))
+        orient = wr(np.round(mrng.uniform(0, 360.0, nwin), 4))
     if j2735_grid:  # the steps J2735 can carry, as ingest reads them back (value * times / divided_by)
         semi_major, semi_minor = (np.rint(x * 20) * 5 / 100 for x in (semi_major, semi_minor))
         orient = np.minimum(np.rint(orient / ORIENT_STEP), 65534) * ORIENT_TIMES / ORIENT_DIVIDED
-    a_, b_ = rng.normal(0, 1, n) * semi_major, rng.normal(0, 1, n) * semi_minor
-    th = np.radians(orient)
-    de, dn = a_ * np.sin(th) + b_ * np.cos(th), a_ * np.cos(th) - b_ * np.sin(th)
-    mag = np.hypot(de, dn)
-    shrink = np.minimum(1.0, MAX_NOISE_M / np.where(mag > 0, mag, 1.0))
-    de, dn = de * shrink, dn * shrink
+    if messy is None:
+        a_, b_ = rng.normal(0, 1, n) * semi_major, rng.normal(0, 1, n) * semi_minor
+        th = np.radians(orient)
+        de, dn = a_ * np.sin(th) + b_ * np.cos(th), a_ * np.cos(th) - b_ * np.sin(th)
+        mag = np.hypot(de, dn)
+        shrink = np.minimum(1.0, MAX_NOISE_M / np.where(mag > 0, mag, 1.0))
+        de, dn = de * shrink, dn * shrink
+    else:  # the drifting bias (shared with the crumbs) plus white jitter
+        de, dn = gnss_bias(messy, v, t_s)
+        de = de + mrng.normal(0, messy.p.gnss_white_m, n)
+        dn = dn + mrng.normal(0, messy.p.gnss_white_m, n)
     m_per_deg_lat, m_per_deg_lon = _m_per_deg(tlat)
     lat = np.round(tlat + dn / m_per_deg_lat, 7)
     lon = np.round(tlon + de / m_per_deg_lon, 7)
@@ -391,10 +566,20 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
     c_time = np.round(np.cumsum(gaps, 1) / gaps.sum(1, keepdims=True) * span * rng.uniform(0.9, 1.0, (n, 1)), 2)
     c_time = np.maximum(c_time, 0.01 * np.arange(1, CRUMBS + 1))
     p_t = t_s[:, None] - c_time
-    p_odo = _odometer(fleet, v, p_t).ravel()
+    if messy is None:
+        p_odo = _odometer(fleet, v, p_t).ravel()
+        p_extra = 0.0
+    else:
+        p_odo2 = _odometer(fleet, v, warp_clock(messy, v, p_t)[0])
+        p_extra = ramp_offset(ramp, join, r_off, r_len, gore_odo, win, p_odo2)[0].ravel()
+        p_odo = p_odo2.ravel()
     p_i, p_frac = _locate(*place(p_odo))
     p_lat, p_lon, _, _ = _to_the_right(p_i, *_latlon(p_i, p_frac),
-                                       lane_offset_m(fleet, np.repeat(v, CRUMBS), p_t.ravel()))
+                                       lane_offset_m(fleet, np.repeat(v, CRUMBS), p_t.ravel()) + p_extra)
+    if messy is not None:  # the receiver's error of those instants: the crumbs drift with the messages
+        b_e, b_n = gnss_bias(messy, v, p_t)
+        p_mlat, p_mlon = _m_per_deg(p_lat)
+        p_lat, p_lon = p_lat + b_n.ravel() / p_mlat, p_lon + b_e.ravel() / p_mlon
     p_elev = elevation_m(p_lon, p_odo)
     elev_r = np.round(elev, 1)
     crumbs = {  # past = reported + CRUMB_SIGN * offset, the convention of real WYDOT records
@@ -406,7 +591,8 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
 
     cols = {
         "coreData_msgCnt": (k + fleet.cnt0[v]) % 128,
-        "coreData_id": fleet.ids[v],
+        "coreData_id": (fleet.ids[v] if messy is None or messy.p.id_rotation_s is None
+                        else rotated_ids(fleet, messy, v, t_ms)),
         "coreData_secMark": t_ms % 60_000,
         "coreData_position_lat": lat,
         "coreData_position_long": lon,
@@ -431,6 +617,10 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
     delay_ms = rng.integers(2_000, 900_000, nwin)
     run_start = fleet.tx_phase_ms[veh] + k0 * period
     run_end = run_start + (sizes - 1) * period
+    if messy is not None:  # the run's first and last message kept
+        run_start, run_end = np.full(nwin, np.iinfo(np.int64).max), np.zeros(nwin, np.int64)
+        np.minimum.at(run_start, win, t_ms)
+        np.maximum.at(run_end, win, t_ms)
     lfn = np.char.add(np.char.add(np.char.add(b"bsmTx_", (run_start // 1000).astype("S10")),
                                   b"_fe80%3A%3A226%3Aadff%3Afe05%3A"), fleet.tag[veh])
     meta = {
@@ -442,11 +632,20 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
         "bundleId": bundle_id[win],
         "recordId": rec,
         "serialNumber": bundle_id[win] * sizes[win] + rec,
+        # the logger's side: its own messages (bsmTx, EV) log the sender's values as "received"
+        "recordType": np.full(n, b"bsmTx"), "bsmSource": np.full(n, b"EV"), "rxSource": np.full(n, b"NA"),
+        "rmd_lat": cols["coreData_position_lat"], "rmd_lon": cols["coreData_position_long"],
+        "rmd_elev": cols["coreData_elevation"], "rmd_speed": cols["coreData_speed"],
+        "rmd_heading": cols["coreData_heading"],
     }
     truth = {"true_lat": tlat, "true_long": tlon, "true_x": tx, "true_y": ty, "eastbound": east,
              "chainage": s, "true_speed": speed}
-    # object keys: hour folder + real-style name with the UTC time of its first record
     obj = obj_of_win[win]
+    if messy is not None and messy.p.rx_share > 0:
+        cols, crumbs, meta, truth, obj, v = _received_copies(fleet, messy, mrng, cols, crumbs, meta, truth, obj, v,
+                                                             win, rec, veh, sizes, tlat)
+        t_ms = meta["t_ms"]
+    # object keys: hour folder + real-style name with the UTC time of its first record
     bounds = np.flatnonzero(np.r_[True, obj[1:] != obj[:-1], True])
     names = rng.integers(0, 256, (len(bounds) - 1, 16), dtype=np.uint8)
     uuids = _uuid_text(names)
@@ -458,6 +657,53 @@ def simulate_block(fleet: Fleet, rate_hz: float, seed: int, hour_ms: int, record
                f"{first:%Y-%m-%d-%H-%M-%S}-{uuids[j].decode()}")
         objects.append((key, int(a), int(b)))
     return Block(cols, crumbs, meta, truth, objects)
+
+
+def _received_copies(fleet, messy, rng, cols, crumbs, meta, truth, obj, v, win, rec, veh, sizes, tlat):
+    """Copies of some runs as another connected vehicle in radio range logged them (rxMsg,
+    bsmSource RV): a stretch of the run, the same payload, the receiver's own log time (0.15-0.5 s
+    later), log file, stream and position (up to 300 m along the road, or across the median) in
+    metadata_rmd_*. Rows come back in (object, time, vehicle) order."""
+    nwin = len(sizes)
+    heard = rng.random(nwin) < messy.p.rx_share
+    recv = rng.integers(0, len(fleet.ids) - 1, nwin)
+    recv = recv + (recv >= veh)  # never the sender itself
+    a = (rng.random(nwin) * sizes).astype(np.int64)
+    b = a + 1 + (rng.random(nwin) * (sizes - a)).astype(np.int64)
+    along, opposite = rng.uniform(-300.0, 300.0, nwin), rng.random(nwin) < 0.3
+    r_speed = rng.uniform(20.0, 33.0, nwin)
+    stream, bundle = rng.integers(0, 256, (nwin, 16), dtype=np.uint8), rng.integers(1, 400, nwin)
+    src = np.flatnonzero(heard[win] & (rec >= a[win]) & (rec < b[win]))
+    w = win[src]
+    lag = rng.integers(150, 501, len(src))
+    h = np.radians(cols["coreData_heading"][src])
+    lateral = np.where(opposite[w], -25.0, 0.0)  # the other carriageway, left across the median
+    de = along[w] * np.sin(h) + lateral * np.cos(h)
+    dn = along[w] * np.cos(h) - lateral * np.sin(h)
+    m_lat, m_lon = _m_per_deg(tlat[src])
+    t_rx = meta["t_ms"][src] + lag
+    first = np.full(nwin, np.iinfo(np.int64).max)
+    np.minimum.at(first, w, t_rx)
+    lfn = np.char.add(np.char.add(np.char.add(b"rxMsg_", (np.where(heard, first, 0) // 1000).astype("S10")),
+                                  b"_fe80%3A%3A226%3Aadff%3Afe05%3A"), fleet.tag[recv])
+    size = (b - a)[w]
+    copy = {
+        "t_ms": t_rx, "received_ms": meta["received_ms"][src] + lag, "logFileName": np.char.add(lfn, b".csv")[w],
+        "streamId": _uuid_text(stream)[w], "bundleSize": size, "bundleId": bundle[w], "recordId": rec[src] - a[w],
+        "serialNumber": bundle[w] * size + rec[src] - a[w],
+        "recordType": np.full(len(src), b"rxMsg"), "bsmSource": np.full(len(src), b"RV"),
+        "rxSource": np.full(len(src), b"RV"),
+        "rmd_lat": np.round(tlat[src] + dn / m_lat, 7), "rmd_lon": np.round(truth["true_long"][src] + de / m_lon, 7),
+        "rmd_elev": meta["rmd_elev"][src], "rmd_speed": np.round(np.round(r_speed[w] / 0.02) * 0.02, 2),
+        "rmd_heading": np.round(np.mod(np.round((cols["coreData_heading"][src] + 180.0 * opposite[w]) / 0.0125)
+                                       * 0.0125, 360.0), 4),
+    }
+    order = np.lexsort((np.r_[v, v[src]], np.r_[meta["t_ms"], t_rx], np.r_[obj, obj[src]]))
+    both = lambda x, y: np.concatenate([x, y])[order]  # noqa: E731
+    idx = np.r_[np.arange(len(v)), src][order]
+    return ({k: x[idx] for k, x in cols.items()}, {k: x[idx] for k, x in crumbs.items()},
+            {k: both(meta[k], copy[k]) for k in meta}, {k: x[idx] for k, x in truth.items()},
+            both(obj, obj[src]), both(v, v[src]))
 
 
 def _uuid_text(raw: np.ndarray) -> np.ndarray:
@@ -573,6 +819,22 @@ def _num(v: np.ndarray, int_digits: int, dec: int = 0, signed: bool = True) -> l
     return [*_int_part(ip, neg, int_digits, v), b".", *frac]
 
 
+def _num_or_null(v: np.ndarray, int_digits: int, dec: int) -> list:
+    """`_num` (unsigned) with NaN written as null (an unavailable value in ODE v6..v8)."""
+    v = np.asarray(v, dtype=np.float64)
+    nan = np.isnan(v)
+    parts = _num(np.where(nan, 0.0, v), int_digits, dec, signed=False)
+    if not nan.any():
+        return parts
+    block = np.concatenate([p if isinstance(p, np.ndarray)
+                            else np.broadcast_to(np.frombuffer(p, np.uint8), (len(v), len(p))) for p in parts], axis=1)
+    if block.shape[1] < 4:
+        block = np.concatenate([np.zeros((len(v), 4 - block.shape[1]), np.uint8), block], axis=1)
+    block[nan] = 0
+    block[nan, :4] = np.frombuffer(b"null", np.uint8)
+    return [block]
+
+
 def _text(a: np.ndarray) -> np.ndarray:
     """Fixed-width bytes (numpy S, NUL-padded) -> (n, w) uint8."""
     a = np.ascontiguousarray(a)
@@ -604,13 +866,19 @@ def _decimals(c: dict) -> tuple:
             _num(c["coreData_heading"], 3, 4, signed=False))
 
 
-def _metadata_head(m: dict, lat, lon, elev, speed, heading, payload_type: str) -> list:
-    """The metadata every version writes alike, from logFileName to the odeReceivedAt text."""
+def _metadata_head(m: dict, payload_type: str) -> list:
+    """The metadata every version writes alike, from logFileName to the odeReceivedAt text; the
+    logger's "received" location block (the sender's own values in its bsmTx log, the receiver's
+    in an rxMsg copy)."""
+    lat, lon, elev, speed, heading = (_num(m["rmd_lat"], 2, 7), _num(m["rmd_lon"], 3, 7), _num(m["rmd_elev"], 4, 1),
+                                      _num(m["rmd_speed"], 2, 2, signed=False), _num(m["rmd_heading"], 3, 4, signed=False))
     return [
         b'"logFileName":"', _text(m["logFileName"]),
-        b'","recordType":"bsmTx","securityResultCode":"success","receivedMessageDetails":{"locationData":{"latitude":"',
+        b'","recordType":"', _text(m["recordType"]),
+        b'","securityResultCode":"success","receivedMessageDetails":{"locationData":{"latitude":"',
         lat, b'","longitude":"', lon, b'","elevation":"', elev, b'","speed":"', speed, b'","heading":"', heading,
-        b'"},"rxSource":"NA"},"payloadType":"us.dot.its.jpo.ode.model.%s","serialId":{"streamId":"' % payload_type.encode(),
+        b'"},"rxSource":"', _text(m["rxSource"]),
+        b'"},"payloadType":"us.dot.its.jpo.ode.model.%s","serialId":{"streamId":"' % payload_type.encode(),
         _text(m["streamId"]), b'","bundleSize":', _num(m["bundleSize"], 5, signed=False),
         b',"bundleId":', _num(m["bundleId"], 4, signed=False),
         b',"recordId":', _num(m["recordId"], 5, signed=False), b',"serialNumber":', _num(m["serialNumber"], 9, signed=False),
@@ -625,7 +893,7 @@ def _record_parts(c: dict, m: dict, cr: dict, version: int = 6, grid: bool = Fal
         return _record_parts_v9(c, m, cr)
     lat, lon, elev, speed, heading = _decimals(c)
     parts = [
-        b'{"metadata":{"bsmSource":"EV",', *_metadata_head(m, lat, lon, elev, speed, heading, "OdeBsmPayload"),
+        b'{"metadata":{"bsmSource":"', _text(m["bsmSource"]), b'",', *_metadata_head(m, "OdeBsmPayload"),
         b'","schemaVersion":%d,' % version,
         b'"maxDurationTime":0,' if version >= 7 else b"", b'"recordGeneratedAt":"', *_iso(m["t_ms"]),
         b'","recordGeneratedBy":"OBU","sanitized":false', b',"odePacketID":"","odeTimStartDateTime":""' if version >= 7 else b"",
@@ -637,8 +905,8 @@ def _record_parts(c: dict, m: dict, cr: dict, version: int = 6, grid: bool = Fal
         b',"accelLong":', _num(c["coreData_accelset_accelLong"], 2, 2),
         b',"accelVert":', _num(c["coreData_accelset_accelVert"], 1, 2),
         b',"accelYaw":', _num(c["coreData_accelset_accelYaw"], 3, 2),
-        b'},"accuracy":{"semiMajor":', _num(c["coreData_accuracy_semiMajor"], 2, 2, signed=False),
-        b',"semiMinor":', _num(c["coreData_accuracy_semiMinor"], 2, 2, signed=False),
+        b'},"accuracy":{"semiMajor":', _num_or_null(c["coreData_accuracy_semiMajor"], 2, 2),
+        b',"semiMinor":', _num_or_null(c["coreData_accuracy_semiMinor"], 2, 2),
         b',"orientation":', _num(c["coreData_accuracy_orientation"], 3, 10 if grid else 4, signed=False),
         b'},"transmission":"NEUTRAL","speed":', speed, b',"heading":', heading, b",", _BRAKES,
         b',"size":{"width":', _num(c["coreData_size_width"], 4, signed=False),
@@ -683,15 +951,17 @@ def _j2735_int(values: np.ndarray, name: str, unit: tuple[int, int, int | None])
 def _record_parts_v9(c: dict, m: dict, cr: dict) -> list:
     """One v9 bsmTx record (J2735 message frame, integer units), key order as ODE writes it."""
     units, crumb_units = ingest.J2735_UNITS, ingest.J2735_CRUMB_UNITS
-    raw = {k: _j2735_int(c[k], k, u) for k, u in units.items()}
+    raw = {k: _j2735_int(np.nan_to_num(c[k]), k, u) for k, u in units.items()}
+    for k in ("coreData_accuracy_semiMajor", "coreData_accuracy_semiMinor"):  # unavailable: J2735's 255
+        raw[k] = np.where(np.isnan(c[k]), units[k][2], raw[k])
     num = {k: _num(v, 10) for k, v in raw.items()}
     radius = c["partII_pathPrediction_radiusOfCurve"]
     radius = np.where(radius == 0, ingest.RADIUS_STRAIGHT, np.rint(radius * 10)).astype(np.int64)
     parts = [
-        b'{"metadata":{', *_metadata_head(m, *_decimals(c), "OdeMessageFramePayload"),
+        b'{"metadata":{', *_metadata_head(m, "OdeMessageFramePayload"),
         b'","schemaVersion":9,"maxDurationTime":0,"recordGeneratedAt":"',
         *_iso(m["t_ms"]), b'","recordGeneratedBy":"OBU","sanitized":false,"odePacketID":"","odeTimStartDateTime":"",'
-        b'"source":"EV"},"payload":{"data":{"messageId":20,"value":{"BasicSafetyMessage":{"coreData":{"msgCnt":',
+        b'"source":"', _text(m["bsmSource"]), b'"},"payload":{"data":{"messageId":20,"value":{"BasicSafetyMessage":{"coreData":{"msgCnt":',
         _num(c["coreData_msgCnt"], 3, signed=False), b',"id":"', _text(c["coreData_id"]),
         b'","secMark":', _num(c["coreData_secMark"], 5, signed=False), b',"lat":', num["coreData_position_lat"],
         b',"long":', num["coreData_position_long"], b',"elev":', num["coreData_elevation"],
@@ -830,9 +1100,9 @@ def _tim(rec: bytes, u: float) -> bytes:
     metadata of `rec`: ingest files it under non-BSM type `TravelerInformation`."""
     md = rec[:rec.index(b',"payload":')]
     v9 = _is_v9(rec)  # v9 has no bsmSource (its `source` stays) and one payloadType for every frame
-    for old, new in ((rb'"bsmSource":"EV",', b""), (rb'"logFileName":"bsmTx_', b'"logFileName":"dnMsg_'),
-                     (rb'"recordType":"bsmTx"', b'"recordType":"dnMsg"'), (rb"OdeBsmPayload", b"OdeTimPayload")):
-        if not (v9 and old in (rb'"bsmSource":"EV",', rb"OdeBsmPayload")):
+    for old, new in ((rb'"bsmSource":"[ER]V",', b""), (rb'"logFileName":"(?:bsmTx|rxMsg)_', b'"logFileName":"dnMsg_'),
+                     (rb'"recordType":"(?:bsmTx|rxMsg)"', b'"recordType":"dnMsg"'), (rb"OdeBsmPayload", b"OdeTimPayload")):
+        if not (v9 and old in (rb'"bsmSource":"[ER]V",', rb"OdeBsmPayload")):
             md = _sub1(old, new, md)
     _, t = _generated_at(rec)
     minute = int((t - dt.datetime(t.year, 1, 1)).total_seconds() // 60)  # J2735 MinuteOfTheYear
@@ -935,9 +1205,9 @@ def to_table(b: Block, bad: Defects = _NO_DEFECTS, version: int = 6) -> pa.Table
         "metadata_generatedAt": ts,
         "metadata_receivedAt": pa.array(m["received_ms"], pa.timestamp("ms", tz="UTC")),
         "metadata_generatedAt_source": pa.array(np.full(n, "recordGeneratedAt")),
-        "metadata_recordType": pa.array(np.full(n, "bsmTx")),
+        "metadata_recordType": pa.array(m["recordType"].astype(str)),
         "metadata_schemaVersion": pa.array(np.full(n, version, dtype=np.int8)),
-        "metadata_bsmSource": pa.array(np.full(n, "EV")),
+        "metadata_bsmSource": pa.array(m["bsmSource"].astype(str)),
         "metadata_sanitized": pa.array(np.zeros(n, dtype=bool)),
         "metadata_logFileName": pa.array(m["logFileName"].astype(str)),
         "metadata_securityResultCode": pa.array(np.full(n, "success")),
@@ -949,13 +1219,13 @@ def to_table(b: Block, bad: Defects = _NO_DEFECTS, version: int = 6) -> pa.Table
         "metadata_serialId_bundleId": m["bundleId"],
         "metadata_serialId_recordId": m["recordId"],
         "metadata_serialId_serialNumber": m["serialNumber"],
-        "metadata_rmd_latitude": c["coreData_position_lat"],
-        "metadata_rmd_longitude": c["coreData_position_long"],
-        "metadata_rmd_elevation": c["coreData_elevation"],
-        "metadata_rmd_speed": c["coreData_speed"],
-        "metadata_rmd_heading": c["coreData_heading"],
-        "metadata_rmd_rxSource": pa.array(np.full(n, "NA")),
-        **{k: (pa.array(v.astype(str)) if k == "coreData_id" else v) for k, v in c.items()},
+        "metadata_rmd_latitude": m["rmd_lat"],
+        "metadata_rmd_longitude": m["rmd_lon"],
+        "metadata_rmd_elevation": m["rmd_elev"],
+        "metadata_rmd_speed": m["rmd_speed"],
+        "metadata_rmd_heading": m["rmd_heading"],
+        "metadata_rmd_rxSource": pa.array(m["rxSource"].astype(str)),
+        **{k: (pa.array(v.astype(str)) if k == "coreData_id" else pa.array(v, from_pandas=True)) for k, v in c.items()},
         "coreData_transmission": pa.array(np.full(n, "NEUTRAL")),
         "coreData_brakes_wheelBrakes_leftFront": np.zeros(n, dtype=bool),
         "coreData_brakes_wheelBrakes_rightFront": np.zeros(n, dtype=bool),
@@ -985,23 +1255,25 @@ def _units(vehicles: int, rate_hz: float, records_per_hour: int | None, hours: l
     return [(h, b, blocks) for h in hours for b in range(blocks)]
 
 
-def _simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour, defect_share, grid=False):
+def _simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour, defect_share, grid=False, realism=None):
     fleet = make_fleet(vehicles, rate_hz, seed)
+    messy = make_messy(vehicles, seed, realism or RealismParams())
     for h, b, nb in _units(vehicles, rate_hz, records_per_hour, _hours(start, days)):
-        blk = simulate_block(fleet, rate_hz, seed, h, records_per_hour, b, nb, grid)
+        blk = simulate_block(fleet, rate_hz, seed, h, records_per_hour, b, nb, grid, messy)
         yield blk, plan_defects(seed, h, b, blk.objects, defect_share)
 
 
 def generate(start, days: int = 1, vehicles: int = 100, rate_hz: float = 0.1, seed: int = 7,
              records_per_hour: int | None = None, truth: bool = False, defect_share: float = 0.0,
-             schema_version: int = 6, j2735_grid: bool | None = None):
+             schema_version: int = 6, j2735_grid: bool | None = None, realism: RealismParams | dict | None = None):
     """The corpus in memory as one BSM_SCHEMA table of its valid records (rows as written,
     `source_object` = the relative key); with truth=True also a DataFrame of the true
     positions, row-aligned. `defect_share` adds no rows: it only moves `source_line` past the
     defect lines `write_corpus` writes in between."""
     sp = SynthParams(records_per_hour=records_per_hour, defect_share=defect_share,  # the params' bounds, one copy
-                     schema_version=schema_version, j2735_grid=j2735_grid)
-    units = list(_simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour, defect_share, sp.grid))
+                     schema_version=schema_version, j2735_grid=j2735_grid, realism=realism or {})
+    units = list(_simulate_units(start, days, vehicles, rate_hz, seed, records_per_hour, defect_share, sp.grid,
+                                 sp.realism))
     blocks = [b for b, _ in units]
     table = (pa.concat_tables([to_table(b, bad, schema_version) for b, bad in units]) if blocks
              else BSM_SCHEMA.empty_table())
@@ -1011,11 +1283,12 @@ def generate(start, days: int = 1, vehicles: int = 100, rate_hz: float = 0.1, se
 
 
 def _write_unit(out: str, vehicles: int, rate_hz: float, seed: int, records_per_hour, defect_share: float,
-                version: int, grid: bool, unit) -> tuple[int, int, dict[str, int]]:
+                version: int, grid: bool, realism: RealismParams, unit) -> tuple[int, int, dict[str, int]]:
     """Simulate one (hour, block) and stream its objects, defect lines included, to disk chunk
     by chunk; returns (valid records, objects, defect lines by kind)."""
     h, b, nb = unit
-    blk = simulate_block(_fleet(vehicles, rate_hz, seed), rate_hz, seed, h, records_per_hour, b, nb, grid)
+    blk = simulate_block(_fleet(vehicles, rate_hz, seed), rate_hz, seed, h, records_per_hour, b, nb, grid,
+                         make_messy(vehicles, seed, realism))
     bad = plan_defects(seed, h, b, blk.objects, defect_share)
     ranges = [(a, z) for _, a, z in blk.objects]
     for (key, a, z), chunks in zip(blk.objects, format_chunks(blk, ranges, version, grid)):
@@ -1038,14 +1311,14 @@ def _fleet(vehicles: int, rate_hz: float, seed: int) -> Fleet:
 def write_corpus(out, start, days: int = 1, vehicles: int = 100, rate_hz: float = 0.1, seed: int = 7,
                  records_per_hour: int | None = None, progress: Callable[[str], None] | None = None,
                  workers: int | None = None, defect_share: float = 0.0, schema_version: int = 6,
-                 j2735_grid: bool | None = None) -> dict:
+                 j2735_grid: bool | None = None, realism: RealismParams | dict | None = None) -> dict:
     """Write the corpus under `out` (bucket layout) as ODE `schema_version` (6..9) and return the
     CLI summary: its counts are what ingest finds in it, `defects` the defect lines by kind
     (DEFECTS). The bytes do not depend on `workers` (default: all CPUs when there are more than
     ~100k records). `j2735_grid` (default: on for 9 only): see the module doc."""
     t0 = time.perf_counter()
     sp = SynthParams(records_per_hour=records_per_hour, defect_share=defect_share,  # the params' bounds, one copy
-                     schema_version=schema_version, j2735_grid=j2735_grid)
+                     schema_version=schema_version, j2735_grid=j2735_grid, realism=realism or {})
     hours = _hours(start, days)
     units = _units(vehicles, rate_hz, records_per_hour, hours)
     per_hour = vehicles * 3600 * rate_hz if records_per_hour is None else records_per_hour
@@ -1053,7 +1326,7 @@ def write_corpus(out, start, days: int = 1, vehicles: int = 100, rate_hz: float 
         workers = (os.cpu_count() or 1) if per_hour * len(hours) > 100_000 else 1
     out = str(out)
     fn = functools.partial(_write_unit, out, vehicles, rate_hz, seed, records_per_hour, defect_share,
-                           schema_version, sp.grid)
+                           schema_version, sp.grid, sp.realism)
     valid = files = 0
     defects: Counter = Counter()
     parallel = workers > 1 and len(units) > 1
@@ -1073,3 +1346,19 @@ def write_corpus(out, start, days: int = 1, vehicles: int = 100, rate_hz: float 
             "blank": by_place["blank"], "defects": {k: defects[k] for k in KINDS if defects[k]},
             "files": files, "seconds": round(secs, 3), "vehicles": vehicles, "hours": len(hours),
             "records_per_s": round(records / secs) if secs > 0 else None}
+
+
+def write_from_params(params_path, out, workers: int | None = None) -> dict:
+    """`make synth-data`: the params file's whole `synth` section, realism included (the CLI's
+    flags do not carry the realism block yet)."""
+    from wydot_lab import config
+
+    sp = config.load(params_path).synth
+    return write_corpus(out, **{**sp.model_dump(), "start": str(sp.start)}, workers=workers)
+
+
+if __name__ == "__main__":  # python -m wydot_lab.synth PARAMS OUT
+    import json
+    import sys
+
+    print(json.dumps(write_from_params(sys.argv[1], sys.argv[2])))
