@@ -227,14 +227,16 @@ def test_defect_share_must_be_between_0_and_its_cap(tmp_path):
             synth.generate(**{**PARAMS, "defect_share": bad})
 
 
-def test_cli_defect_share_flag_overrides_the_params(defective, tmp_path, capsys):
+def test_cli_defect_share_flag_overrides_the_params(tmp_path, capsys):
     args = ["synth", "--params", str(ROOT / "params" / "default.yaml"), "--days", "1", "--vehicles", "40",
             "--seed", "11", "--records-per-hour", "100"]  # with default.yaml's other synth keys: DEFECTIVE but for
-    # the share (the CLI does not pass `realism` on yet: `make synth-data` runs python -m wydot_lab.synth)
+    # the share, plus default.yaml's `realism` (the CLI passes it on since `make synth-data` uses the CLI)
     assert cli.main([*args, "--out", str(tmp_path / "a"), "--defect-share", "0.05"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert _tree(tmp_path / "a") == _tree(defective[0])
-    assert {k: summary[k] for k in COUNTS} == {k: defective[1][k] for k in COUNTS}
+    realism = config.load(ROOT / "params" / "default.yaml").synth.realism
+    want = synth.write_corpus(tmp_path / "want", **DEFECTIVE, realism=realism)
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "want")
+    assert {k: summary[k] for k in COUNTS} == {k: want[k] for k in COUNTS}
     assert cli.main([*args, "--out", str(tmp_path / "c"), "--defect-share", "1"]) == 2
     assert "synth.defect_share" in capsys.readouterr().err
 
@@ -496,7 +498,8 @@ def test_v9_corpus_gives_the_table_and_metrics_of_the_same_records_written_as_v6
     params = config.from_dict({
         "attacks": {"attacker_share": 0.3, "seed": 3,
                     "kinds": [{"name": "const_offset", "min_m": 100, "max_m": 200}, {"name": "eventual_stop"}]},
-        "model": {"n_estimators": 10, "test_share": 0.3, "seed": 5, "detectors": ["rules", "random_forest"]},
+        "model": {"n_estimators": 10, "test_share": 0.3, "seed": 5, "detectors": ["rules", "random_forest"],
+                  "min_test_attackers": 1},
     })
     results = [experiment.run(params, tmp_path / f"run{v}", table=tables[v]) for v in (6, 9)]
     pd.testing.assert_frame_equal(results[0], results[1])
