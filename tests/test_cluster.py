@@ -34,7 +34,8 @@ def _params(scheduler: str) -> config.Params:
     return config.from_dict(
         {
             "attacks": {"attacker_share": 0.3, "extra_shares": [], "seed": 3, "kinds": KINDS},
-            "model": {"n_estimators": 10, "test_share": 0.3, "seed": 5, "detectors": ["rules", "random_forest"]},
+            "model": {"n_estimators": 10, "test_share": 0.3, "seed": 5, "detectors": ["rules", "random_forest"],
+                      "min_test_attackers": 1},
             "dask": {"scheduler": scheduler, "npartitions": 3},
         }
     )

@@ -21,7 +21,7 @@ KINDS = [{"name": "const_offset", "min_m": 100, "max_m": 200}, {"name": "random_
 def _params(**model) -> config.Params:
     return config.from_dict({
         "attacks": {"attacker_share": 0.3, "extra_shares": [0.2], "seed": 3, "kinds": KINDS},
-        "model": {"n_estimators": 10, "test_share": 0.3, "seed": 5, **model},
+        "model": {"n_estimators": 10, "test_share": 0.3, "seed": 5, "min_test_attackers": 1, **model},
     })
 
 
@@ -111,7 +111,7 @@ def test_cli_experiment_on_the_synthetic_corpus(tmp_path):
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    assert set(summary["f1"]) == {"rules", "random_forest", "hist_gradient_boosting", "position_only"}
+    assert set(summary["f1"]) == {"rules", "random_forest", "hist_gradient_boosting", "position_only", "isolation_forest"}
     assert set(summary["f1"]["random_forest"]) == {"const_offset_100_200", "random_offset_50_100"}
     assert all(0 <= v <= 1 for d in summary["f1"].values() for v in d.values())
     assert "summary" in summary["quality_bar"] and summary["share"] == 0.3
@@ -234,3 +234,70 @@ def test_privacy_filter_evaluates_what_publishing_would_keep(corpus, tmp_path):
     assert b.loc[offset, "dropped_by_privacy_filter"] == 0 and b.loc[offset, "f1"] == a.loc[offset, "f1"]
     mixed = pd.read_parquet(tmp_path / "b" / "mixed.parquet")
     assert (mixed["dropped_by_privacy_filter"] > 0).all()
+
+
+def test_metrics_carry_intervals_operating_points_and_time_to_detection(corpus, tmp_path):
+    """Issue 19's metrics.json contract, keyed share -> detector -> attack (the mixed setting's
+    model: "mixed"), with the invariants that hold whatever the numbers."""
+    p = _params(detectors=["rules", "random_forest"], bootstrap=200)
+    results = experiment.run(p, tmp_path, table=corpus)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    labels = {"const_offset_100_200", "random_offset_50_100", "heading_reversal", experiment.MIXED}
+    msg = results[results["level"] == "message"]
+    assert set(m["attackers_in_test"]) == {"0.3", "0.2"}
+    for share in ("0.3", "0.2"):
+        assert m["attackers_in_test"][share] >= msg.loc[msg["share"] == float(share), "test_attackers"].max() >= 1
+        for det in ("rules", "random_forest"):
+            assert set(m["f1_ci"][share][det]) == labels
+            for lab in labels - {experiment.MIXED}:
+                lo, hi = m["f1_ci"][share][det][lab]
+                point = m["f1_by_share"][share][det][lab]
+                assert 0 <= lo <= hi <= 1 and lo <= point + 1e-9  # the lower end never above the point here
+                ops = m["operating_points"][share][det][lab]
+                assert set(ops) == {"recall_at_fpr_0.001", "recall_at_fpr_0.01", "false_alarms_per_vehicle_hour"}
+                # a larger false-positive rate never lowers the threshold's recall
+                assert 0 <= ops["recall_at_fpr_0.001"] <= ops["recall_at_fpr_0.01"] <= 1
+                assert ops["false_alarms_per_vehicle_hour"] >= 0
+                ttd = m["time_to_detection_s"][share][det][lab]
+                assert 0 <= ttd["caught_share"] <= 1
+                assert ttd["median"] is None or 0 <= ttd["median"] <= ttd["p90"]
+    assert m["quality_bar"]["random_forest_f1_low_ge_0.90_const_offset_100_200"]["met"] in (True, False)
+    assert "random_forest_f1_ge_0.90_const_offset_100_200" not in m["quality_bar"]  # no point-estimate bar left
+
+
+def test_a_share_with_too_few_test_attackers_is_refused(corpus, tmp_path):
+    from wydot_lab.errors import TooFewAttackers
+
+    with pytest.raises(TooFewAttackers, match=r"^share 0.3: the test side holds \d+ attacker vehicles?, fewer than "
+                                              r"model.min_test_attackers 50"):
+        experiment.run(_params(min_test_attackers=50), tmp_path, table=corpus)
+
+
+def test_validation_vehicles_are_genuine_train_vehicles_never_trained_on():
+    from wydot_lab.frames import ID, to_frame
+
+    frame = to_frame(bsm_frames.corridor(vehicles=60, msgs=4, seed=3))
+    p = _params(validation_share=0.25)
+    attackers, train, test = experiment.split_for_share(frame, p, 0.3)
+    val = experiment.hold_out(train[ID], attackers, p)
+    genuine_train = set(train[ID]) - set(attackers)
+    assert val <= genuine_train and not val & set(test[ID])
+    assert len(val) == round(0.25 * len(genuine_train))
+    assert val == experiment.hold_out(train[ID], attackers, p)  # seeded
+    sides = experiment._Sides.of(train, test, False, val)
+    side = sides.label(frame)
+    ids = frame[ID].astype(str)
+    assert (side[ids.isin(val).to_numpy()] == 2).all() and (side[ids.isin(set(test[ID])).to_numpy()] == 1).all()
+    assert (side[ids.isin(genuine_train - val).to_numpy()] == 0).all()
+
+
+def test_paired_test_against_rules_per_attack_over_repeats():
+    rows = [{"share": 0.3, "level": "message", "repeat": r, "attack": a, "detector": d, "f1": f}
+            for r in range(4) for a, (rf, ru) in {"x": (0.9, 0.5), "y": (0.5, 0.9)}.items()
+            for d, f in (("random_forest", rf + r / 100), ("rules", ru))]
+    got = experiment.paired_vs_rules(pd.DataFrame(rows), 0.3)
+    assert set(got) == {"random_forest"} and set(got["random_forest"]) == {"x", "y"}
+    x, y = got["random_forest"]["x"], got["random_forest"]["y"]
+    assert x["test"] == "sign" and x["n"] == 4 and x["p"] == pytest.approx(0.125) and x["median_diff"] > 0
+    assert y["median_diff"] < 0
+    assert experiment.paired_vs_rules(pd.DataFrame(rows)[lambda f: f["repeat"] == 0], 0.3) == {}

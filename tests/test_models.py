@@ -145,3 +145,21 @@ def test_a_detector_on_one_feature_fits_and_scores():
     det = models.SklearnDetector(RandomForestClassifier(n_estimators=5, random_state=0), ["dist_centreline_m"])
     score = det.fit(f, f["is_attack"].to_numpy(bool)).score(f)
     assert score.shape == (len(f),) and np.isfinite(score).all()
+
+
+def test_novelty_detector_learns_from_genuine_messages_only():
+    """isolation_forest never sees an attacked row: fitting with or without them is the same
+    model, and it scores far-off rows above the genuine ones it was fitted on."""
+    rng = np.random.default_rng(0)
+    feats = models.HISTORY
+    genuine = pd.DataFrame(rng.normal(0, 1, (400, len(feats))), columns=feats)
+    genuine.iloc[::7, 3] = np.nan  # missing values take the training medians
+    odd = pd.DataFrame(rng.normal(8, 1, (40, len(feats))), columns=feats)
+    X = pd.concat([genuine, odd], ignore_index=True)
+    y = np.r_[np.zeros(400, bool), np.ones(40, bool)]
+    p = config.ModelParams(n_estimators=50, seed=1)
+    a = models.make_detector("isolation_forest", p).fit(X, y)
+    b = models.make_detector("isolation_forest", p).fit(genuine, np.zeros(400, bool))
+    np.testing.assert_array_equal(a.score(X), b.score(X))
+    pred = a.predict(X)
+    assert pred[400:].all() and pred[:400].mean() <= 0.05  # the cut flags ~1 % of genuine training rows

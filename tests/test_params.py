@@ -90,6 +90,16 @@ def _tiny() -> dict:
      "model.split: vehicle_day holds out whole days"),
     (lambda d: d["dates"].update(start="2021-04-03", end="2021-04-01"), "dates.end: 2021-04-01 is before start"),
     (lambda d: d.setdefault("synth", {}).update(defect_share="some"), "synth.defect_share"),
+    (lambda d: d["model"].update(alarm_k=6, alarm_n=5), "model.alarm_n: 5 is below model.alarm_k 6"),
+    (lambda d: d["model"].update(alarm_k=0), "model.alarm_k: Input should be greater than or equal to 1"),
+    (lambda d: d["model"].update(fpr_targets=[0.01, 1.0]), "model.fpr_targets.1: Input should be less than 1"),
+    (lambda d: d["model"].update(fpr_targets=[0.0]), "model.fpr_targets.0: Input should be greater than 0"),
+    (lambda d: d["model"].update(fpr_targets=[]), "model.fpr_targets: List should have at least 1 item"),
+    (lambda d: d["model"].update(fpr_targets=[0.01, 0.01]), "model.fpr_targets: false-positive rate 0.01 is listed"),
+    (lambda d: d["model"].update(validation_share=0.0), "model.validation_share: Input should be greater than 0"),
+    (lambda d: d["model"].update(validation_share=1), "model.validation_share: Input should be less than 1"),
+    (lambda d: d["model"].update(min_test_attackers=0), "model.min_test_attackers"),
+    (lambda d: d["model"].update(bootstrap=0), "model.bootstrap"),
 ])
 def test_wrong_key_or_type_is_a_one_line_error_naming_it(tmp_path, mutate, names):
     data = _tiny()
@@ -137,3 +147,13 @@ def test_params_reference_documents_every_key():
         assert f"## `{section}`" in doc, section
         for key in field.annotation.model_fields:
             assert f"| `{key}` |" in doc, f"{section}.{key}"
+
+
+def test_evaluation_params_default_and_accept_k_equal_n(tmp_path):
+    m = config.ModelParams()
+    assert (m.min_test_attackers, m.fpr_targets, m.bootstrap) == (5, [0.001, 0.01], 1000)
+    assert 0 < m.validation_share < 1 and 1 <= m.alarm_k <= m.alarm_n
+    data = _tiny()
+    data["model"].update(alarm_k=4, alarm_n=4, fpr_targets=[0.05], validation_share=0.5)
+    p = config.load(_write(tmp_path, data))
+    assert (p.model.alarm_k, p.model.alarm_n, p.model.fpr_targets) == (4, 4, [0.05])

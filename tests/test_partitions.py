@@ -27,6 +27,7 @@ def _params(buckets: int, kinds: list[dict] = EVERY_ATTACK, **model) -> config.P
                 "test_share": 0.3,
                 "seed": 5,
                 "detectors": ["rules", "random_forest"],
+                "min_test_attackers": 1,
                 **model,
             },
             "dask": {"scheduler": "synchronous", "npartitions": buckets},

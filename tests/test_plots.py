@@ -73,3 +73,16 @@ def test_feature_importance_prefers_the_random_forest():
     ax = plots.feature_importance(imp).axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]  # a's mean 0.3 < b's 0.5
     assert "random_forest" in ax.get_title(loc="left")
+
+
+def test_time_to_detection_one_row_per_attack_and_a_marker_per_detector():
+    ttd = {"rules": {"a": {"median": 10.0, "p90": 40.0, "caught_share": 1.0},
+                     "b": {"median": None, "p90": None, "caught_share": 0.0}},
+           "random_forest": {"a": {"median": 5.0, "p90": 20.0, "caught_share": 1.0}}}
+    fig = plots.time_to_detection(ttd, 0.3, 3, 5)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["rules", "random_forest"]
+    assert "3 of the last 5" in ax.get_title(loc="left")
+    xs = [line.get_xdata() for line in ax.lines if len(line.get_xdata()) == 2 and line.get_marker() == "o"]
+    assert np.allclose(xs[0][0], 10.0) and np.isnan(xs[0][1])

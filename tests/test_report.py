@@ -59,3 +59,22 @@ def test_f1_quality_bars_and_caveats():
     assert "- Not evaluated: random_forest reaches F1 0.90 or more on `random_offset_50_100` (z not in)." in text
     assert "- **Missed**: random_forest does at least as well as rules on every attack." in text
     assert report.caveats([]).startswith("No caveat") and "- a" in report.caveats(["a"])
+
+
+def test_issue_19_sentences_fill_their_numbers():
+    f1 = {"rf": {"a": 0.9, "b": 0.5}}
+    text = report.intervals(f1, {"rf": {"a": [0.85, 0.95], "b": [0.2, 0.8]}})
+    assert "median width is 0.60" in text and "rf on `b`, F1 0.50 in [0.20, 0.80]" in text
+    ops = {"rf": {"a": {"recall_at_fpr_0.001": 0.5, "recall_at_fpr_0.01": 0.8, "false_alarms_per_vehicle_hour": 0.2},
+                  "b": {"recall_at_fpr_0.001": 0.3, "recall_at_fpr_0.01": None, "false_alarms_per_vehicle_hour": 0.4}}}
+    text = report.operating_points(ops, [0.001, 0.01])
+    assert "rf 0.40 at 0.1%, 0.80 at 1.0% (0.30 false alarms per genuine vehicle-hour)" in text
+    ttd = {"rf": {"a": {"median": 10.0, "p90": 30.0, "caught_share": 1.0},
+                  "b": {"median": None, "p90": None, "caught_share": 0.5}}}
+    text = report.time_to_detection(ttd, 3, 5)
+    assert "3 of a vehicle's last 5" in text and "rf catches 75% of attacker vehicles, median 10 s" in text
+    bars = {"random_forest_f1_low_ge_0.90_x": {"met": False, "f1_low": 0.8},
+            "random_forest_low_ge_rules_every_attack": {"met": True, "worse_on": {}}}
+    text = report.quality_bars(bars)
+    assert "**Missed**: the lower end of random_forest's 95 % interval reaches F1 0.90 or more on `x`" in text
+    assert "Met: the lower end of random_forest's 95 % interval is at least rules's F1 on every attack" in text

@@ -569,7 +569,13 @@ def test_v9_corpus_gives_the_table_and_metrics_of_the_same_records_written_as_v6
                 "seed": 3,
                 "kinds": [{"name": "const_offset", "min_m": 100, "max_m": 200}, {"name": "eventual_stop"}],
             },
-            "model": {"n_estimators": 10, "test_share": 0.3, "seed": 5, "detectors": ["rules", "random_forest"]},
+            "model": {
+                "n_estimators": 10,
+                "test_share": 0.3,
+                "seed": 5,
+                "detectors": ["rules", "random_forest"],
+                "min_test_attackers": 1,
+            },
         }
     )
     results = [experiment.run(params, tmp_path / f"run{v}", table=tables[v]) for v in (6, 9)]

@@ -45,7 +45,7 @@ _ENTRIES: dict[str, tuple[str, str]] = {
     "interactive_map": ("maps", "interactive"),
     "DateRangePicker": ("widgets", "DateRangePicker"),
 }
-_MODULES = {"attacks", "cache", "cli", "config", "dedup", "dtg_csv", "errors", "experiment", "features",
+_MODULES = {"attacks", "cache", "cli", "config", "dedup", "dtg_csv", "errors", "evaluation", "experiment", "features",
             "fetch", "frames", "geo", "ingest", "layout", "maps", "models", "parse", "pipeline",
             "plots", "report", "schema", "source", "synth", "validate", "widgets"}
 

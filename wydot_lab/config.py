@@ -184,6 +184,7 @@ class AttackSpec(BaseModel):
 
 
 Share = Annotated[float, Field(gt=0, lt=1)]
+Rate = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]  # a false-positive rate in (0, 1)
 
 
 def _unique(values: list, what: str) -> list:
@@ -224,6 +225,26 @@ class ModelParams(_Strict):
     n_estimators: int = Field(200, ge=1)
     repeats: int = Field(1, ge=1)  # independent runs (attack and model seeds +0, +1, ...); F1 tables are means
     train_sample_rows: int = Field(1_000_000, ge=1)  # each detector trains on at most ~this many train rows
+    # evaluation (issue 19, wydot_lab/evaluation.py)
+    min_test_attackers: int = Field(5, ge=1)  # a share whose test side holds fewer attacker vehicles is refused
+    validation_share: float = Field(0.2, gt=0, lt=1)  # of the train vehicles, held out to choose thresholds
+    fpr_targets: list[Rate] = Field([0.001, 0.01], min_length=1)  # message-level false-positive rates
+    alarm_k: int = Field(3, ge=1)  # vehicle-level alarm: k of ...
+    alarm_n: int = Field(5, ge=1)  # ... the vehicle's last n messages flagged
+    bootstrap: int = Field(1000, ge=1)  # resamples of the test vehicles for the 95 % intervals
+
+    @field_validator("fpr_targets")
+    @classmethod
+    def _fprs_once(cls, v: list[float]) -> list[float]:
+        return _unique(v, "false-positive rate")
+
+    @field_validator("alarm_n")
+    @classmethod
+    def _k_of_n(cls, n: int, info: ValidationInfo) -> int:
+        k = info.data.get("alarm_k")
+        if k is not None and k > n:
+            raise ValueError(f"{n} is below model.alarm_k {k} (the alarm needs k of the last n messages flagged)")
+        return n
 
     @field_validator("detectors")
     @classmethod

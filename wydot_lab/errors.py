@@ -46,6 +46,11 @@ class NoRecords(WydotLabError, ValueError):
     """A range or frame holds nothing to work on (no valid BSM, no date, nothing to map)."""
 
 
+class TooFewAttackers(WydotLabError, ValueError):
+    """A share's test side holds fewer attacker vehicles than `model.min_test_attackers`: its F1
+    would rest on a handful of vehicles (more vehicles, another share, or lower the param)."""
+
+
 # ---------------------------------------------------------------- cli
 
 

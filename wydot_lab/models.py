@@ -95,6 +95,38 @@ class SklearnDetector:
         return {} if imp is None else {f: float(v) for f, v in zip(self.features, imp)}
 
 
+class NoveltyDetector(SklearnDetector):
+    """Trained on genuine traffic only (novelty detection): an IsolationForest fitted on the train
+    side's genuine messages, never told what an attack looks like; score = how anomalous (the
+    negated `score_samples`), flagged above the cut that flags `CONTAMINATION` of the genuine
+    training messages. Missing feature values take the training medians."""
+
+    CONTAMINATION = 0.01
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> "NoveltyDetector":
+        genuine = X[~np.asarray(y, bool)]
+        m = self._matrix(genuine, fitting=True)
+        self.fill = np.nan_to_num(np.nanmedian(np.where(np.isnan(m).all(axis=0), 0.0, m), axis=0)) if len(m) else 0.0
+        self.estimator.fit(self._filled(m))
+        self.cutoff = float(np.quantile(-self.estimator.score_samples(self._filled(m)), 1 - self.CONTAMINATION))
+        return self
+
+    def _filled(self, m: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(m), self.fill, m)
+
+    def score(self, X: pd.DataFrame) -> np.ndarray:
+        return -self.estimator.score_samples(self._filled(self._matrix(X)))
+
+    def decide(self, score: np.ndarray) -> np.ndarray:
+        return score > self.cutoff
+
+
+def _iforest(p: Any, features: list[str]) -> NoveltyDetector:
+    from sklearn.ensemble import IsolationForest
+
+    return NoveltyDetector(IsolationForest(n_estimators=p.n_estimators, random_state=p.seed), features)
+
+
 # scikit-learn and joblib are imported where used: params validation reads DETECTORS, and
 # importing sklearn would add ~0.7 s to every params load (CLI, notebooks' first cell)
 def _rf(p: Any, features: list[str]) -> SklearnDetector:
@@ -124,6 +156,8 @@ DETECTORS: dict[str, DetectorSpec] = {
                                            "HistGradientBoosting on the per-vehicle history features"),
     "position_only": DetectorSpec(lambda p: _rf(p, REFERENCE),
                                   "reference: RandomForest on x, y, elevation only (earlier work)"),
+    "isolation_forest": DetectorSpec(lambda p: _iforest(p, HISTORY),
+                                     "novelty: IsolationForest on the genuine train messages only (no attack seen)"),
 }
 
 

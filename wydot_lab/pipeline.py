@@ -50,7 +50,7 @@ STAGES: tuple[Stage, ...] = (
           outputs=("attacked.parquet", "attack_summary.csv", "attack_map.png", "attack_zoom.png")),
     Stage("05_train", inputs={"records_path": ("01_explore", "records.parquet")},
           outputs=("metrics.json", "results.parquet", "scores.parquet", "importances.parquet", "models",
-                   "confusion_matrix.png", "pr_curves.png", "feature_importance.png")),
+                   "confusion_matrix.png", "pr_curves.png", "feature_importance.png", "time_to_detection.png")),
 )
 
 

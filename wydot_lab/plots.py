@@ -141,3 +141,29 @@ def feature_importance(imp: pd.DataFrame, top: int = 20):
     ax.set_title(f"Top features, {det}, mean over attacks", loc="left", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def time_to_detection(ttd: Mapping[str, Mapping[str, Mapping[str, float]]], share: float, k: int, n: int):
+    """Per attack (rows) and detector (markers): median time to detection with a bar to its 90th
+    percentile, and the share of attacker vehicles caught in the label. `ttd`: metrics.json's
+    `time_to_detection_s` of one share ({detector: {attack: {median, p90, caught_share}}})."""
+    dets = list(ttd)
+    attacks = sorted({a for per in ttd.values() for a in per})
+    fig = _figure(9, 0.42 * max(len(attacks), 1) * max(len(dets), 1) ** 0.5 + 1.6)
+    ax = fig.add_subplot()
+    step = 0.8 / max(len(dets), 1)
+    for j, det in enumerate(dets):
+        y = np.arange(len(attacks)) - 0.4 + step * (j + 0.5)
+        v = [ttd[det].get(a, {}) for a in attacks]
+        med = np.array([np.nan if x.get("median") is None else x["median"] for x in v], float)
+        p90 = np.array([np.nan if x.get("p90") is None else x["p90"] for x in v], float)
+        ax.errorbar(med, y, xerr=[np.zeros_like(med), np.nan_to_num(p90 - med)], fmt="o", capsize=2,
+                    label=det)
+    ax.set_yticks(np.arange(len(attacks)), attacks, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds from the first attacked message to the alarm (median, bar to p90)")
+    ax.set_title(f"Time to detection, share {share:g}: alarm at {k} of the last {n} messages flagged",
+                 loc="left", fontsize=11)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig

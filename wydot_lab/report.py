@@ -110,6 +110,10 @@ def f1_summary(f1: pd.DataFrame) -> str:
 def _bar_words(name: str, bar: Mapping[str, Any]) -> str:
     import re
 
+    if m := re.fullmatch(r"(\w+?)_f1_low_ge_([\d.]+)_(.+)", name):
+        return f"the lower end of {m[1]}'s 95 % interval reaches F1 {m[2]} or more on `{m[3]}`"
+    if m := re.fullmatch(r"(\w+?)_low_ge_(\w+?)_every_attack", name):
+        return f"the lower end of {m[1]}'s 95 % interval is at least {m[2]}'s F1 on every attack"
     if m := re.fullmatch(r"(\w+?)_f1_ge_([\d.]+)_(.+)", name):
         return f"{m[1]} reaches F1 {m[2]} or more on `{m[3]}`"
     if m := re.fullmatch(r"(\w+?)_ge_(\w+?)_every_attack", name):
@@ -138,3 +142,60 @@ def caveats(items: list[str]) -> str:
     if not items:
         return "No caveat: every share's test side holds enough attacker vehicles."
     return "What these numbers rest on:\n\n" + "\n".join(f"- {c}" for c in items)
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "n/a" if v is None or v != v else format(v, spec)
+
+
+def intervals(f1: Mapping[str, Mapping[str, float]], f1_ci: Mapping[str, Mapping[str, list]]) -> str:
+    """05: how wide the 95 % intervals over test vehicles are, and the widest one."""
+    rows = [(d, a, f1[d][a], lo, hi) for d, per in f1_ci.items() for a, (lo, hi) in per.items()
+            if d in f1 and a in f1[d] and lo is not None and hi is not None]
+    if not rows:
+        return "No interval: no attack has test attackers."
+    widths = [hi - lo for *_, lo, hi in rows]
+    d, a, point, lo, hi = rows[max(range(len(rows)), key=widths.__getitem__)]
+    return (
+        f"Each F1 carries a 95 % bootstrap interval over test vehicles (vehicles resampled, not messages): "
+        f"the median width is {sorted(widths)[len(widths) // 2]:.2f}; the widest is {d} on `{a}`, F1 "
+        f"{_fmt(point)} in [{_fmt(lo)}, {_fmt(hi)}]. A difference smaller than the intervals is not a finding."
+    )
+
+
+def operating_points(ops: Mapping[str, Mapping[str, Mapping[str, float]]], fprs: list[float]) -> str:
+    """05: mean recall over attacks at each false-positive rate (thresholds chosen on validation
+    vehicles), and false alarms per genuine vehicle-hour, per detector."""
+    if not ops:
+        return "No operating point was computed."
+    parts = []
+    for det, per in ops.items():
+        rec = [
+            f"{_fmt(_mean([v.get(f'recall_at_fpr_{f:g}') for v in per.values()]))} at {f:.1%}" for f in fprs
+        ]
+        fa = _mean([v.get("false_alarms_per_vehicle_hour") for v in per.values()])
+        parts.append(f"{det} {', '.join(rec)} ({_fmt(fa)} false alarms per genuine vehicle-hour)")
+    return (
+        "Mean recall over attacks at a fixed message-level false-positive rate, the threshold chosen on genuine "
+        "validation vehicles (never the test side): " + "; ".join(parts) + "."
+    )
+
+
+def time_to_detection(ttd: Mapping[str, Mapping[str, Mapping[str, float]]], k: int, n: int) -> str:
+    """05: how fast the vehicle-level alarm (k of the last n messages flagged) catches attackers."""
+    if not ttd:
+        return "No time to detection was computed."
+    parts = []
+    for det, per in ttd.items():
+        caught = _mean([v.get("caught_share") for v in per.values()])
+        median = _mean([v.get("median") for v in per.values()])
+        parts.append(f"{det} catches {_fmt(caught, '.0%')} of attacker vehicles, median {_fmt(median, '.0f')} s")
+    return (
+        f"With an alarm when {k} of a vehicle's last {n} messages are flagged: " + "; ".join(parts)
+        + " (means over attacks of each attack's median over its caught attackers)."
+    )
+
+
+def _mean(values: list) -> float:
+    got = [v for v in values if v is not None and v == v]
+    return sum(got) / len(got) if got else float("nan")
